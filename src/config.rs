@@ -1,0 +1,209 @@
+//! Command line and environment → a validated [`Config`].
+//!
+//! `Args` is what the user typed (clap, with env fallbacks); `Config` is what the node runs
+//! with, every default applied and every value checked.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "diststore",
+    version,
+    about = "A distributed, content-addressed, encrypted file store",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a node (the default when no command is given).
+    Serve(ServeArgs),
+}
+
+#[derive(ClapArgs, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to serve the API, the web UI and peer links on. Defaults to 127.0.0.1:8080,
+    /// or 127.0.0.1:$PORT when PORT is set (as the original program honoured it).
+    #[arg(long, env = "DISTSTORE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Directory holding the database and, unless given elsewhere, the secret.
+    #[arg(long, env = "DISTSTORE_DATA_DIR", value_name = "DIR", default_value = "./diststore-data")]
+    pub data_dir: PathBuf,
+
+    /// File holding the cluster secret; the data key derives from it. Without this flag or
+    /// DISTSTORE_SECRET, a secret is generated on first start as DATA_DIR/secret (mode 0600).
+    #[arg(long, value_name = "FILE", conflicts_with = "secret")]
+    pub secret_file: Option<PathBuf>,
+
+    /// The cluster secret itself (prefer --secret-file: environments leak).
+    #[arg(long, env = "DISTSTORE_SECRET", hide_env_values = true, value_name = "SECRET")]
+    pub secret: Option<String>,
+
+    /// Largest accepted upload, e.g. 500MiB, 64GiB or a byte count; larger bodies get 413.
+    #[arg(long, env = "DISTSTORE_MAX_UPLOAD_SIZE", value_name = "SIZE", default_value = "64GiB", value_parser = parse_size)]
+    pub max_upload_size: u64,
+
+    /// Database page cache size, e.g. 64MiB. Bounds the node's memory with the upload queues.
+    #[arg(long, env = "DISTSTORE_CACHE_SIZE", value_name = "SIZE", default_value = "32MiB", value_parser = parse_size)]
+    pub cache_size: u64,
+
+    /// Bearer token required on /api and /metrics. Required when listening on a non-loopback
+    /// address, unless --open-api is given.
+    #[arg(long, env = "DISTSTORE_API_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub api_token: Option<String>,
+
+    /// Serve the API without a token on a non-loopback address (only behind another guard).
+    #[arg(long, env = "DISTSTORE_OPEN_API")]
+    pub open_api: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub secret: SecretSource,
+    pub max_upload_bytes: u64,
+    pub cache_bytes: usize,
+    pub api_token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    File(PathBuf),
+    Value(String),
+    /// DATA_DIR/secret, created on first start.
+    Generated(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("PORT must be a port number, got {0:?}")]
+    BadPort(String),
+    #[error(
+        "listening on {0}, which is not loopback, needs --api-token (or DISTSTORE_API_TOKEN); pass --open-api to serve without one"
+    )]
+    TokenNeeded(SocketAddr),
+    #[error("--api-token must not be empty")]
+    EmptyToken,
+    #[error("the secret must not be empty")]
+    EmptySecret,
+}
+
+impl ServeArgs {
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let listen = match (self.listen, std::env::var("PORT")) {
+            (Some(addr), _) => addr,
+            (None, Ok(port)) => {
+                let port: u16 = port.trim().parse().map_err(|_| ConfigError::BadPort(port.clone()))?;
+                SocketAddr::from(([127, 0, 0, 1], port))
+            }
+            (None, Err(_)) => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+        if self.api_token.as_deref() == Some("") {
+            return Err(ConfigError::EmptyToken);
+        }
+        if !listen.ip().is_loopback() && self.api_token.is_none() && !self.open_api {
+            return Err(ConfigError::TokenNeeded(listen));
+        }
+        let secret = match (self.secret_file, self.secret) {
+            (Some(path), _) => SecretSource::File(path),
+            (None, Some(value)) if value.is_empty() => return Err(ConfigError::EmptySecret),
+            (None, Some(value)) => SecretSource::Value(value),
+            (None, None) => SecretSource::Generated(self.data_dir.join("secret")),
+        };
+        Ok(Config {
+            listen,
+            data_dir: self.data_dir,
+            secret,
+            max_upload_bytes: self.max_upload_size,
+            cache_bytes: usize::try_from(self.cache_size).unwrap_or(usize::MAX),
+            api_token: self.api_token,
+        })
+    }
+}
+
+impl SecretSource {
+    /// Reads the secret, generating DATA_DIR/secret (mode 0600) on first start.
+    pub fn load(&self) -> std::io::Result<Vec<u8>> {
+        use std::io::{Error, ErrorKind};
+        let bytes = match self {
+            SecretSource::Value(v) => v.clone().into_bytes(),
+            SecretSource::File(path) => std::fs::read(path)
+                .map_err(|e| Error::new(e.kind(), format!("reading secret file {}: {e}", path.display())))?,
+            SecretSource::Generated(path) => match std::fs::read(path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    let mut raw = [0u8; 32];
+                    getrandom::fill(&mut raw).map_err(|e| Error::other(e.to_string()))?;
+                    let text = format!("{}\n", hex::encode(raw));
+                    write_private(path, text.as_bytes())?;
+                    log::info!("generated a new secret in {}", path.display());
+                    text.into_bytes()
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        // A trailing newline from `echo > file` is not part of the secret.
+        let trimmed = bytes.trim_ascii_end().to_vec();
+        if trimmed.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidData, "the secret is empty"));
+        }
+        Ok(trimmed)
+    }
+}
+
+/// Creates `path` readable by its owner only, failing if it exists (two nodes racing on one
+/// directory must not overwrite each other's secret).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Parses `123`, `64KiB`, `10MB`, `4GiB`, `1TiB` (binary and decimal units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size like 500MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB, GiB, TiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("4 GiB"), Ok(4 << 30));
+        assert!(parse_size("4XB").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+    }
+}

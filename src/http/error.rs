@@ -1,0 +1,91 @@
+//! The one place errors become HTTP statuses. Every error body is `{"error": "..."}`.
+
+use tide::{Response, StatusCode};
+
+use crate::content::{NameError, ParseIdError};
+use crate::node::NodeError;
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("a valid API token is required (Authorization: Bearer <token>)")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("range not satisfiable: the content is {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BadRequest,
+            ApiError::Unauthorized => StatusCode::Unauthorized,
+            ApiError::NotFound(_) => StatusCode::NotFound,
+            ApiError::TooLarge(_) => StatusCode::PayloadTooLarge,
+            ApiError::RangeNotSatisfiable { .. } => StatusCode::RequestedRangeNotSatisfiable,
+            ApiError::Unavailable(_) => StatusCode::ServiceUnavailable,
+            ApiError::Internal(_) => StatusCode::InternalServerError,
+        }
+    }
+
+    pub fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            log::error!("{self}");
+        }
+        let mut res = json_error(status, &self.to_string());
+        if let ApiError::RangeNotSatisfiable { size } = self {
+            res.insert_header("Content-Range", format!("bytes */{size}"));
+        }
+        if status == StatusCode::Unauthorized {
+            res.insert_header("WWW-Authenticate", "Bearer");
+        }
+        res
+    }
+}
+
+pub fn json_error(status: StatusCode, message: &str) -> Response {
+    let mut res = Response::new(status);
+    res.set_body(serde_json::json!({ "error": message }));
+    res
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::BadName(e) => ApiError::BadRequest(format!("invalid name: {e}")),
+            NodeError::NotFound => ApiError::NotFound("no such file".into()),
+            NodeError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
+            NodeError::Body(e) => ApiError::BadRequest(format!("reading the request body failed: {e}")),
+            NodeError::Integrity { .. } => ApiError::Internal(e.to_string()),
+            NodeError::Storage(e) => e.into(),
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<NameError> for ApiError {
+    fn from(e: NameError) -> Self {
+        ApiError::BadRequest(format!("invalid name: {e}"))
+    }
+}
+
+impl From<ParseIdError> for ApiError {
+    fn from(e: ParseIdError) -> Self {
+        ApiError::BadRequest(format!("invalid content id: {e}"))
+    }
+}

@@ -1,0 +1,170 @@
+//! `/api/v1/files`: the native API by name.
+
+use futures_lite::AsyncReadExt;
+use serde_json::json;
+use tide::{Response, StatusCode};
+
+use super::serve_content::{self, Presentation, disposition};
+use super::{ApiError, Req, json, path_rest, query};
+use crate::clock::rfc3339;
+use crate::content::FileName;
+use crate::node::{NodeError, Upload};
+use crate::storage::{ListQuery, NameEntry, SortBy};
+
+const PREFIX: &str = "/api/v1/files/";
+const READ_BUF: usize = 256 * 1024;
+
+fn name_from_path(req: &Req, prefix: &str) -> Result<FileName, ApiError> {
+    Ok(FileName::new(path_rest(req, prefix)?)?)
+}
+
+/// Content type to store: what the client said, else a guess from the name.
+pub fn content_type_for(given: Option<&str>, name: &FileName) -> String {
+    match given.map(str::trim) {
+        Some(t) if !t.is_empty() && t != "application/octet-stream" && !t.starts_with("multipart/") => t.to_owned(),
+        _ => mime_guess::from_path(name.as_str()).first_or_octet_stream().essence_str().to_owned(),
+    }
+}
+
+/// Refuses a body whose declared length is already over the limit, before reading any of it
+/// (curl waits for `100 Continue`, which is never sent, and stops).
+pub fn check_declared_length(req: &Req) -> Result<(), ApiError> {
+    let limit = req.state().node.max_upload_bytes();
+    match req.len() {
+        Some(len) if len as u64 > limit => {
+            Err(NodeError::TooLarge { limit }.into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Copies a request body into an upload.
+pub async fn pump(mut body: impl futures_lite::AsyncRead + Unpin, upload: &mut Upload) -> Result<(), NodeError> {
+    let mut buf = vec![0u8; READ_BUF];
+    loop {
+        let n = body.read(&mut buf).await.map_err(NodeError::Body)?;
+        if n == 0 {
+            return Ok(());
+        }
+        upload.write(&buf[..n]).await?;
+    }
+}
+
+pub async fn put(mut req: Req) -> Result<Response, ApiError> {
+    let name = name_from_path(&req, PREFIX)?;
+    check_declared_length(&req)?;
+    let content_type = content_type_for(req.content_type().as_ref().map(|m| m.essence()), &name);
+    let node = req.state().node.clone();
+    let declared = req.len();
+    let mut upload = node.upload();
+    pump(req.take_body(), &mut upload).await?;
+    if let Some(declared) = declared {
+        if upload.size() != declared as u64 {
+            return Err(ApiError::BadRequest("the body ended before its Content-Length".into()));
+        }
+    }
+    let staged = upload.finish().await?;
+    let put = node.commit(staged, name.clone(), content_type).await?;
+    Ok(json(
+        StatusCode::Created,
+        &json!({
+            "name": name.as_str(),
+            "id": put.id.to_string(),
+            "size": put.size,
+            "chunks": put.chunks,
+            "new_bytes": put.new_bytes,
+        }),
+    ))
+}
+
+pub async fn get(req: Req) -> Result<Response, ApiError> {
+    let name = name_from_path(&req, PREFIX)?;
+    let found = req.state().node.find(&name).await?;
+    let kind = if query(&req, "download").is_some_and(|v| v != "0") { "attachment" } else { "inline" };
+    let how = Presentation {
+        content_type: found.record.content_type.clone(),
+        disposition: Some(disposition(kind, name.base())),
+        modified_ms: Some(found.record.modified_ms),
+    };
+    serve_content::respond(&req, &found.manifest, how).await
+}
+
+pub async fn delete(req: Req) -> Result<Response, ApiError> {
+    let name = name_from_path(&req, PREFIX)?;
+    req.state().node.delete(&name).await?;
+    Ok(Response::new(StatusCode::NoContent))
+}
+
+pub fn entry_json(e: &NameEntry) -> serde_json::Value {
+    json!({
+        "name": e.name,
+        "id": e.record.file_id().map(|id| id.to_string()),
+        "size": e.record.size,
+        "modified": rfc3339(e.record.modified_ms),
+        "content_type": e.record.content_type,
+    })
+}
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+pub async fn list(req: Req) -> Result<Response, ApiError> {
+    let number = |key: &str| -> Result<Option<usize>, ApiError> {
+        query(&req, key)
+            .map(|v| v.parse().map_err(|_| ApiError::BadRequest(format!("`{key}` must be a non-negative integer"))))
+            .transpose()
+    };
+    let limit = number("limit")?.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::BadRequest(format!("`limit` must be between 1 and {MAX_LIMIT}")));
+    }
+    let sort = match query(&req, "sort").as_deref() {
+        None | Some("name") => SortBy::Name,
+        Some("size") => SortBy::Size,
+        Some("modified") => SortBy::Modified,
+        Some(other) => return Err(ApiError::BadRequest(format!("unknown sort {other:?} (name, size, modified)"))),
+    };
+    let descending = match query(&req, "order").as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => return Err(ApiError::BadRequest(format!("unknown order {other:?} (asc, desc)"))),
+    };
+    let q = ListQuery {
+        prefix: query(&req, "prefix").unwrap_or_default(),
+        after: query(&req, "after").filter(|a| !a.is_empty()),
+        offset: number("offset")?.unwrap_or(0),
+        limit,
+        sort,
+        descending,
+    };
+    let page = req.state().node.list(q).await?;
+    let files: Vec<_> = page.entries.iter().map(entry_json).collect();
+    Ok(json(StatusCode::Ok, &json!({ "files": files, "next": page.next, "total": page.total })))
+}
+
+pub async fn info(req: Req) -> Result<Response, ApiError> {
+    let name = name_from_path(&req, "/api/v1/info/")?;
+    let node = &req.state().node;
+    let info = node.info(&name).await?;
+    let m = &info.found.manifest;
+    let holders: Vec<_> = info
+        .holders
+        .iter()
+        .map(|id| json!({ "node_id": id.to_string(), "url": null, "self": *id == node.node_id() }))
+        .collect();
+    Ok(json(
+        StatusCode::Ok,
+        &json!({
+            "name": name.as_str(),
+            "id": m.id.to_string(),
+            "size": m.size,
+            "content_type": info.found.record.content_type,
+            "modified": rfc3339(info.found.record.modified_ms),
+            "chunks": m.chunks.len(),
+            "distinct_chunks": info.distinct_chunks,
+            "shared_bytes": info.shared_bytes,
+            "unique_bytes": m.size.saturating_sub(info.shared_bytes),
+            "holders": holders,
+        }),
+    ))
+}

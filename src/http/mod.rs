@@ -1,0 +1,157 @@
+//! The tide app: routes, the error map, auth, and the embedded UI.
+
+mod assets;
+mod blobs;
+mod compat;
+pub mod error;
+mod files;
+mod serve_content;
+mod status;
+
+use std::sync::Arc;
+
+use tide::{Next, Request, Response, StatusCode};
+
+use crate::config::Config;
+use crate::node::Node;
+pub use error::ApiError;
+
+#[derive(Clone)]
+pub struct State {
+    pub node: Arc<Node>,
+    api_token: Option<Arc<str>>,
+}
+
+pub type Req = Request<State>;
+
+/// Turns a handler returning `Result<Response, ApiError>` into a tide endpoint.
+macro_rules! endpoint {
+    ($handler:path) => {
+        |req: Req| async move { Ok($handler(req).await.unwrap_or_else(ApiError::into_response)) }
+    };
+}
+
+pub fn app(node: Arc<Node>, api_token: Option<String>) -> tide::Server<State> {
+    let mut app = tide::with_state(State { node, api_token: api_token.map(Into::into) });
+    app.with(tide::utils::After(json_errors));
+    app.with(require_token);
+    app.at("/health").get(|_| async { Ok(Response::builder(StatusCode::Ok).body("ok\n").build()) });
+    app.at("/metrics").get(endpoint!(status::metrics));
+    app.at("/api/v1/status").get(endpoint!(status::status));
+    app.at("/api/v1/events").get(tide::sse::endpoint(status::events));
+    app.at("/api/v1/files").get(endpoint!(files::list));
+    app.at("/api/v1/files/*name")
+        .put(endpoint!(files::put))
+        .get(endpoint!(files::get))
+        .delete(endpoint!(files::delete));
+    app.at("/api/v1/info/*name").get(endpoint!(files::info));
+    app.at("/api/v1/blobs/:id").get(endpoint!(blobs::get));
+    app.at("/api/store").post(endpoint!(compat::store));
+    app.at("/api/get").get(endpoint!(compat::get));
+    app.at("/api/delete").delete(endpoint!(compat::delete));
+    app.at("/api/list").get(endpoint!(compat::list));
+    app.at("/").get(endpoint!(assets::index));
+    app.at("/assets/*path").get(endpoint!(assets::file));
+    app
+}
+
+pub async fn serve(node: Arc<Node>, config: &Config) -> anyhow::Result<()> {
+    use tide::listener::Listener;
+    let mut listener = app(node, config.api_token.clone()).bind(config.listen).await?;
+    for info in listener.info() {
+        // Tests and scripts read this line to learn the port when listening on port 0.
+        println!("diststore listening on {}", info.connection());
+    }
+    listener.accept().await?;
+    Ok(())
+}
+
+/// Errors tide produces itself (unknown route, wrong method) get the same JSON body as ours.
+async fn json_errors(res: Response) -> tide::Result<Response> {
+    let status = res.status();
+    if status.is_client_error() && res.is_empty() != Some(false) && res.content_type().is_none() {
+        let message = match status {
+            StatusCode::NotFound => "no such route",
+            StatusCode::MethodNotAllowed => "method not allowed on this route",
+            other => other.canonical_reason(),
+        };
+        let mut out = error::json_error(status, message);
+        for (name, values) in res.iter() {
+            out.insert_header(name, values);
+        }
+        return Ok(out);
+    }
+    Ok(res)
+}
+
+fn require_token<'a>(req: Req, next: Next<'a, State>) -> std::pin::Pin<Box<dyn std::future::Future<Output = tide::Result> + Send + 'a>> {
+    Box::pin(async move {
+        let Some(token) = req.state().api_token.clone() else { return Ok(next.run(req).await) };
+        let path = req.url().path();
+        if !(path.starts_with("/api/") || path == "/metrics") {
+            return Ok(next.run(req).await);
+        }
+        let bearer = req
+            .header("Authorization")
+            .and_then(|v| v.as_str().strip_prefix("Bearer ").map(str::to_owned));
+        // Browsers cannot set headers on EventSource or plain links, so a query token works too.
+        let query = req.url().query_pairs().find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
+        let given = bearer.or(query).unwrap_or_default();
+        if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            Ok(next.run(req).await)
+        } else {
+            Ok(ApiError::Unauthorized.into_response())
+        }
+    })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The percent-decoded rest of the path after `prefix`.
+fn path_rest(req: &Req, prefix: &str) -> Result<String, ApiError> {
+    let raw = req.url().path().strip_prefix(prefix).unwrap_or_default();
+    percent_decode(raw).ok_or_else(|| ApiError::BadRequest("the name is not valid percent-encoded UTF-8".into()))
+}
+
+pub fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A query parameter, decoded.
+fn query(req: &Req, key: &str) -> Option<String> {
+    req.url().query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response {
+    let mut res = Response::new(status);
+    res.set_body(value.clone());
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn decodes_percent_escapes() {
+        assert_eq!(percent_decode("a%20b/%C3%BC").as_deref(), Some("a b/ü"));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%C3"), None);
+        assert_eq!(percent_decode("%4"), None);
+    }
+}

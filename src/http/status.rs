@@ -1,0 +1,84 @@
+//! `/api/v1/status`, `/metrics` and the live event stream.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tide::{Response, StatusCode};
+
+use super::{ApiError, Req, State, json};
+use crate::node::{Event, Node};
+use crate::runtime;
+
+/// How often the event stream repeats the status even when nothing changed.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+async fn status_json(node: &Node) -> Result<serde_json::Value, ApiError> {
+    let s = node.status().await?;
+    let dedup_ratio = if s.stats.stored_bytes == 0 {
+        1.0
+    } else {
+        s.stats.logical_bytes as f64 / s.stats.stored_bytes as f64
+    };
+    Ok(json!({
+        "node_id": s.node_id.to_string(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": s.uptime_secs,
+        "files": s.stats.files,
+        "logical_bytes": s.stats.logical_bytes,
+        "unique_bytes": s.stats.unique_bytes,
+        "stored_bytes": s.stats.stored_bytes,
+        "chunks": s.stats.chunks,
+        "db_file_bytes": s.db_file_bytes,
+        "dedup_ratio": dedup_ratio,
+        "max_upload_bytes": s.max_upload_bytes,
+        "replication": 1,
+        "peers": [],
+    }))
+}
+
+pub async fn status(req: Req) -> Result<Response, ApiError> {
+    let mut value = status_json(&req.state().node).await?;
+    value["auth_required"] = json!(req.state().api_token.is_some());
+    value["url"] = json!(req.url()[..url::Position::BeforePath].to_string());
+    Ok(json(StatusCode::Ok, &value))
+}
+
+pub async fn metrics(req: Req) -> Result<Response, ApiError> {
+    let s = req.state().node.status().await?;
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, value: u64| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"));
+    };
+    gauge("diststore_files", "Live names.", s.stats.files);
+    gauge("diststore_logical_bytes", "Sum of the sizes of all live names.", s.stats.logical_bytes);
+    gauge("diststore_unique_bytes", "Sum of the sizes of distinct stored files.", s.stats.unique_bytes);
+    gauge("diststore_stored_bytes", "Ciphertext bytes of stored chunks.", s.stats.stored_bytes);
+    gauge("diststore_chunks", "Stored chunks.", s.stats.chunks);
+    gauge("diststore_db_file_bytes", "Size of the database file.", s.db_file_bytes);
+    gauge("diststore_uptime_seconds", "Seconds since the node started.", s.uptime_secs);
+    Ok(Response::builder(StatusCode::Ok).content_type("text/plain; version=0.0.4").body(out).build())
+}
+
+/// Server-sent events: `file` on every put and delete, `status` on changes and periodically.
+pub async fn events(req: tide::Request<State>, sender: tide::sse::Sender) -> tide::Result<()> {
+    let node = req.state().node.clone();
+    let changes = node.events().subscribe();
+    loop {
+        let status = status_json(&node).await.map_err(|e| tide::Error::from_str(500, e.to_string()))?;
+        sender.send("status", status.to_string(), None).await?;
+        // Wait for a change or the period, then send what happened.
+        if let Some(Ok(event)) = runtime::timeout(STATUS_EVERY, changes.recv()).await {
+            let mut pending = vec![event];
+            while let Ok(more) = changes.try_recv() {
+                pending.push(more);
+            }
+            for event in pending {
+                let data = match event {
+                    Event::Put { name } => json!({ "op": "put", "name": name }),
+                    Event::Delete { name } => json!({ "op": "delete", "name": name }),
+                };
+                sender.send("file", data.to_string(), None).await?;
+            }
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! DistStore: a distributed, content-addressed, encrypted file store.
+//!
+//! Module map (dependencies point up the list only):
+//! - [`content`]: ids, chunker, manifests, names. Pure.
+//! - [`crypto`]: key derivation, chunk sealing. Pure.
+//! - [`runtime`]: the only module that names the async runtime.
+//! - [`storage`]: the redb owner: tables, records, the batching writer, migrations.
+//! - [`clock`]: hybrid logical clock for version stamps.
+//! - [`node`]: use cases (put, get, delete, list, status, GC).
+//! - [`http`]: the tide app: routes, error mapping, the embedded UI.
+//! - [`config`]: command line and environment → validated config.
+
+pub mod clock;
+pub mod config;
+pub mod content;
+pub mod crypto;
+pub mod http;
+pub mod node;
+pub mod runtime;
+pub mod storage;

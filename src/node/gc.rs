@@ -1,0 +1,62 @@
+//! The garbage collector: a background loop that removes content nobody names.
+//!
+//! Unit of work: one collection pass in the storage writer (see `storage::writer`), which
+//! skips chunks pinned by uploads in flight, so it never races an upload.
+
+use std::time::Duration;
+
+use crate::runtime;
+use crate::storage::{GcReport, Store, StorageError};
+
+const PERIOD: Duration = Duration::from_secs(60);
+
+pub struct Collector {
+    store: Store,
+    wake: async_channel::Sender<()>,
+    woken: async_channel::Receiver<()>,
+}
+
+impl Collector {
+    pub fn new(store: Store) -> Self {
+        let (wake, woken) = async_channel::bounded(1);
+        Self { store, wake, woken }
+    }
+
+    /// Asks for a pass soon (after a delete).
+    pub fn wake(&self) {
+        let _ = self.wake.try_send(());
+    }
+
+    /// One pass.
+    pub async fn step(&self) -> Result<GcReport, StorageError> {
+        let report = self.store.collect_garbage().await?;
+        if report.chunks > 0 || report.files > 0 {
+            log::info!(
+                "gc: removed {} files, {} chunks, {} bytes",
+                report.files,
+                report.chunks,
+                report.bytes
+            );
+        }
+        Ok(report)
+    }
+
+    /// Runs passes when woken and every minute, until `shutdown` closes.
+    pub async fn run(&self, shutdown: async_channel::Receiver<()>) {
+        loop {
+            if let Err(e) = self.step().await {
+                log::error!("gc pass failed: {e}");
+            }
+            let woken = self.woken.recv();
+            let stop = shutdown.recv();
+            let next = futures_lite::future::or(async { woken.await.is_ok() }, async {
+                stop.await.ok();
+                false
+            });
+            match runtime::timeout(PERIOD, next).await {
+                Some(false) => return,
+                Some(true) | None => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Use cases: put, get, delete, list, status. The one place storage, crypto and (later) the
+//! cluster are composed; HTTP handlers call only this.
+
+mod events;
+mod gc;
+mod read;
+mod upload;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use events::{Event, Events};
+pub use gc::Collector;
+pub use read::ByteStream;
+pub use upload::{PutOutcome, Staged, Upload};
+
+use crate::clock::{Clock, unix_ms};
+use crate::content::{ChunkId, FileId, FileName, Manifest, NameError, NodeId};
+use crate::crypto::{CryptoError, Keys};
+use crate::storage::{GcReport, ListPage, ListQuery, NameRecord, Stats, StorageError, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{0}")]
+    BadName(#[from] NameError),
+    #[error("no such file")]
+    NotFound,
+    #[error("the upload is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("reading the request body failed: {0}")]
+    Body(std::io::Error),
+    #[error("chunk {chunk} failed verification: {source}")]
+    Integrity { chunk: ChunkId, source: CryptoError },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+pub type Result<T, E = NodeError> = std::result::Result<T, E>;
+
+pub struct NodeConfig {
+    pub max_upload_bytes: u64,
+    pub db_path: std::path::PathBuf,
+}
+
+/// A file as found by name.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub record: NameRecord,
+    pub manifest: Manifest,
+}
+
+/// What the details view shows about one file.
+#[derive(Debug, Clone)]
+pub struct FileInfo {
+    pub found: Found,
+    pub distinct_chunks: usize,
+    /// Bytes of this file's chunks that other stored files use too: what dedup saved.
+    pub shared_bytes: u64,
+    pub holders: Vec<NodeId>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub node_id: NodeId,
+    pub uptime_secs: u64,
+    pub stats: Stats,
+    pub db_file_bytes: u64,
+    pub max_upload_bytes: u64,
+}
+
+pub struct Node {
+    store: Store,
+    keys: Keys,
+    clock: Clock,
+    config: NodeConfig,
+    events: Events,
+    collector: Collector,
+    started: Instant,
+}
+
+impl Node {
+    pub fn new(store: Store, keys: Keys, config: NodeConfig) -> Arc<Node> {
+        Arc::new(Node {
+            clock: Clock::new(store.node_id()),
+            collector: Collector::new(store.clone()),
+            store,
+            keys,
+            config,
+            events: Events::default(),
+            started: Instant::now(),
+        })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.store.node_id()
+    }
+
+    pub fn max_upload_bytes(&self) -> u64 {
+        self.config.max_upload_bytes
+    }
+
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    pub fn collector(&self) -> &Collector {
+        &self.collector
+    }
+
+    /// Starts an upload of content whose name may not be known yet (multipart forms can send
+    /// the file before its key).
+    pub fn upload(self: &Arc<Self>) -> Upload {
+        Upload::new(self.store.clone(), self.keys.clone(), self.config.max_upload_bytes)
+    }
+
+    /// Names staged content, durably.
+    pub async fn commit(&self, staged: Staged, name: FileName, content_type: String) -> Result<PutOutcome> {
+        let stamp = self.clock.now();
+        let record = NameRecord {
+            file: Some(*staged.manifest.id.as_bytes()),
+            size: staged.manifest.size,
+            content_type,
+            modified_ms: unix_ms(),
+            stamp,
+        };
+        let outcome = staged.commit(&self.store, name.clone(), record).await?;
+        self.events.publish(Event::Put { name: name.to_string() });
+        Ok(outcome)
+    }
+
+    pub async fn find(&self, name: &FileName) -> Result<Found> {
+        let record = self.store.name(name).await?.ok_or(NodeError::NotFound)?;
+        let id = record.file_id().ok_or(NodeError::NotFound)?;
+        let manifest = self.store.manifest(id).await?.ok_or_else(|| {
+            StorageError::Corrupt(format!("name {name} points at missing manifest {id}"))
+        })?;
+        Ok(Found { record, manifest })
+    }
+
+    pub async fn find_blob(&self, id: FileId) -> Result<Manifest> {
+        self.store.manifest(id).await?.ok_or(NodeError::NotFound)
+    }
+
+    /// Streams bytes `start..end` of a file, verifying every chunk. The first chunk is read
+    /// before this returns, so a missing or corrupt start is an error, not a broken stream.
+    pub async fn read(&self, manifest: &Manifest, start: u64, end: u64) -> Result<ByteStream> {
+        read::open(self.store.clone(), self.keys.clone(), manifest, start, end).await
+    }
+
+    pub async fn delete(&self, name: &FileName) -> Result<()> {
+        let removed = self.store.delete(name, self.clock.now()).await?;
+        if !removed {
+            return Err(NodeError::NotFound);
+        }
+        self.events.publish(Event::Delete { name: name.to_string() });
+        self.collector.wake();
+        Ok(())
+    }
+
+    pub async fn list(&self, query: ListQuery) -> Result<ListPage> {
+        Ok(self.store.list(query).await?)
+    }
+
+    pub async fn info(&self, name: &FileName) -> Result<FileInfo> {
+        let found = self.find(name).await?;
+        let distinct: Vec<_> = found.manifest.distinct_chunks().into_iter().cloned().collect();
+        let refs = self.store.chunk_refs(distinct.iter().map(|c| c.id).collect()).await?;
+        let shared_bytes = distinct.iter().zip(&refs).filter(|(_, r)| **r > 1).map(|(c, _)| u64::from(c.len)).sum();
+        Ok(FileInfo { distinct_chunks: distinct.len(), shared_bytes, holders: vec![self.node_id()], found })
+    }
+
+    pub async fn status(&self) -> Result<Status> {
+        Ok(Status {
+            node_id: self.node_id(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            stats: self.store.stats().await?,
+            db_file_bytes: Store::file_bytes(&self.config.db_path),
+            max_upload_bytes: self.config.max_upload_bytes,
+        })
+    }
+
+    pub async fn collect_garbage(&self) -> Result<GcReport> {
+        Ok(self.collector.step().await?)
+    }
+}

@@ -1,0 +1,213 @@
+//! The upload pipeline.
+//!
+//! The request task only copies body bytes into 1 MiB blocks. Two blocking workers run beside
+//! it: one hashes the whole stream (the file id), the other cuts chunks, hashes and seals them
+//! and queues them for the storage writer. Queues between the stages are bounded, so memory
+//! stays a few blocks per upload whatever the file size. Small bodies skip the workers and go
+//! to the writer in one operation with their manifest.
+
+use bytes::{Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+
+use super::{NodeError, Result};
+use crate::clock::unix_ms;
+use crate::content::chunker::{CHUNKER_VERSION, Chunker};
+use crate::content::{ChunkId, ChunkRef, FileId, FileName, Manifest};
+use crate::crypto::Keys;
+use crate::runtime::{self, JoinHandle};
+use crate::storage::{NameRecord, PinSet, StorageError, Store};
+
+const BLOCK: usize = 1024 * 1024;
+/// Below this, hashing and sealing cost less than handing off to a thread.
+const INLINE_MAX: usize = 64 * 1024;
+const STAGE_QUEUE: usize = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutOutcome {
+    pub id: FileId,
+    pub size: u64,
+    pub chunks: usize,
+    /// Stored bytes this upload added (chunks that were not stored before; the rest deduplicated).
+    pub new_bytes: u64,
+}
+
+/// Content fully received, its chunks stored or queued, not yet named.
+pub struct Staged {
+    pub manifest: Manifest,
+    new_bytes: u64,
+    /// Small content rides along with the commit instead of going to the writer first.
+    inline: Vec<(ChunkId, Vec<u8>)>,
+    /// Keeps the chunks from the collector until the commit names them.
+    _pins: Option<PinSet>,
+}
+
+impl Staged {
+    pub(super) async fn commit(self, store: &Store, name: FileName, record: NameRecord) -> Result<PutOutcome> {
+        let outcome = PutOutcome {
+            id: self.manifest.id,
+            size: self.manifest.size,
+            chunks: self.manifest.chunks.len(),
+            new_bytes: self.new_bytes,
+        };
+        let committed = store.commit_file(self.manifest, name, record, self.inline).await?;
+        Ok(PutOutcome { new_bytes: outcome.new_bytes + committed.new_bytes, ..outcome })
+    }
+}
+
+struct Workers {
+    hash_tx: async_channel::Sender<Bytes>,
+    chunk_tx: async_channel::Sender<Bytes>,
+    hasher: JoinHandle<FileId>,
+    chunker: JoinHandle<Result<Chunked>>,
+}
+
+/// What the chunking worker produced.
+struct Chunked {
+    chunks: Vec<ChunkRef>,
+    new_bytes: u64,
+    pins: PinSet,
+}
+
+pub struct Upload {
+    store: Store,
+    keys: Keys,
+    limit: u64,
+    size: u64,
+    block: BytesMut,
+    workers: Option<Workers>,
+}
+
+impl Upload {
+    pub(super) fn new(store: Store, keys: Keys, limit: u64) -> Self {
+        Self { store, keys, limit, size: 0, block: BytesMut::with_capacity(BLOCK), workers: None }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Adds body bytes. Fails once the total passes the limit.
+    pub async fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        self.size += data.len() as u64;
+        if self.size > self.limit {
+            return Err(NodeError::TooLarge { limit: self.limit });
+        }
+        while !data.is_empty() {
+            let take = (BLOCK - self.block.len()).min(data.len());
+            self.block.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.block.len() == BLOCK {
+                let block = std::mem::replace(&mut self.block, BytesMut::with_capacity(BLOCK)).freeze();
+                self.dispatch(block).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn dispatch(&mut self, block: Bytes) -> Result<()> {
+        let workers = match &mut self.workers {
+            Some(w) => w,
+            None => self.workers.insert(start_workers(self.store.clone(), self.keys.clone())),
+        };
+        // A send fails only when a worker stopped early; its result says why.
+        if workers.hash_tx.send(block.clone()).await.is_err() || workers.chunk_tx.send(block).await.is_err() {
+            let workers = self.workers.take().expect("workers were just started");
+            drop((workers.hash_tx, workers.chunk_tx));
+            workers.chunker.await?;
+            return Err(StorageError::WriterGone.into());
+        }
+        Ok(())
+    }
+
+    /// Ends the body: every chunk is stored or queued, and the manifest is ready.
+    pub async fn finish(mut self) -> Result<Staged> {
+        let tail = std::mem::take(&mut self.block).freeze();
+        let size = self.size;
+        match self.workers.take() {
+            None if tail.len() <= INLINE_MAX => Ok(stage_inline(&self.keys, &tail)),
+            None => {
+                let (store, keys) = (self.store.clone(), self.keys.clone());
+                runtime::blocking(move || {
+                    let id = FileId::from_bytes(Sha256::digest(&tail).into());
+                    let chunked = chunk_blocks(&store, &keys, std::iter::once(tail))?;
+                    Ok(staged(id, size, chunked))
+                })
+                .await
+            }
+            Some(workers) => {
+                if !tail.is_empty() {
+                    let _ = workers.hash_tx.send(tail.clone()).await;
+                    let _ = workers.chunk_tx.send(tail).await;
+                }
+                drop((workers.hash_tx, workers.chunk_tx));
+                let chunked = workers.chunker.await?;
+                let id = workers.hasher.await;
+                Ok(staged(id, size, chunked))
+            }
+        }
+    }
+}
+
+fn staged(id: FileId, size: u64, chunked: Chunked) -> Staged {
+    let manifest = Manifest { id, size, chunker: CHUNKER_VERSION, chunks: chunked.chunks, created_ms: unix_ms() };
+    Staged { manifest, new_bytes: chunked.new_bytes, inline: Vec::new(), _pins: Some(chunked.pins) }
+}
+
+/// Content small enough to fit one chunk, hashed and sealed right here.
+fn stage_inline(keys: &Keys, data: &[u8]) -> Staged {
+    let id = FileId::from_bytes(Sha256::digest(data).into());
+    let mut chunks = Vec::new();
+    let mut inline = Vec::new();
+    if !data.is_empty() {
+        let chunk = ChunkId::of(data);
+        chunks.push(ChunkRef { id: chunk, len: data.len() as u32 });
+        inline.push((chunk, keys.seal_chunk(&chunk, data)));
+    }
+    let manifest =
+        Manifest { id, size: data.len() as u64, chunker: CHUNKER_VERSION, chunks, created_ms: unix_ms() };
+    // The writer stores the chunk with the commit and counts it if it was new.
+    Staged { manifest, new_bytes: 0, inline, _pins: None }
+}
+
+fn start_workers(store: Store, keys: Keys) -> Workers {
+    let (hash_tx, hash_rx) = async_channel::bounded::<Bytes>(STAGE_QUEUE);
+    let (chunk_tx, chunk_rx) = async_channel::bounded::<Bytes>(STAGE_QUEUE);
+    let hasher = runtime::spawn(runtime::blocking(move || {
+        let mut hasher = Sha256::new();
+        while let Ok(block) = hash_rx.recv_blocking() {
+            hasher.update(&block);
+        }
+        FileId::from_bytes(hasher.finalize().into())
+    }));
+    let chunker = runtime::spawn(runtime::blocking(move || {
+        chunk_blocks(&store, &keys, std::iter::from_fn(|| chunk_rx.recv_blocking().ok()))
+    }));
+    Workers { hash_tx, chunk_tx, hasher, chunker }
+}
+
+/// Cuts, hashes, seals and queues chunks. Blocking.
+fn chunk_blocks(store: &Store, keys: &Keys, blocks: impl Iterator<Item = Bytes>) -> Result<Chunked> {
+    let mut out = Chunked { chunks: Vec::new(), new_bytes: 0, pins: store.pins() };
+    let mut seen = std::collections::HashSet::new();
+    let mut emit = |chunk: &[u8]| -> Result<()> {
+        let id = ChunkId::of(chunk);
+        out.chunks.push(ChunkRef { id, len: chunk.len() as u32 });
+        if !seen.insert(id) {
+            return Ok(());
+        }
+        // Pin before looking: a chunk seen as stored must stay stored until the commit.
+        out.pins.pin(id);
+        if !store.has_chunk_blocking(id)? {
+            let sealed = keys.seal_chunk(&id, chunk);
+            out.new_bytes += sealed.len() as u64;
+            store.put_chunk_blocking(id, sealed)?;
+        }
+        Ok(())
+    };
+    let mut chunker = Chunker::new();
+    for block in blocks {
+        chunker.push(&block, &mut emit)?;
+    }
+    chunker.finish(&mut emit)?;
+    Ok(out)
+}

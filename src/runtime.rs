@@ -1,0 +1,39 @@
+//! The only module that names the async runtime. async-std is unmaintained upstream; keeping
+//! every spawn, blocking hand-off and timer here keeps a change of runtime to one file.
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use async_std::task::JoinHandle;
+
+/// Runs a future on the executor in the background.
+pub fn spawn<F, T>(future: F) -> JoinHandle<T>
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    async_std::task::spawn(future)
+}
+
+/// Runs blocking work (redb calls, hashing or sealing large buffers) off the executor.
+pub async fn blocking<F, T>(work: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    async_std::task::spawn_blocking(work).await
+}
+
+pub async fn sleep(duration: Duration) {
+    async_std::task::sleep(duration).await
+}
+
+/// Runs `future`, giving up after `limit`.
+pub async fn timeout<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
+    async_std::future::timeout(limit, future).await.ok()
+}
+
+/// Drives the top-level future of the process.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    async_std::task::block_on(future)
+}

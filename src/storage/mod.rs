@@ -1,0 +1,375 @@
+//! The redb owner. Only this module (and the migrations it runs) names redb.
+//!
+//! Reads open their own read transactions on blocking threads. Every write goes through one
+//! writer thread ([`writer`]) that batches queued operations into a single transaction and a
+//! single fsync, so many small uploads share a commit.
+
+pub mod records;
+mod schema;
+mod writer;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::content::{ChunkId, FileId, FileName, Manifest, NodeId};
+use crate::runtime;
+pub use records::{NameRecordV2 as NameRecord, StampV1 as Stamp};
+use records::{ManifestRecordV1, decode};
+pub use schema::SCHEMA_VERSION;
+pub use writer::Committed;
+use writer::Op;
+
+// Table names carry their record version; see docs/format.md.
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("names_v2");
+pub(crate) const MANIFESTS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("manifests_v1");
+pub(crate) const CHUNKS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("chunks_v1");
+/// How many manifests use each stored chunk. Zero means collectable (unless pinned).
+pub(crate) const CHUNK_REFS: TableDefinition<[u8; 32], u32> = TableDefinition::new("chunk_refs_v1");
+/// How many live names point at each manifest.
+pub(crate) const FILE_REFS: TableDefinition<[u8; 32], u32> = TableDefinition::new("file_refs_v1");
+/// Manifests whose last name went away, for the collector.
+pub(crate) const GC_FILES: TableDefinition<[u8; 32], ()> = TableDefinition::new("gc_files_v1");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database error: {0}")]
+    Db(#[from] redb::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error(
+        "the database was written by a newer DistStore (schema {found}, this build reads up to {supported}); upgrade the binary"
+    )]
+    NewerSchema { found: u64, supported: u64 },
+    #[error("chunk {0} is missing")]
+    MissingChunk(ChunkId),
+    #[error("the storage writer has stopped")]
+    WriterGone,
+}
+
+macro_rules! redb_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StorageError {
+            fn from(e: $t) -> Self {
+                StorageError::Db(e.into())
+            }
+        }
+    )*};
+}
+redb_from!(
+    redb::StorageError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::CommitError,
+    redb::DatabaseError,
+    redb::SetDurabilityError
+);
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Totals kept up to date by every write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Live names.
+    pub files: u64,
+    /// Sum of the sizes of all live names (what users think they stored).
+    pub logical_bytes: u64,
+    /// Sum of the sizes of distinct stored files.
+    pub unique_bytes: u64,
+    /// Ciphertext bytes of stored chunks (what the disk holds, before database overhead).
+    pub stored_bytes: u64,
+    pub chunks: u64,
+}
+
+/// Chunks an upload in flight depends on. The collector never removes a pinned chunk, so an
+/// upload that found a chunk already stored can rely on it until its manifest commits.
+#[derive(Default)]
+pub(crate) struct Pins(Mutex<HashMap<ChunkId, usize>>);
+
+impl Pins {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChunkId, usize>> {
+        // A panic while holding this lock cannot leave the map half-updated.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn contains(&self, id: &ChunkId) -> bool {
+        self.lock().contains_key(id)
+    }
+}
+
+/// Pins held by one upload; released when dropped.
+pub struct PinSet {
+    store: Store,
+    ids: Vec<ChunkId>,
+}
+
+impl PinSet {
+    pub fn pin(&mut self, id: ChunkId) {
+        *self.store.shared.pins.lock().entry(id).or_default() += 1;
+        self.ids.push(id);
+    }
+}
+
+impl Drop for PinSet {
+    fn drop(&mut self) {
+        let mut pins = self.store.shared.pins.lock();
+        for id in &self.ids {
+            if let Some(n) = pins.get_mut(id) {
+                *n -= 1;
+                if *n == 0 {
+                    pins.remove(id);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameEntry {
+    pub name: String,
+    pub record: NameRecord,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortBy {
+    #[default]
+    Name,
+    Size,
+    Modified,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub prefix: String,
+    /// Start after this name (name order only).
+    pub after: Option<String>,
+    pub offset: usize,
+    pub limit: usize,
+    pub sort: SortBy,
+    pub descending: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    pub entries: Vec<NameEntry>,
+    /// The name to pass as `after` for the next page, when there is one (ascending name order).
+    pub next: Option<String>,
+    /// Live names matching the prefix.
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub files: u64,
+    pub chunks: u64,
+    pub bytes: u64,
+}
+
+struct Shared {
+    db: Arc<Database>,
+    ops: async_channel::Sender<Op>,
+    pins: Arc<Pins>,
+    node_id: NodeId,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`, upgrading an older schema, and starts the
+    /// writer thread. Blocking.
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<Store> {
+        let (db, node_id) = schema::open(path, cache_bytes)?;
+        let db = Arc::new(db);
+        let pins = Arc::new(Pins::default());
+        let ops = writer::start(db.clone(), pins.clone());
+        Ok(Store { shared: Arc::new(Shared { db, ops, pins, node_id }) })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.shared.node_id
+    }
+
+    pub fn pins(&self) -> PinSet {
+        PinSet { store: self.clone(), ids: Vec::new() }
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T> + Send + 'static,
+    {
+        let db = self.shared.db.clone();
+        runtime::blocking(move || f(&db)).await
+    }
+
+    /// The live record of `name`, if any.
+    pub async fn name(&self, name: &FileName) -> Result<Option<NameRecord>> {
+        let name = name.as_str().to_owned();
+        self.read(move |db| {
+            let txn = db.begin_read()?;
+            let names = txn.open_table(NAMES)?;
+            let Some(raw) = names.get(name.as_str())? else { return Ok(None) };
+            let record: NameRecord = decode("name record", raw.value())?;
+            Ok(record.file.is_some().then_some(record))
+        })
+        .await
+    }
+
+    pub async fn manifest(&self, id: FileId) -> Result<Option<Manifest>> {
+        self.read(move |db| {
+            let txn = db.begin_read()?;
+            read_manifest(&txn.open_table(MANIFESTS)?, id)
+        })
+        .await
+    }
+
+    /// Sealed bytes of a chunk. Blocking: call from a blocking thread.
+    pub fn chunk_blocking(&self, id: ChunkId) -> Result<Option<Vec<u8>>> {
+        let txn = self.shared.db.begin_read()?;
+        let chunks = txn.open_table(CHUNKS)?;
+        Ok(chunks.get(id.as_bytes())?.map(|v| v.value().to_vec()))
+    }
+
+    /// Blocking: call from a blocking thread.
+    pub fn has_chunk_blocking(&self, id: ChunkId) -> Result<bool> {
+        let txn = self.shared.db.begin_read()?;
+        let chunks = txn.open_table(CHUNKS)?;
+        Ok(chunks.get(id.as_bytes())?.is_some())
+    }
+
+    /// How many stored files use each of `ids` (0 when unknown).
+    pub async fn chunk_refs(&self, ids: Vec<ChunkId>) -> Result<Vec<u32>> {
+        self.read(move |db| {
+            let txn = db.begin_read()?;
+            let refs = txn.open_table(CHUNK_REFS)?;
+            ids.iter()
+                .map(|id| Ok(refs.get(id.as_bytes())?.map_or(0, |v| v.value())))
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn list(&self, query: ListQuery) -> Result<ListPage> {
+        self.read(move |db| {
+            let txn = db.begin_read()?;
+            list_names(&txn.open_table(NAMES)?, &query)
+        })
+        .await
+    }
+
+    pub async fn stats(&self) -> Result<Stats> {
+        self.read(|db| {
+            let txn = db.begin_read()?;
+            schema::read_stats(&txn.open_table(META)?)
+        })
+        .await
+    }
+
+    async fn submit<T>(&self, make: impl FnOnce(async_channel::Sender<Result<T>>) -> Op) -> Result<T> {
+        let (tx, rx) = async_channel::bounded(1);
+        self.shared.ops.send(make(tx)).await.map_err(|_| StorageError::WriterGone)?;
+        rx.recv().await.map_err(|_| StorageError::WriterGone)?
+    }
+
+    /// Queues a sealed chunk for writing. Not durable by itself: the commit of the manifest
+    /// that uses it is. Blocking: call from a blocking thread.
+    pub fn put_chunk_blocking(&self, id: ChunkId, sealed: Vec<u8>) -> Result<()> {
+        self.shared.ops.send_blocking(Op::PutChunk { id, sealed }).map_err(|_| StorageError::WriterGone)
+    }
+
+    /// Stores `manifest` (if new) and points `name` at it, durably. Every chunk of the manifest
+    /// must already be stored, queued, or in `inline`.
+    pub async fn commit_file(
+        &self,
+        manifest: Manifest,
+        name: FileName,
+        record: NameRecord,
+        inline: Vec<(ChunkId, Vec<u8>)>,
+    ) -> Result<Committed> {
+        let name = name.as_str().to_owned();
+        self.submit(|reply| Op::CommitFile { manifest, name, record, inline, reply }).await
+    }
+
+    /// Replaces `name` with a tombstone stamped `stamp`, durably. Returns whether a live name
+    /// was removed.
+    pub async fn delete(&self, name: &FileName, stamp: Stamp) -> Result<bool> {
+        let name = name.as_str().to_owned();
+        self.submit(|reply| Op::Delete { name, stamp, reply }).await
+    }
+
+    /// Removes manifests nobody names and chunks nobody uses (and nobody is uploading).
+    pub async fn collect_garbage(&self) -> Result<GcReport> {
+        self.submit(|reply| Op::Collect { reply }).await
+    }
+
+    /// Size of the database file on disk.
+    pub fn file_bytes(path: &Path) -> u64 {
+        std::fs::metadata(path).map_or(0, |m| m.len())
+    }
+}
+
+fn read_manifest(table: &impl ReadableTable<[u8; 32], &'static [u8]>, id: FileId) -> Result<Option<Manifest>> {
+    let Some(raw) = table.get(id.as_bytes())? else { return Ok(None) };
+    let record: ManifestRecordV1 = decode("manifest", raw.value())?;
+    let manifest = record.into_manifest(id);
+    if !manifest.is_consistent() {
+        return Err(StorageError::Corrupt(format!("manifest {id} sizes do not add up")));
+    }
+    Ok(Some(manifest))
+}
+
+fn list_names(names: &impl ReadableTable<&'static str, &'static [u8]>, q: &ListQuery) -> Result<ListPage> {
+    let mut page = ListPage::default();
+    let limit = q.limit.max(1);
+    let by_name_ascending = q.sort == SortBy::Name && !q.descending;
+    let mut all = Vec::new();
+    for item in names.range(q.prefix.as_str()..)? {
+        let (key, value) = item?;
+        let name = key.value();
+        if !name.starts_with(&q.prefix) {
+            break;
+        }
+        let record: NameRecord = decode("name record", value.value())?;
+        if record.file.is_none() {
+            continue;
+        }
+        page.total += 1;
+        if by_name_ascending {
+            if q.after.as_deref().is_some_and(|after| name <= after) {
+                continue;
+            }
+            // Keep one extra entry past the page to know whether there is a next page.
+            if all.len() < q.offset + limit + 1 {
+                all.push(NameEntry { name: name.to_owned(), record });
+            }
+        } else {
+            all.push(NameEntry { name: name.to_owned(), record });
+        }
+    }
+    match q.sort {
+        SortBy::Name => {}
+        SortBy::Size => all.sort_by(|a, b| a.record.size.cmp(&b.record.size).then_with(|| a.name.cmp(&b.name))),
+        SortBy::Modified => all.sort_by(|a, b| {
+            a.record.modified_ms.cmp(&b.record.modified_ms).then_with(|| a.name.cmp(&b.name))
+        }),
+    }
+    if q.descending {
+        all.reverse();
+    }
+    let mut entries: Vec<NameEntry> = all.into_iter().skip(q.offset).take(limit + 1).collect();
+    if entries.len() > limit {
+        entries.truncate(limit);
+        if by_name_ascending {
+            page.next = entries.last().map(|e| e.name.clone());
+        }
+    }
+    page.entries = entries;
+    Ok(page)
+}

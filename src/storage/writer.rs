@@ -1,0 +1,360 @@
+//! The single writer: owns every write transaction.
+//!
+//! It takes the first queued operation, drains whatever else is queued (up to a byte and
+//! count budget), applies them all in one transaction and commits once. A batch holding only
+//! chunk writes commits without fsync; any batch that acknowledges something to a client
+//! (a file, a delete) commits with fsync, which also makes every earlier batch durable.
+//! Each operation checks before it mutates, so one refused operation never spoils its batch.
+
+use std::sync::Arc;
+
+use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
+
+use super::records::{ManifestRecordV1, NameRecordV2, StampV1, decode, encode};
+use super::{
+    CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, GcReport, MANIFESTS, META, NAMES, Pins, Result, StorageError,
+    read_manifest, schema,
+};
+use crate::content::{ChunkId, FileId, Manifest};
+
+const MAX_BATCH_OPS: usize = 512;
+const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
+/// Queue depth: bounds the sealed chunk bytes waiting for the writer.
+const QUEUE: usize = 16;
+
+type Reply<T> = async_channel::Sender<Result<T>>;
+
+/// Answer to a file commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// False when a newer record of the name already existed and won.
+    pub applied: bool,
+    /// Sealed bytes of inline chunks that were not stored before.
+    pub new_bytes: u64,
+}
+
+pub(crate) enum Op {
+    PutChunk { id: ChunkId, sealed: Vec<u8> },
+    /// `inline` chunks are stored in the same transaction (small files skip `PutChunk`).
+    CommitFile {
+        manifest: Manifest,
+        name: String,
+        record: NameRecordV2,
+        inline: Vec<(ChunkId, Vec<u8>)>,
+        reply: Reply<Committed>,
+    },
+    Delete { name: String, stamp: StampV1, reply: Reply<bool> },
+    Collect { reply: Reply<GcReport> },
+}
+
+impl Op {
+    fn bytes(&self) -> usize {
+        match self {
+            Op::PutChunk { sealed, .. } => sealed.len(),
+            Op::CommitFile { inline, .. } => 256 + inline.iter().map(|(_, s)| s.len()).sum::<usize>(),
+            _ => 256,
+        }
+    }
+
+    fn acknowledges(&self) -> bool {
+        !matches!(self, Op::PutChunk { .. })
+    }
+}
+
+/// What an applied operation answers, sent only once its transaction committed.
+enum Outcome {
+    None,
+    Bool(Reply<bool>, Result<bool>),
+    Commit(Reply<Committed>, Result<Committed>),
+    Gc(Reply<GcReport>, Result<GcReport>),
+}
+
+pub(crate) fn start(db: Arc<Database>, pins: Arc<Pins>) -> async_channel::Sender<Op> {
+    let (tx, rx) = async_channel::bounded(QUEUE);
+    std::thread::Builder::new()
+        .name("storage-writer".into())
+        .spawn(move || run(&db, &pins, &rx))
+        .expect("spawning the storage writer thread");
+    tx
+}
+
+fn run(db: &Database, pins: &Pins, rx: &async_channel::Receiver<Op>) {
+    while let Ok(first) = rx.recv_blocking() {
+        let mut bytes = first.bytes();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_OPS && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(op) => {
+                    bytes += op.bytes();
+                    batch.push(op);
+                }
+                Err(_) => break,
+            }
+        }
+        match apply_batch(db, pins, batch) {
+            Ok(outcomes) => outcomes.into_iter().for_each(send),
+            Err((e, outcomes)) => {
+                log::error!("storage write failed: {e}");
+                for outcome in outcomes {
+                    match outcome {
+                        Outcome::None => {}
+                        Outcome::Bool(reply, _) => drop(reply.try_send(Err(clone_err(&e)))),
+                        Outcome::Commit(reply, _) => drop(reply.try_send(Err(clone_err(&e)))),
+                        Outcome::Gc(reply, _) => drop(reply.try_send(Err(clone_err(&e)))),
+                    }
+                }
+            }
+        }
+    }
+    log::debug!("storage writer stopped");
+}
+
+fn clone_err(e: &StorageError) -> StorageError {
+    StorageError::Corrupt(format!("write failed: {e}"))
+}
+
+fn send(outcome: Outcome) {
+    // A caller that went away (client disconnected) no longer needs its answer.
+    match outcome {
+        Outcome::None => {}
+        Outcome::Bool(reply, r) => drop(reply.try_send(r)),
+        Outcome::Commit(reply, r) => drop(reply.try_send(r)),
+        Outcome::Gc(reply, r) => drop(reply.try_send(r)),
+    }
+}
+
+fn apply_batch(
+    db: &Database,
+    pins: &Pins,
+    batch: Vec<Op>,
+) -> std::result::Result<Vec<Outcome>, (StorageError, Vec<Outcome>)> {
+    let durable = batch.iter().any(Op::acknowledges);
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let result = (|| -> Result<()> {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
+        {
+            let mut t = Tables::open(&txn)?;
+            for op in batch {
+                outcomes.push(t.apply(op, pins)?);
+            }
+            t.save_stats()?;
+        }
+        txn.commit()?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(outcomes),
+        Err(e) => Err((e, outcomes)),
+    }
+}
+
+struct Tables<'t> {
+    meta: Table<'t, &'static str, &'static [u8]>,
+    names: Table<'t, &'static str, &'static [u8]>,
+    manifests: Table<'t, [u8; 32], &'static [u8]>,
+    chunks: Table<'t, [u8; 32], &'static [u8]>,
+    chunk_refs: Table<'t, [u8; 32], u32>,
+    file_refs: Table<'t, [u8; 32], u32>,
+    gc_files: Table<'t, [u8; 32], ()>,
+    stats: super::Stats,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self> {
+        let meta = txn.open_table(META)?;
+        let stats = schema::read_stats(&meta)?;
+        Ok(Self {
+            meta,
+            names: txn.open_table(NAMES)?,
+            manifests: txn.open_table(MANIFESTS)?,
+            chunks: txn.open_table(CHUNKS)?,
+            chunk_refs: txn.open_table(CHUNK_REFS)?,
+            file_refs: txn.open_table(FILE_REFS)?,
+            gc_files: txn.open_table(GC_FILES)?,
+            stats,
+        })
+    }
+
+    fn save_stats(&mut self) -> Result<()> {
+        schema::write_stats(&mut self.meta, &self.stats)
+    }
+
+    /// Applies one operation. An `Err` here is a storage failure that aborts the batch;
+    /// a refusal of this operation alone is carried in its outcome.
+    fn apply(&mut self, op: Op, pins: &Pins) -> Result<Outcome> {
+        Ok(match op {
+            Op::PutChunk { id, sealed } => {
+                self.put_chunk(id, &sealed)?;
+                Outcome::None
+            }
+            Op::CommitFile { manifest, name, record, inline, reply } => {
+                let mut new_bytes = 0;
+                for (id, sealed) in &inline {
+                    new_bytes += self.put_chunk(*id, sealed)?;
+                }
+                match self.commit_file(&manifest, &name, record) {
+                    Err(e @ StorageError::MissingChunk(_)) => Outcome::Commit(reply, Err(e)),
+                    other => Outcome::Commit(reply, Ok(Committed { applied: other?, new_bytes })),
+                }
+            }
+            Op::Delete { name, stamp, reply } => {
+                let removed = self.delete(&name, stamp)?;
+                Outcome::Bool(reply, Ok(removed))
+            }
+            Op::Collect { reply } => {
+                let report = self.collect(pins)?;
+                Outcome::Gc(reply, Ok(report))
+            }
+        })
+    }
+
+    /// Stores a chunk unless present; returns the sealed bytes added.
+    fn put_chunk(&mut self, id: ChunkId, sealed: &[u8]) -> Result<u64> {
+        let key = id.as_bytes();
+        if self.chunks.get(key)?.is_some() {
+            return Ok(0);
+        }
+        self.chunks.insert(key, sealed)?;
+        // A chunk enters with no users; until its manifest commits, only a pin keeps it.
+        if self.chunk_refs.get(key)?.is_none() {
+            self.chunk_refs.insert(key, 0)?;
+        }
+        self.stats.stored_bytes += sealed.len() as u64;
+        self.stats.chunks += 1;
+        Ok(sealed.len() as u64)
+    }
+
+    fn live_record(&self, name: &str) -> Result<Option<NameRecordV2>> {
+        match self.names.get(name)? {
+            Some(raw) => Ok(Some(decode("name record", raw.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn commit_file(&mut self, manifest: &Manifest, name: &str, record: NameRecordV2) -> Result<bool> {
+        let old = self.live_record(name)?;
+        if old.as_ref().is_some_and(|old| old.stamp >= record.stamp) {
+            return Ok(false);
+        }
+        let known = self.manifests.get(manifest.id.as_bytes())?.is_some();
+        if !known {
+            for chunk in manifest.distinct_chunks() {
+                if self.chunks.get(chunk.id.as_bytes())?.is_none() {
+                    return Err(StorageError::MissingChunk(chunk.id));
+                }
+            }
+        }
+        if let Some(old) = &old {
+            self.unlink(old)?;
+        }
+        self.link(manifest, known)?;
+        self.stats.files += 1;
+        self.stats.logical_bytes += manifest.size;
+        self.names.insert(name, encode(&record).as_slice())?;
+        Ok(true)
+    }
+
+    /// Counts one more name for the manifest, storing it first if it is new.
+    fn link(&mut self, manifest: &Manifest, known: bool) -> Result<()> {
+        let key = manifest.id.as_bytes();
+        if known {
+            let refs = self.file_refs.get(key)?.map_or(0, |v| v.value());
+            self.file_refs.insert(key, refs + 1)?;
+            return Ok(());
+        }
+        self.manifests.insert(key, encode(&ManifestRecordV1::from_manifest(manifest)).as_slice())?;
+        self.file_refs.insert(key, 1)?;
+        for chunk in manifest.distinct_chunks() {
+            let k = chunk.id.as_bytes();
+            let refs = self.chunk_refs.get(k)?.map_or(0, |v| v.value());
+            self.chunk_refs.insert(k, refs + 1)?;
+        }
+        self.stats.unique_bytes += manifest.size;
+        Ok(())
+    }
+
+    /// Takes a live name's reference off its manifest.
+    fn unlink(&mut self, old: &NameRecordV2) -> Result<()> {
+        if let Some(file) = old.file {
+            let refs = self.file_refs.get(&file)?.map_or(0, |v| v.value());
+            let refs = refs.saturating_sub(1);
+            self.file_refs.insert(&file, refs)?;
+            if refs == 0 {
+                self.gc_files.insert(&file, ())?;
+            }
+            self.stats.files = self.stats.files.saturating_sub(1);
+            self.stats.logical_bytes = self.stats.logical_bytes.saturating_sub(old.size);
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, name: &str, stamp: StampV1) -> Result<bool> {
+        let old = self.live_record(name)?;
+        if old.as_ref().is_some_and(|old| old.stamp >= stamp) {
+            return Ok(false);
+        }
+        let was_live = old.as_ref().is_some_and(|o| o.file.is_some());
+        if let Some(old) = &old {
+            self.unlink(old)?;
+        }
+        let tombstone = NameRecordV2 {
+            file: None,
+            size: 0,
+            content_type: String::new(),
+            modified_ms: stamp.wall_ms,
+            stamp,
+        };
+        self.names.insert(name, encode(&tombstone).as_slice())?;
+        Ok(was_live)
+    }
+
+    fn collect(&mut self, pins: &Pins) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        let queued: Vec<[u8; 32]> =
+            self.gc_files.iter()?.map(|item| item.map(|(k, _)| k.value())).collect::<Result<_, _>>()?;
+        for file in queued {
+            self.gc_files.remove(&file)?;
+            if self.file_refs.get(&file)?.map_or(0, |v| v.value()) > 0 {
+                continue; // named again since
+            }
+            let Some(manifest) = read_manifest(&self.manifests, FileId::from_bytes(file))? else {
+                continue;
+            };
+            self.manifests.remove(&file)?;
+            self.file_refs.remove(&file)?;
+            self.stats.unique_bytes = self.stats.unique_bytes.saturating_sub(manifest.size);
+            for chunk in manifest.distinct_chunks() {
+                let k = chunk.id.as_bytes();
+                let refs = self.chunk_refs.get(k)?.map_or(0, |v| v.value());
+                self.chunk_refs.insert(k, refs.saturating_sub(1))?;
+            }
+            report.files += 1;
+        }
+        // Chunks nobody uses: dropped by the manifests above, or left by an upload that
+        // failed or crashed before its commit. Pinned ones belong to uploads in flight.
+        let unused: Vec<[u8; 32]> = self
+            .chunk_refs
+            .iter()?
+            .filter_map(|item| match item {
+                Ok((k, v)) if v.value() == 0 => Some(Ok(k.value())),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<_, _>>()?;
+        for key in unused {
+            if pins.contains(&ChunkId::from_bytes(key)) {
+                continue;
+            }
+            self.chunk_refs.remove(&key)?;
+            if let Some(sealed) = self.chunks.remove(&key)? {
+                let len = sealed.value().len() as u64;
+                self.stats.stored_bytes = self.stats.stored_bytes.saturating_sub(len);
+                self.stats.chunks = self.stats.chunks.saturating_sub(1);
+                report.chunks += 1;
+                report.bytes += len;
+            }
+        }
+        Ok(report)
+    }
+}
