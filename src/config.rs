@@ -36,7 +36,12 @@ pub struct ServeArgs {
     pub listen: Option<SocketAddr>,
 
     /// Directory holding the database and, unless given elsewhere, the secret.
-    #[arg(long, env = "DISTSTORE_DATA_DIR", value_name = "DIR", default_value = "./diststore-data")]
+    #[arg(
+        long,
+        env = "DISTSTORE_DATA_DIR",
+        value_name = "DIR",
+        default_value = "./diststore-data"
+    )]
     pub data_dir: PathBuf,
 
     /// File holding the cluster secret; the data key derives from it. Without this flag or
@@ -45,7 +50,12 @@ pub struct ServeArgs {
     pub secret_file: Option<PathBuf>,
 
     /// The cluster secret itself (prefer --secret-file: environments leak).
-    #[arg(long, env = "DISTSTORE_SECRET", hide_env_values = true, value_name = "SECRET")]
+    #[arg(
+        long,
+        env = "DISTSTORE_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
     pub secret: Option<String>,
 
     /// Largest accepted upload, e.g. 500MiB, 64GiB or a byte count; larger bodies get 413.
@@ -58,7 +68,12 @@ pub struct ServeArgs {
 
     /// Bearer token required on /api and /metrics. Required when listening on a non-loopback
     /// address, unless --open-api is given.
-    #[arg(long, env = "DISTSTORE_API_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "DISTSTORE_API_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub api_token: Option<String>,
 
     /// Serve the API without a token on a non-loopback address (only behind another guard).
@@ -103,7 +118,10 @@ impl ServeArgs {
         let listen = match (self.listen, std::env::var("PORT")) {
             (Some(addr), _) => addr,
             (None, Ok(port)) => {
-                let port: u16 = port.trim().parse().map_err(|_| ConfigError::BadPort(port.clone()))?;
+                let port: u16 = port
+                    .trim()
+                    .parse()
+                    .map_err(|_| ConfigError::BadPort(port.clone()))?;
                 SocketAddr::from(([127, 0, 0, 1], port))
             }
             (None, Err(_)) => SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -137,8 +155,12 @@ impl SecretSource {
         use std::io::{Error, ErrorKind};
         let bytes = match self {
             SecretSource::Value(v) => v.clone().into_bytes(),
-            SecretSource::File(path) => std::fs::read(path)
-                .map_err(|e| Error::new(e.kind(), format!("reading secret file {}: {e}", path.display())))?,
+            SecretSource::File(path) => std::fs::read(path).map_err(|e| {
+                Error::new(
+                    e.kind(),
+                    format!("reading secret file {}: {e}", path.display()),
+                )
+            })?,
             SecretSource::Generated(path) => match std::fs::read(path) {
                 Ok(bytes) => bytes,
                 Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -166,7 +188,11 @@ impl SecretSource {
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }
@@ -176,7 +202,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size like 500MiB"))?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 500MiB"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
@@ -187,9 +215,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "gib" => 1 << 30,
         "t" | "tb" => 1_000_000_000_000,
         "tib" => 1 << 40,
-        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB, GiB, TiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use KiB, MiB, GiB, TiB)"
+            ));
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 #[cfg(test)]

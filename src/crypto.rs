@@ -55,7 +55,9 @@ pub struct Keys {
 /// The nonce for a chunk: deterministic, so equal chunks seal to equal bytes everywhere.
 /// GCM-SIV stays safe when a nonce repeats with the same plaintext.
 fn chunk_nonce(id: &ChunkId) -> Nonce {
-    let digest = Sha256::new_with_prefix(b"diststore chunk nonce").chain_update(id.as_bytes()).finalize();
+    let digest = Sha256::new_with_prefix(b"diststore chunk nonce")
+        .chain_update(id.as_bytes())
+        .finalize();
     let mut nonce = [0u8; 12];
     nonce.copy_from_slice(&digest[..12]);
     nonce.into()
@@ -104,11 +106,20 @@ mod tests {
 
         let mut tampered = sealed.clone();
         tampered[0] ^= 1;
-        assert_eq!(keys.open_chunk(&id, tampered), Err(CryptoError::Unauthentic));
+        assert_eq!(
+            keys.open_chunk(&id, tampered),
+            Err(CryptoError::Unauthentic)
+        );
         let other = ChunkId::of(b"other");
-        assert_eq!(keys.open_chunk(&other, sealed.clone()), Err(CryptoError::Unauthentic));
+        assert_eq!(
+            keys.open_chunk(&other, sealed.clone()),
+            Err(CryptoError::Unauthentic)
+        );
         let wrong = Secret::new(b"other".to_vec()).keys();
         assert_eq!(wrong.open_chunk(&id, sealed), Err(CryptoError::Unauthentic));
-        assert_eq!(keys.open_chunk(&id, vec![1, 2]), Err(CryptoError::Unauthentic));
+        assert_eq!(
+            keys.open_chunk(&id, vec![1, 2]),
+            Err(CryptoError::Unauthentic)
+        );
     }
 }

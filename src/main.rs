@@ -25,8 +25,19 @@ fn main() -> anyhow::Result<()> {
     let db_path = config.data_dir.join(DB_FILE);
     let store = Store::open(&db_path, config.cache_bytes)
         .with_context(|| format!("opening database {}", db_path.display()))?;
-    let node = Node::new(store, keys, NodeConfig { max_upload_bytes: config.max_upload_bytes, db_path });
-    log::info!("node {} with data in {}", node.node_id(), config.data_dir.display());
+    let node = Node::new(
+        store,
+        keys,
+        NodeConfig {
+            max_upload_bytes: config.max_upload_bytes,
+            db_path,
+        },
+    );
+    log::info!(
+        "node {} with data in {}",
+        node.node_id(),
+        config.data_dir.display()
+    );
 
     let (_stop_gc, gc_shutdown) = async_channel::bounded::<()>(1);
     let gc_node = node.clone();

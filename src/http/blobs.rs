@@ -9,6 +9,10 @@ use crate::content::FileId;
 pub async fn get(req: Req) -> Result<Response, ApiError> {
     let id: FileId = req.param("id").unwrap_or_default().parse()?;
     let manifest = req.state().node.find_blob(id).await?;
-    let how = Presentation { content_type: "application/octet-stream".into(), disposition: None, modified_ms: None };
+    let how = Presentation {
+        content_type: "application/octet-stream".into(),
+        disposition: None,
+        modified_ms: None,
+    };
     serve_content::respond(&req, &manifest, how).await
 }

@@ -65,7 +65,9 @@ impl From<NodeError> for ApiError {
             NodeError::BadName(e) => ApiError::BadRequest(format!("invalid name: {e}")),
             NodeError::NotFound => ApiError::NotFound("no such file".into()),
             NodeError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
-            NodeError::Body(e) => ApiError::BadRequest(format!("reading the request body failed: {e}")),
+            NodeError::Body(e) => {
+                ApiError::BadRequest(format!("reading the request body failed: {e}"))
+            }
             NodeError::Integrity { .. } => ApiError::Internal(e.to_string()),
             NodeError::Storage(e) => e.into(),
         }

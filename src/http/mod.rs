@@ -32,13 +32,18 @@ macro_rules! endpoint {
 }
 
 pub fn app(node: Arc<Node>, api_token: Option<String>) -> tide::Server<State> {
-    let mut app = tide::with_state(State { node, api_token: api_token.map(Into::into) });
+    let mut app = tide::with_state(State {
+        node,
+        api_token: api_token.map(Into::into),
+    });
     app.with(tide::utils::After(json_errors));
     app.with(require_token);
-    app.at("/health").get(|_| async { Ok(Response::builder(StatusCode::Ok).body("ok\n").build()) });
+    app.at("/health")
+        .get(|_| async { Ok(Response::builder(StatusCode::Ok).body("ok\n").build()) });
     app.at("/metrics").get(endpoint!(status::metrics));
     app.at("/api/v1/status").get(endpoint!(status::status));
-    app.at("/api/v1/events").get(tide::sse::endpoint(status::events));
+    app.at("/api/v1/events")
+        .get(tide::sse::endpoint(status::events));
     app.at("/api/v1/files").get(endpoint!(files::list));
     app.at("/api/v1/files/*name")
         .put(endpoint!(files::put))
@@ -57,7 +62,9 @@ pub fn app(node: Arc<Node>, api_token: Option<String>) -> tide::Server<State> {
 
 pub async fn serve(node: Arc<Node>, config: &Config) -> anyhow::Result<()> {
     use tide::listener::Listener;
-    let mut listener = app(node, config.api_token.clone()).bind(config.listen).await?;
+    let mut listener = app(node, config.api_token.clone())
+        .bind(config.listen)
+        .await?;
     for info in listener.info() {
         // Tests and scripts read this line to learn the port when listening on port 0.
         println!("diststore listening on {}", info.connection());
@@ -84,9 +91,14 @@ async fn json_errors(res: Response) -> tide::Result<Response> {
     Ok(res)
 }
 
-fn require_token<'a>(req: Req, next: Next<'a, State>) -> std::pin::Pin<Box<dyn std::future::Future<Output = tide::Result> + Send + 'a>> {
+fn require_token<'a>(
+    req: Req,
+    next: Next<'a, State>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = tide::Result> + Send + 'a>> {
     Box::pin(async move {
-        let Some(token) = req.state().api_token.clone() else { return Ok(next.run(req).await) };
+        let Some(token) = req.state().api_token.clone() else {
+            return Ok(next.run(req).await);
+        };
         let path = req.url().path();
         if !(path.starts_with("/api/") || path == "/metrics") {
             return Ok(next.run(req).await);
@@ -95,7 +107,11 @@ fn require_token<'a>(req: Req, next: Next<'a, State>) -> std::pin::Pin<Box<dyn s
             .header("Authorization")
             .and_then(|v| v.as_str().strip_prefix("Bearer ").map(str::to_owned));
         // Browsers cannot set headers on EventSource or plain links, so a query token works too.
-        let query = req.url().query_pairs().find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
+        let query = req
+            .url()
+            .query_pairs()
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned());
         let given = bearer.or(query).unwrap_or_default();
         if constant_time_eq(given.as_bytes(), token.as_bytes()) {
             Ok(next.run(req).await)
@@ -112,7 +128,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// The percent-decoded rest of the path after `prefix`.
 fn path_rest(req: &Req, prefix: &str) -> Result<String, ApiError> {
     let raw = req.url().path().strip_prefix(prefix).unwrap_or_default();
-    percent_decode(raw).ok_or_else(|| ApiError::BadRequest("the name is not valid percent-encoded UTF-8".into()))
+    percent_decode(raw)
+        .ok_or_else(|| ApiError::BadRequest("the name is not valid percent-encoded UTF-8".into()))
 }
 
 pub fn percent_decode(s: &str) -> Option<String> {
@@ -134,7 +151,10 @@ pub fn percent_decode(s: &str) -> Option<String> {
 
 /// A query parameter, decoded.
 fn query(req: &Req, key: &str) -> Option<String> {
-    req.url().query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
+    req.url()
+        .query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response {

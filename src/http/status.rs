@@ -47,16 +47,41 @@ pub async fn metrics(req: Req) -> Result<Response, ApiError> {
     let s = req.state().node.status().await?;
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, value: u64| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"));
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
     };
     gauge("diststore_files", "Live names.", s.stats.files);
-    gauge("diststore_logical_bytes", "Sum of the sizes of all live names.", s.stats.logical_bytes);
-    gauge("diststore_unique_bytes", "Sum of the sizes of distinct stored files.", s.stats.unique_bytes);
-    gauge("diststore_stored_bytes", "Ciphertext bytes of stored chunks.", s.stats.stored_bytes);
+    gauge(
+        "diststore_logical_bytes",
+        "Sum of the sizes of all live names.",
+        s.stats.logical_bytes,
+    );
+    gauge(
+        "diststore_unique_bytes",
+        "Sum of the sizes of distinct stored files.",
+        s.stats.unique_bytes,
+    );
+    gauge(
+        "diststore_stored_bytes",
+        "Ciphertext bytes of stored chunks.",
+        s.stats.stored_bytes,
+    );
     gauge("diststore_chunks", "Stored chunks.", s.stats.chunks);
-    gauge("diststore_db_file_bytes", "Size of the database file.", s.db_file_bytes);
-    gauge("diststore_uptime_seconds", "Seconds since the node started.", s.uptime_secs);
-    Ok(Response::builder(StatusCode::Ok).content_type("text/plain; version=0.0.4").body(out).build())
+    gauge(
+        "diststore_db_file_bytes",
+        "Size of the database file.",
+        s.db_file_bytes,
+    );
+    gauge(
+        "diststore_uptime_seconds",
+        "Seconds since the node started.",
+        s.uptime_secs,
+    );
+    Ok(Response::builder(StatusCode::Ok)
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
+        .build())
 }
 
 /// Server-sent events: `file` on every put and delete, `status` on changes and periodically.
@@ -64,7 +89,9 @@ pub async fn events(req: tide::Request<State>, sender: tide::sse::Sender) -> tid
     let node = req.state().node.clone();
     let changes = node.events().subscribe();
     loop {
-        let status = status_json(&node).await.map_err(|e| tide::Error::from_str(500, e.to_string()))?;
+        let status = status_json(&node)
+            .await
+            .map_err(|e| tide::Error::from_str(500, e.to_string()))?;
         sender.send("status", status.to_string(), None).await?;
         // Wait for a change or the period, then send what happened.
         if let Some(Ok(event)) = runtime::timeout(STATUS_EVERY, changes.recv()).await {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::runtime;
-use crate::storage::{GcReport, Store, StorageError};
+use crate::storage::{GcReport, StorageError, Store};
 
 const PERIOD: Duration = Duration::from_secs(60);
 
@@ -53,9 +53,9 @@ impl Collector {
                 stop.await.ok();
                 false
             });
-            match runtime::timeout(PERIOD, next).await {
-                Some(false) => return,
-                Some(true) | None => {}
+            // Woken or timed out: another pass. Shut down: stop.
+            if let Some(false) = runtime::timeout(PERIOD, next).await {
+                return;
             }
         }
     }

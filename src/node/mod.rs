@@ -110,11 +110,20 @@ impl Node {
     /// Starts an upload of content whose name may not be known yet (multipart forms can send
     /// the file before its key).
     pub fn upload(self: &Arc<Self>) -> Upload {
-        Upload::new(self.store.clone(), self.keys.clone(), self.config.max_upload_bytes)
+        Upload::new(
+            self.store.clone(),
+            self.keys.clone(),
+            self.config.max_upload_bytes,
+        )
     }
 
     /// Names staged content, durably.
-    pub async fn commit(&self, staged: Staged, name: FileName, content_type: String) -> Result<PutOutcome> {
+    pub async fn commit(
+        &self,
+        staged: Staged,
+        name: FileName,
+        content_type: String,
+    ) -> Result<PutOutcome> {
         let stamp = self.clock.now();
         let record = NameRecord {
             file: Some(*staged.manifest.id.as_bytes()),
@@ -124,7 +133,9 @@ impl Node {
             stamp,
         };
         let outcome = staged.commit(&self.store, name.clone(), record).await?;
-        self.events.publish(Event::Put { name: name.to_string() });
+        self.events.publish(Event::Put {
+            name: name.to_string(),
+        });
         Ok(outcome)
     }
 
@@ -152,7 +163,9 @@ impl Node {
         if !removed {
             return Err(NodeError::NotFound);
         }
-        self.events.publish(Event::Delete { name: name.to_string() });
+        self.events.publish(Event::Delete {
+            name: name.to_string(),
+        });
         self.collector.wake();
         Ok(())
     }
@@ -163,10 +176,28 @@ impl Node {
 
     pub async fn info(&self, name: &FileName) -> Result<FileInfo> {
         let found = self.find(name).await?;
-        let distinct: Vec<_> = found.manifest.distinct_chunks().into_iter().cloned().collect();
-        let refs = self.store.chunk_refs(distinct.iter().map(|c| c.id).collect()).await?;
-        let shared_bytes = distinct.iter().zip(&refs).filter(|(_, r)| **r > 1).map(|(c, _)| u64::from(c.len)).sum();
-        Ok(FileInfo { distinct_chunks: distinct.len(), shared_bytes, holders: vec![self.node_id()], found })
+        let distinct: Vec<_> = found
+            .manifest
+            .distinct_chunks()
+            .into_iter()
+            .cloned()
+            .collect();
+        let refs = self
+            .store
+            .chunk_refs(distinct.iter().map(|c| c.id).collect())
+            .await?;
+        let shared_bytes = distinct
+            .iter()
+            .zip(&refs)
+            .filter(|(_, r)| **r > 1)
+            .map(|(c, _)| u64::from(c.len))
+            .sum();
+        Ok(FileInfo {
+            distinct_chunks: distinct.len(),
+            shared_bytes,
+            holders: vec![self.node_id()],
+            found,
+        })
     }
 
     pub async fn status(&self) -> Result<Status> {

@@ -23,7 +23,11 @@ type Piece = io::Result<bytes::Bytes>;
 pub struct ByteStream(stream::IntoAsyncRead<Pin<Box<async_channel::Receiver<Piece>>>>);
 
 impl AsyncRead for ByteStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }
@@ -40,17 +44,30 @@ impl AsyncBufRead for ByteStream {
 
 /// Reads, decrypts and verifies one chunk. Blocking.
 fn fetch(store: &Store, keys: &Keys, chunk: &ChunkRef) -> Result<Vec<u8>> {
-    let sealed = store.chunk_blocking(chunk.id)?.ok_or(StorageError::MissingChunk(chunk.id))?;
+    let sealed = store
+        .chunk_blocking(chunk.id)?
+        .ok_or(StorageError::MissingChunk(chunk.id))?;
     let plain = keys
         .open_chunk(&chunk.id, sealed)
-        .map_err(|source| NodeError::Integrity { chunk: chunk.id, source })?;
+        .map_err(|source| NodeError::Integrity {
+            chunk: chunk.id,
+            source,
+        })?;
     if plain.len() != chunk.len as usize {
-        return Err(StorageError::Corrupt(format!("chunk {} has the wrong length", chunk.id)).into());
+        return Err(
+            StorageError::Corrupt(format!("chunk {} has the wrong length", chunk.id)).into(),
+        );
     }
     Ok(plain)
 }
 
-pub(super) async fn open(store: Store, keys: Keys, manifest: &Manifest, start: u64, end: u64) -> Result<ByteStream> {
+pub(super) async fn open(
+    store: Store,
+    keys: Keys,
+    manifest: &Manifest,
+    start: u64,
+    end: u64,
+) -> Result<ByteStream> {
     // Each piece: the chunk and the part of it inside the range.
     let plan: Vec<(ChunkRef, usize, usize)> = manifest
         .chunks_in(start, end)

@@ -42,15 +42,25 @@ pub struct Staged {
 }
 
 impl Staged {
-    pub(super) async fn commit(self, store: &Store, name: FileName, record: NameRecord) -> Result<PutOutcome> {
+    pub(super) async fn commit(
+        self,
+        store: &Store,
+        name: FileName,
+        record: NameRecord,
+    ) -> Result<PutOutcome> {
         let outcome = PutOutcome {
             id: self.manifest.id,
             size: self.manifest.size,
             chunks: self.manifest.chunks.len(),
             new_bytes: self.new_bytes,
         };
-        let committed = store.commit_file(self.manifest, name, record, self.inline).await?;
-        Ok(PutOutcome { new_bytes: outcome.new_bytes + committed.new_bytes, ..outcome })
+        let committed = store
+            .commit_file(self.manifest, name, record, self.inline)
+            .await?;
+        Ok(PutOutcome {
+            new_bytes: outcome.new_bytes + committed.new_bytes,
+            ..outcome
+        })
     }
 }
 
@@ -79,7 +89,14 @@ pub struct Upload {
 
 impl Upload {
     pub(super) fn new(store: Store, keys: Keys, limit: u64) -> Self {
-        Self { store, keys, limit, size: 0, block: BytesMut::with_capacity(BLOCK), workers: None }
+        Self {
+            store,
+            keys,
+            limit,
+            size: 0,
+            block: BytesMut::with_capacity(BLOCK),
+            workers: None,
+        }
     }
 
     pub fn size(&self) -> u64 {
@@ -97,7 +114,8 @@ impl Upload {
             self.block.extend_from_slice(&data[..take]);
             data = &data[take..];
             if self.block.len() == BLOCK {
-                let block = std::mem::replace(&mut self.block, BytesMut::with_capacity(BLOCK)).freeze();
+                let block =
+                    std::mem::replace(&mut self.block, BytesMut::with_capacity(BLOCK)).freeze();
                 self.dispatch(block).await?;
             }
         }
@@ -107,10 +125,14 @@ impl Upload {
     async fn dispatch(&mut self, block: Bytes) -> Result<()> {
         let workers = match &mut self.workers {
             Some(w) => w,
-            None => self.workers.insert(start_workers(self.store.clone(), self.keys.clone())),
+            None => self
+                .workers
+                .insert(start_workers(self.store.clone(), self.keys.clone())),
         };
         // A send fails only when a worker stopped early; its result says why.
-        if workers.hash_tx.send(block.clone()).await.is_err() || workers.chunk_tx.send(block).await.is_err() {
+        if workers.hash_tx.send(block.clone()).await.is_err()
+            || workers.chunk_tx.send(block).await.is_err()
+        {
             let workers = self.workers.take().expect("workers were just started");
             drop((workers.hash_tx, workers.chunk_tx));
             workers.chunker.await?;
@@ -149,8 +171,19 @@ impl Upload {
 }
 
 fn staged(id: FileId, size: u64, chunked: Chunked) -> Staged {
-    let manifest = Manifest { id, size, chunker: CHUNKER_VERSION, chunks: chunked.chunks, created_ms: unix_ms() };
-    Staged { manifest, new_bytes: chunked.new_bytes, inline: Vec::new(), _pins: Some(chunked.pins) }
+    let manifest = Manifest {
+        id,
+        size,
+        chunker: CHUNKER_VERSION,
+        chunks: chunked.chunks,
+        created_ms: unix_ms(),
+    };
+    Staged {
+        manifest,
+        new_bytes: chunked.new_bytes,
+        inline: Vec::new(),
+        _pins: Some(chunked.pins),
+    }
 }
 
 /// Content small enough to fit one chunk, hashed and sealed right here.
@@ -160,13 +193,26 @@ fn stage_inline(keys: &Keys, data: &[u8]) -> Staged {
     let mut inline = Vec::new();
     if !data.is_empty() {
         let chunk = ChunkId::of(data);
-        chunks.push(ChunkRef { id: chunk, len: data.len() as u32 });
+        chunks.push(ChunkRef {
+            id: chunk,
+            len: data.len() as u32,
+        });
         inline.push((chunk, keys.seal_chunk(&chunk, data)));
     }
-    let manifest =
-        Manifest { id, size: data.len() as u64, chunker: CHUNKER_VERSION, chunks, created_ms: unix_ms() };
+    let manifest = Manifest {
+        id,
+        size: data.len() as u64,
+        chunker: CHUNKER_VERSION,
+        chunks,
+        created_ms: unix_ms(),
+    };
     // The writer stores the chunk with the commit and counts it if it was new.
-    Staged { manifest, new_bytes: 0, inline, _pins: None }
+    Staged {
+        manifest,
+        new_bytes: 0,
+        inline,
+        _pins: None,
+    }
 }
 
 fn start_workers(store: Store, keys: Keys) -> Workers {
@@ -180,18 +226,38 @@ fn start_workers(store: Store, keys: Keys) -> Workers {
         FileId::from_bytes(hasher.finalize().into())
     }));
     let chunker = runtime::spawn(runtime::blocking(move || {
-        chunk_blocks(&store, &keys, std::iter::from_fn(|| chunk_rx.recv_blocking().ok()))
+        chunk_blocks(
+            &store,
+            &keys,
+            std::iter::from_fn(|| chunk_rx.recv_blocking().ok()),
+        )
     }));
-    Workers { hash_tx, chunk_tx, hasher, chunker }
+    Workers {
+        hash_tx,
+        chunk_tx,
+        hasher,
+        chunker,
+    }
 }
 
 /// Cuts, hashes, seals and queues chunks. Blocking.
-fn chunk_blocks(store: &Store, keys: &Keys, blocks: impl Iterator<Item = Bytes>) -> Result<Chunked> {
-    let mut out = Chunked { chunks: Vec::new(), new_bytes: 0, pins: store.pins() };
+fn chunk_blocks(
+    store: &Store,
+    keys: &Keys,
+    blocks: impl Iterator<Item = Bytes>,
+) -> Result<Chunked> {
+    let mut out = Chunked {
+        chunks: Vec::new(),
+        new_bytes: 0,
+        pins: store.pins(),
+    };
     let mut seen = std::collections::HashSet::new();
     let mut emit = |chunk: &[u8]| -> Result<()> {
         let id = ChunkId::of(chunk);
-        out.chunks.push(ChunkRef { id, len: chunk.len() as u32 });
+        out.chunks.push(ChunkRef {
+            id,
+            len: chunk.len() as u32,
+        });
         if !seen.insert(id) {
             return Ok(());
         }

@@ -16,8 +16,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::content::{ChunkId, FileId, FileName, Manifest, NodeId};
 use crate::runtime;
-pub use records::{NameRecordV2 as NameRecord, StampV1 as Stamp};
 use records::{ManifestRecordV1, decode};
+pub use records::{NameRecordV2 as NameRecord, StampV1 as Stamp};
 pub use schema::SCHEMA_VERSION;
 pub use writer::Committed;
 use writer::Op;
@@ -92,7 +92,9 @@ pub(crate) struct Pins(Mutex<HashMap<ChunkId, usize>>);
 impl Pins {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChunkId, usize>> {
         // A panic while holding this lock cannot leave the map half-updated.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn contains(&self, id: &ChunkId) -> bool {
@@ -189,7 +191,14 @@ impl Store {
         let db = Arc::new(db);
         let pins = Arc::new(Pins::default());
         let ops = writer::start(db.clone(), pins.clone());
-        Ok(Store { shared: Arc::new(Shared { db, ops, pins, node_id }) })
+        Ok(Store {
+            shared: Arc::new(Shared {
+                db,
+                ops,
+                pins,
+                node_id,
+            }),
+        })
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -197,7 +206,10 @@ impl Store {
     }
 
     pub fn pins(&self) -> PinSet {
-        PinSet { store: self.clone(), ids: Vec::new() }
+        PinSet {
+            store: self.clone(),
+            ids: Vec::new(),
+        }
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T>
@@ -215,7 +227,9 @@ impl Store {
         self.read(move |db| {
             let txn = db.begin_read()?;
             let names = txn.open_table(NAMES)?;
-            let Some(raw) = names.get(name.as_str())? else { return Ok(None) };
+            let Some(raw) = names.get(name.as_str())? else {
+                return Ok(None);
+            };
             let record: NameRecord = decode("name record", raw.value())?;
             Ok(record.file.is_some().then_some(record))
         })
@@ -272,16 +286,26 @@ impl Store {
         .await
     }
 
-    async fn submit<T>(&self, make: impl FnOnce(async_channel::Sender<Result<T>>) -> Op) -> Result<T> {
+    async fn submit<T>(
+        &self,
+        make: impl FnOnce(async_channel::Sender<Result<T>>) -> Op,
+    ) -> Result<T> {
         let (tx, rx) = async_channel::bounded(1);
-        self.shared.ops.send(make(tx)).await.map_err(|_| StorageError::WriterGone)?;
+        self.shared
+            .ops
+            .send(make(tx))
+            .await
+            .map_err(|_| StorageError::WriterGone)?;
         rx.recv().await.map_err(|_| StorageError::WriterGone)?
     }
 
     /// Queues a sealed chunk for writing. Not durable by itself: the commit of the manifest
     /// that uses it is. Blocking: call from a blocking thread.
     pub fn put_chunk_blocking(&self, id: ChunkId, sealed: Vec<u8>) -> Result<()> {
-        self.shared.ops.send_blocking(Op::PutChunk { id, sealed }).map_err(|_| StorageError::WriterGone)
+        self.shared
+            .ops
+            .send_blocking(Op::PutChunk { id, sealed })
+            .map_err(|_| StorageError::WriterGone)
     }
 
     /// Stores `manifest` (if new) and points `name` at it, durably. Every chunk of the manifest
@@ -294,7 +318,14 @@ impl Store {
         inline: Vec<(ChunkId, Vec<u8>)>,
     ) -> Result<Committed> {
         let name = name.as_str().to_owned();
-        self.submit(|reply| Op::CommitFile { manifest, name, record, inline, reply }).await
+        self.submit(|reply| Op::CommitFile {
+            manifest,
+            name,
+            record,
+            inline,
+            reply,
+        })
+        .await
     }
 
     /// Replaces `name` with a tombstone stamped `stamp`, durably. Returns whether a live name
@@ -315,17 +346,27 @@ impl Store {
     }
 }
 
-fn read_manifest(table: &impl ReadableTable<[u8; 32], &'static [u8]>, id: FileId) -> Result<Option<Manifest>> {
-    let Some(raw) = table.get(id.as_bytes())? else { return Ok(None) };
+fn read_manifest(
+    table: &impl ReadableTable<[u8; 32], &'static [u8]>,
+    id: FileId,
+) -> Result<Option<Manifest>> {
+    let Some(raw) = table.get(id.as_bytes())? else {
+        return Ok(None);
+    };
     let record: ManifestRecordV1 = decode("manifest", raw.value())?;
     let manifest = record.into_manifest(id);
     if !manifest.is_consistent() {
-        return Err(StorageError::Corrupt(format!("manifest {id} sizes do not add up")));
+        return Err(StorageError::Corrupt(format!(
+            "manifest {id} sizes do not add up"
+        )));
     }
     Ok(Some(manifest))
 }
 
-fn list_names(names: &impl ReadableTable<&'static str, &'static [u8]>, q: &ListQuery) -> Result<ListPage> {
+fn list_names(
+    names: &impl ReadableTable<&'static str, &'static [u8]>,
+    q: &ListQuery,
+) -> Result<ListPage> {
     let mut page = ListPage::default();
     let limit = q.limit.max(1);
     let by_name_ascending = q.sort == SortBy::Name && !q.descending;
@@ -347,17 +388,31 @@ fn list_names(names: &impl ReadableTable<&'static str, &'static [u8]>, q: &ListQ
             }
             // Keep one extra entry past the page to know whether there is a next page.
             if all.len() < q.offset + limit + 1 {
-                all.push(NameEntry { name: name.to_owned(), record });
+                all.push(NameEntry {
+                    name: name.to_owned(),
+                    record,
+                });
             }
         } else {
-            all.push(NameEntry { name: name.to_owned(), record });
+            all.push(NameEntry {
+                name: name.to_owned(),
+                record,
+            });
         }
     }
     match q.sort {
         SortBy::Name => {}
-        SortBy::Size => all.sort_by(|a, b| a.record.size.cmp(&b.record.size).then_with(|| a.name.cmp(&b.name))),
+        SortBy::Size => all.sort_by(|a, b| {
+            a.record
+                .size
+                .cmp(&b.record.size)
+                .then_with(|| a.name.cmp(&b.name))
+        }),
         SortBy::Modified => all.sort_by(|a, b| {
-            a.record.modified_ms.cmp(&b.record.modified_ms).then_with(|| a.name.cmp(&b.name))
+            a.record
+                .modified_ms
+                .cmp(&b.record.modified_ms)
+                .then_with(|| a.name.cmp(&b.name))
         }),
     }
     if q.descending {

@@ -33,7 +33,10 @@ impl ManifestRecordV1 {
             chunks: self
                 .chunks
                 .into_iter()
-                .map(|(id, len)| ChunkRef { id: ChunkId::from_bytes(id), len })
+                .map(|(id, len)| ChunkRef {
+                    id: ChunkId::from_bytes(id),
+                    len,
+                })
                 .collect(),
         }
     }
@@ -75,7 +78,10 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_allocvec(value).expect("serializing to a Vec cannot fail")
 }
 
-pub fn decode<'a, T: Deserialize<'a>>(what: &'static str, bytes: &'a [u8]) -> Result<T, super::StorageError> {
+pub fn decode<'a, T: Deserialize<'a>>(
+    what: &'static str,
+    bytes: &'a [u8],
+) -> Result<T, super::StorageError> {
     postcard::from_bytes(bytes).map_err(|e| super::StorageError::Corrupt(format!("{what}: {e}")))
 }
 
@@ -91,7 +97,11 @@ mod tests {
             size: 300,
             content_type: "text/plain".into(),
             modified_ms: 1,
-            stamp: StampV1 { wall_ms: 2, counter: 3, node: [9; 16] },
+            stamp: StampV1 {
+                wall_ms: 2,
+                counter: 3,
+                node: [9; 16],
+            },
         };
         let bytes = encode(&record);
         let mut expected = vec![1];
@@ -107,7 +117,12 @@ mod tests {
 
     #[test]
     fn manifest_record_bytes_are_stable() {
-        let record = ManifestRecordV1 { size: 5, chunker: 1, created_ms: 4, chunks: vec![([1; 32], 5)] };
+        let record = ManifestRecordV1 {
+            size: 5,
+            chunker: 1,
+            created_ms: 4,
+            chunks: vec![([1; 32], 5)],
+        };
         let mut expected = vec![5, 1, 4, 1];
         expected.extend([1; 32]);
         expected.push(5);

@@ -12,8 +12,8 @@ use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 
 use super::records::{ManifestRecordV1, NameRecordV2, StampV1, decode, encode};
 use super::{
-    CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, GcReport, MANIFESTS, META, NAMES, Pins, Result, StorageError,
-    read_manifest, schema,
+    CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, GcReport, MANIFESTS, META, NAMES, Pins, Result,
+    StorageError, read_manifest, schema,
 };
 use crate::content::{ChunkId, FileId, Manifest};
 
@@ -34,7 +34,10 @@ pub struct Committed {
 }
 
 pub(crate) enum Op {
-    PutChunk { id: ChunkId, sealed: Vec<u8> },
+    PutChunk {
+        id: ChunkId,
+        sealed: Vec<u8>,
+    },
     /// `inline` chunks are stored in the same transaction (small files skip `PutChunk`).
     CommitFile {
         manifest: Manifest,
@@ -43,15 +46,23 @@ pub(crate) enum Op {
         inline: Vec<(ChunkId, Vec<u8>)>,
         reply: Reply<Committed>,
     },
-    Delete { name: String, stamp: StampV1, reply: Reply<bool> },
-    Collect { reply: Reply<GcReport> },
+    Delete {
+        name: String,
+        stamp: StampV1,
+        reply: Reply<bool>,
+    },
+    Collect {
+        reply: Reply<GcReport>,
+    },
 }
 
 impl Op {
     fn bytes(&self) -> usize {
         match self {
             Op::PutChunk { sealed, .. } => sealed.len(),
-            Op::CommitFile { inline, .. } => 256 + inline.iter().map(|(_, s)| s.len()).sum::<usize>(),
+            Op::CommitFile { inline, .. } => {
+                256 + inline.iter().map(|(_, s)| s.len()).sum::<usize>()
+            }
             _ => 256,
         }
     }
@@ -132,7 +143,11 @@ fn apply_batch(
     let mut outcomes = Vec::with_capacity(batch.len());
     let result = (|| -> Result<()> {
         let mut txn = db.begin_write()?;
-        txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
         {
             let mut t = Tables::open(&txn)?;
             for op in batch {
@@ -188,14 +203,26 @@ impl<'t> Tables<'t> {
                 self.put_chunk(id, &sealed)?;
                 Outcome::None
             }
-            Op::CommitFile { manifest, name, record, inline, reply } => {
+            Op::CommitFile {
+                manifest,
+                name,
+                record,
+                inline,
+                reply,
+            } => {
                 let mut new_bytes = 0;
                 for (id, sealed) in &inline {
                     new_bytes += self.put_chunk(*id, sealed)?;
                 }
                 match self.commit_file(&manifest, &name, record) {
                     Err(e @ StorageError::MissingChunk(_)) => Outcome::Commit(reply, Err(e)),
-                    other => Outcome::Commit(reply, Ok(Committed { applied: other?, new_bytes })),
+                    other => Outcome::Commit(
+                        reply,
+                        Ok(Committed {
+                            applied: other?,
+                            new_bytes,
+                        }),
+                    ),
                 }
             }
             Op::Delete { name, stamp, reply } => {
@@ -232,7 +259,12 @@ impl<'t> Tables<'t> {
         }
     }
 
-    fn commit_file(&mut self, manifest: &Manifest, name: &str, record: NameRecordV2) -> Result<bool> {
+    fn commit_file(
+        &mut self,
+        manifest: &Manifest,
+        name: &str,
+        record: NameRecordV2,
+    ) -> Result<bool> {
         let old = self.live_record(name)?;
         if old.as_ref().is_some_and(|old| old.stamp >= record.stamp) {
             return Ok(false);
@@ -263,7 +295,10 @@ impl<'t> Tables<'t> {
             self.file_refs.insert(key, refs + 1)?;
             return Ok(());
         }
-        self.manifests.insert(key, encode(&ManifestRecordV1::from_manifest(manifest)).as_slice())?;
+        self.manifests.insert(
+            key,
+            encode(&ManifestRecordV1::from_manifest(manifest)).as_slice(),
+        )?;
         self.file_refs.insert(key, 1)?;
         for chunk in manifest.distinct_chunks() {
             let k = chunk.id.as_bytes();
@@ -311,8 +346,11 @@ impl<'t> Tables<'t> {
 
     fn collect(&mut self, pins: &Pins) -> Result<GcReport> {
         let mut report = GcReport::default();
-        let queued: Vec<[u8; 32]> =
-            self.gc_files.iter()?.map(|item| item.map(|(k, _)| k.value())).collect::<Result<_, _>>()?;
+        let queued: Vec<[u8; 32]> = self
+            .gc_files
+            .iter()?
+            .map(|item| item.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()?;
         for file in queued {
             self.gc_files.remove(&file)?;
             if self.file_refs.get(&file)?.map_or(0, |v| v.value()) > 0 {

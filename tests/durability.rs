@@ -1,0 +1,196 @@
+//! Restarts, crashes and schema upgrades: what was acknowledged survives.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn files_survive_a_restart() {
+    let mut node = TestNode::start();
+    let files: Vec<(String, Vec<u8>)> = (0..20)
+        .map(|i| (format!("keep/{i}"), random_bytes(i * 37_000 + 1, i as u64)))
+        .collect();
+    for (name, data) in &files {
+        assert_eq!(
+            put(&node.url(&format!("/api/v1/files/{name}")), data).0,
+            201
+        );
+    }
+    let before = node.status();
+    node.restart();
+    let after = node.status();
+    assert_eq!(before["node_id"], after["node_id"], "node id must persist");
+    for key in ["files", "logical_bytes", "stored_bytes", "chunks"] {
+        assert_eq!(before[key], after[key], "{key}");
+    }
+    for (name, data) in &files {
+        let (code, body) = get(&node.url(&format!("/api/v1/files/{name}")));
+        assert_eq!(code, 200);
+        assert!(body == *data, "{name} changed across a restart");
+    }
+}
+
+#[test]
+fn kill_9_during_a_large_upload_loses_nothing_acknowledged() {
+    let mut node = TestNode::start();
+    // Acknowledged before the crash.
+    let acked: Vec<(String, Vec<u8>)> = (0..10)
+        .map(|i| {
+            (
+                format!("acked/{i}"),
+                random_bytes(100_000 * i + 10, 100 + i as u64),
+            )
+        })
+        .collect();
+    for (name, data) in &acked {
+        assert_eq!(
+            put(&node.url(&format!("/api/v1/files/{name}")), data).0,
+            201
+        );
+    }
+    let baseline = node.status();
+
+    // A large upload in flight, killed once the node has stored some of it.
+    let url = node.url("/api/v1/files/interrupted.bin");
+    let uploader = std::thread::spawn(move || {
+        let size: u64 = 2 << 30;
+        agent()
+            .put(&url)
+            .header("Content-Length", &size.to_string())
+            .send(ureq::SendBody::from_owned_reader(RandomReader::new(
+                size, 77,
+            )))
+            .map(|r| r.status().as_u16())
+    });
+    let base_stored = baseline["stored_bytes"].as_u64().unwrap();
+    wait_for(
+        "the upload to be under way",
+        Duration::from_secs(60),
+        || {
+            (node.status()["stored_bytes"].as_u64().unwrap() > base_stored + (20 << 20))
+                .then_some(())
+        },
+    );
+    node.kill9();
+    let outcome = uploader.join().unwrap();
+    assert!(
+        outcome.is_err() || outcome.as_ref().is_ok_and(|c| *c != 201),
+        "{outcome:?}"
+    );
+
+    // It starts again by itself, with every acknowledged file and no trace of the partial one.
+    node.restart();
+    for (name, data) in &acked {
+        let (code, body) = get(&node.url(&format!("/api/v1/files/{name}")));
+        assert_eq!(code, 200, "{name}");
+        assert!(body == *data, "{name} damaged by the crash");
+    }
+    assert_eq!(get(&node.url("/api/v1/files/interrupted.bin")).0, 404);
+    let (_, body) = get(&node.url("/api/v1/files?prefix=interrupted"));
+    assert_eq!(json(&body)["total"], 0);
+    // Whatever of the partial upload reached the disk is garbage, and is collected.
+    wait_for(
+        "orphaned chunks to be collected",
+        Duration::from_secs(120),
+        || {
+            let s = node.status();
+            (s["stored_bytes"] == baseline["stored_bytes"]).then_some(())
+        },
+    );
+    // And it keeps working.
+    assert_eq!(
+        put(&node.url("/api/v1/files/after-crash"), b"still here").0,
+        201
+    );
+}
+
+#[test]
+fn a_schema_1_database_is_upgraded_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/fixtures/v1.redb");
+    std::fs::copy(fixture, dir.join("diststore.redb")).unwrap();
+    let secret = tmp.path().join("secret");
+    std::fs::write(&secret, "fixture-secret\n").unwrap();
+    let secret_arg = secret.to_str().unwrap();
+
+    let node = TestNode::start_in(&dir, &["--secret-file", secret_arg]);
+    assert!(
+        node.log_text()
+            .contains("upgrading database schema from 1 to 2"),
+        "{}",
+        node.log_text()
+    );
+    let big: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for (name, data) in [
+        ("hello.txt", b"hello from schema 1\n".to_vec()),
+        ("copy-of-hello.txt", b"hello from schema 1\n".to_vec()),
+        ("dir/big.bin", big),
+    ] {
+        let (code, body) = get(&node.url(&format!("/api/v1/files/{name}")));
+        assert_eq!(code, 200, "{name}");
+        assert!(body == data, "{name} differs after the upgrade");
+    }
+    let s = node.status();
+    assert_eq!(s["files"], 3);
+    assert_eq!(s["logical_bytes"], 300_000 + 40);
+    assert_eq!(s["unique_bytes"], 300_000 + 20);
+    // Schema 2 features work on upgraded data: delete, and the shared content survives.
+    assert_eq!(delete(&node.url("/api/v1/files/hello.txt")).0, 204);
+    assert_eq!(
+        get(&node.url("/api/v1/files/copy-of-hello.txt")).1,
+        b"hello from schema 1\n"
+    );
+    drop(node);
+
+    // Opening again does not upgrade twice.
+    let node = TestNode::start_in(&dir, &["--secret-file", secret_arg]);
+    assert_eq!(node.status()["files"], 2);
+}
+
+#[test]
+fn a_database_from_a_newer_version_is_refused_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    drop(TestNode::start_in(&dir, &[]));
+    {
+        let db = redb::Database::open(dir.join("diststore.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn
+                .open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
+                .unwrap();
+            meta.insert("schema_version", 99u64.to_le_bytes().as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let err = spawn_node(&dir, &[], &tmp.path().join("log"), None).expect_err("must refuse");
+    assert!(err.contains("newer DistStore (schema 99"), "{err}");
+}
+
+#[test]
+fn a_wrong_secret_reads_as_an_error_never_as_bad_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let data = random_bytes(200_000, 5);
+    {
+        let node = TestNode::start_in(&dir, &[]);
+        assert_eq!(put(&node.url("/api/v1/files/x"), &data).0, 201);
+    }
+    let other = tmp.path().join("other-secret");
+    std::fs::write(&other, "not the secret").unwrap();
+    let node = TestNode::start_in(&dir, &["--secret-file", other.to_str().unwrap()]);
+    let (code, body) = get(&node.url("/api/v1/files/x"));
+    assert_eq!(code, 500);
+    assert!(
+        error_of(&body).contains("failed verification"),
+        "{}",
+        error_of(&body)
+    );
+}
