@@ -9,9 +9,7 @@ use crate::content::NodeId;
 use crate::storage::Stamp;
 
 pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 pub struct Clock {
@@ -21,26 +19,15 @@ pub struct Clock {
 
 impl Clock {
     pub fn new(node: NodeId) -> Self {
-        Self {
-            node,
-            last: Mutex::new((0, 0)),
-        }
+        Self { node, last: Mutex::new((0, 0)) }
     }
 
     /// A stamp later than every stamp this clock has issued or observed.
     pub fn now(&self) -> Stamp {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let wall = unix_ms();
-        *last = if wall > last.0 {
-            (wall, 0)
-        } else {
-            (last.0, last.1.saturating_add(1))
-        };
-        Stamp {
-            wall_ms: last.0,
-            counter: last.1,
-            node: *self.node.as_bytes(),
-        }
+        *last = if wall > last.0 { (wall, 0) } else { (last.0, last.1.saturating_add(1)) };
+        Stamp { wall_ms: last.0, counter: last.1, node: *self.node.as_bytes() }
     }
 
     /// Moves the clock past a stamp seen from elsewhere, so our next write orders after it.
@@ -62,11 +49,7 @@ mod tests {
         let a = clock.now();
         let b = clock.now();
         assert!(b > a);
-        let future = Stamp {
-            wall_ms: a.wall_ms + 60_000,
-            counter: 5,
-            node: [2; 16],
-        };
+        let future = Stamp { wall_ms: a.wall_ms + 60_000, counter: 5, node: [2; 16] };
         clock.observe(&future);
         let c = clock.now();
         assert!(c.wall_ms == future.wall_ms && c.counter == 6);
@@ -92,13 +75,7 @@ pub fn rfc3339(ms: u64) -> String {
     let secs = ms / 1000;
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
 }
 
 #[cfg(test)]
@@ -106,10 +83,7 @@ mod date_tests {
     #[test]
     fn formats_dates() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            super::rfc3339(1_795_509_923_123),
-            "2026-11-24T08:45:23.123Z"
-        );
+        assert_eq!(super::rfc3339(1_795_509_923_123), "2026-11-24T08:45:23.123Z");
         assert_eq!(super::civil_from_days(11_016), (2000, 2, 29));
     }
 }

@@ -36,12 +36,7 @@ pub struct ServeArgs {
     pub listen: Option<SocketAddr>,
 
     /// Directory holding the database and, unless given elsewhere, the secret.
-    #[arg(
-        long,
-        env = "DISTSTORE_DATA_DIR",
-        value_name = "DIR",
-        default_value = "./diststore-data"
-    )]
+    #[arg(long, env = "DISTSTORE_DATA_DIR", value_name = "DIR", default_value = "./diststore-data")]
     pub data_dir: PathBuf,
 
     /// File holding the cluster secret; the data key derives from it. Without this flag or
@@ -50,12 +45,7 @@ pub struct ServeArgs {
     pub secret_file: Option<PathBuf>,
 
     /// The cluster secret itself (prefer --secret-file: environments leak).
-    #[arg(
-        long,
-        env = "DISTSTORE_SECRET",
-        hide_env_values = true,
-        value_name = "SECRET"
-    )]
+    #[arg(long, env = "DISTSTORE_SECRET", hide_env_values = true, value_name = "SECRET")]
     pub secret: Option<String>,
 
     /// Largest accepted upload, e.g. 500MiB, 64GiB or a byte count; larger bodies get 413.
@@ -68,17 +58,30 @@ pub struct ServeArgs {
 
     /// Bearer token required on /api and /metrics. Required when listening on a non-loopback
     /// address, unless --open-api is given.
-    #[arg(
-        long,
-        env = "DISTSTORE_API_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
+    #[arg(long, env = "DISTSTORE_API_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub api_token: Option<String>,
 
     /// Serve the API without a token on a non-loopback address (only behind another guard).
     #[arg(long, env = "DISTSTORE_OPEN_API")]
     pub open_api: bool,
+
+    /// A cluster member to join through (repeatable; DISTSTORE_PEERS takes a comma-separated
+    /// list). The others are learned from it. All members must share the secret.
+    #[arg(long = "peer", env = "DISTSTORE_PEERS", value_name = "URL", value_delimiter = ',')]
+    pub peers: Vec<String>,
+
+    /// How many nodes hold each chunk.
+    #[arg(long, env = "DISTSTORE_REPLICATION", value_name = "N", default_value_t = 2)]
+    pub replication: usize,
+
+    /// Fewest reachable nodes (this one included) that accept a write; with fewer, uploads
+    /// get 503. Between this and --replication, a write goes to every reachable node.
+    #[arg(long, env = "DISTSTORE_MIN_REPLICAS", value_name = "N", default_value_t = 1)]
+    pub min_replicas: usize,
+
+    /// URL other nodes reach this one at (default: http://LISTEN address as bound).
+    #[arg(long, env = "DISTSTORE_ADVERTISE", value_name = "URL")]
+    pub advertise: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +92,8 @@ pub struct Config {
     pub max_upload_bytes: u64,
     pub cache_bytes: usize,
     pub api_token: Option<String>,
+    pub advertise: Option<String>,
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +116,10 @@ pub enum ConfigError {
     EmptyToken,
     #[error("the secret must not be empty")]
     EmptySecret,
+    #[error("--replication and --min-replicas must be at least 1, and --min-replicas at most --replication")]
+    BadReplication,
+    #[error("{0:?} is not a peer URL like http://host:port")]
+    BadPeerUrl(String),
 }
 
 impl ServeArgs {
@@ -118,10 +127,7 @@ impl ServeArgs {
         let listen = match (self.listen, std::env::var("PORT")) {
             (Some(addr), _) => addr,
             (None, Ok(port)) => {
-                let port: u16 = port
-                    .trim()
-                    .parse()
-                    .map_err(|_| ConfigError::BadPort(port.clone()))?;
+                let port: u16 = port.trim().parse().map_err(|_| ConfigError::BadPort(port.clone()))?;
                 SocketAddr::from(([127, 0, 0, 1], port))
             }
             (None, Err(_)) => SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -138,7 +144,25 @@ impl ServeArgs {
             (None, Some(value)) => SecretSource::Value(value),
             (None, None) => SecretSource::Generated(self.data_dir.join("secret")),
         };
+        if self.replication == 0 || self.min_replicas == 0 || self.min_replicas > self.replication {
+            return Err(ConfigError::BadReplication);
+        }
+        let normalize = |u: &str| -> Result<String, ConfigError> {
+            let u = u.trim().trim_end_matches('/');
+            match url::Url::parse(u) {
+                Ok(parsed) if parsed.scheme() == "http" && parsed.host_str().is_some() => Ok(u.to_owned()),
+                _ => Err(ConfigError::BadPeerUrl(u.to_owned())),
+            }
+        };
+        let seeds = self.peers.iter().filter(|p| !p.trim().is_empty()).map(|p| normalize(p)).collect::<Result<_, _>>()?;
+        let advertise = self.advertise.as_deref().map(normalize).transpose()?;
         Ok(Config {
+            advertise,
+            cluster: crate::cluster::ClusterConfig {
+                seeds,
+                replication: self.replication,
+                min_replicas: self.min_replicas,
+            },
             listen,
             data_dir: self.data_dir,
             secret,
@@ -155,12 +179,8 @@ impl SecretSource {
         use std::io::{Error, ErrorKind};
         let bytes = match self {
             SecretSource::Value(v) => v.clone().into_bytes(),
-            SecretSource::File(path) => std::fs::read(path).map_err(|e| {
-                Error::new(
-                    e.kind(),
-                    format!("reading secret file {}: {e}", path.display()),
-                )
-            })?,
+            SecretSource::File(path) => std::fs::read(path)
+                .map_err(|e| Error::new(e.kind(), format!("reading secret file {}: {e}", path.display())))?,
             SecretSource::Generated(path) => match std::fs::read(path) {
                 Ok(bytes) => bytes,
                 Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -188,11 +208,7 @@ impl SecretSource {
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }
@@ -202,9 +218,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 500MiB"))?;
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size like 500MiB"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
@@ -216,13 +230,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "t" | "tb" => 1_000_000_000_000,
         "tib" => 1 << 40,
         other => {
-            return Err(format!(
-                "unknown size unit {other:?} (use KiB, MiB, GiB, TiB)"
-            ));
+            return Err(format!("unknown size unit {other:?} (use KiB, MiB, GiB, TiB)"));
         }
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
 
 #[cfg(test)]

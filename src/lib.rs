@@ -6,6 +6,8 @@
 //! - [`runtime`]: the only module that names the async runtime.
 //! - [`storage`]: the redb owner: tables, records, the batching writer, migrations.
 //! - [`clock`]: hybrid logical clock for version stamps.
+//! - [`events`]: change notifications for live views.
+//! - [`cluster`]: peer links, membership, placement, replication, anti-entropy, repair.
 //! - [`node`]: use cases (put, get, delete, list, status, GC).
 //! - [`http`]: the tide app: routes, error mapping, the embedded UI.
 //! - [`config`]: command line and environment → validated config.
@@ -14,6 +16,8 @@ pub mod clock;
 pub mod config;
 pub mod content;
 pub mod crypto;
+pub mod events;
+pub mod cluster;
 pub mod http;
 pub mod node;
 pub mod runtime;

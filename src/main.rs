@@ -25,23 +25,16 @@ fn main() -> anyhow::Result<()> {
     let db_path = config.data_dir.join(DB_FILE);
     let store = Store::open(&db_path, config.cache_bytes)
         .with_context(|| format!("opening database {}", db_path.display()))?;
-    let node = Node::new(
-        store,
-        keys,
-        NodeConfig {
-            max_upload_bytes: config.max_upload_bytes,
-            db_path,
-        },
-    );
-    log::info!(
-        "node {} with data in {}",
-        node.node_id(),
-        config.data_dir.display()
-    );
+    let node_config = NodeConfig { max_upload_bytes: config.max_upload_bytes, db_path };
+    let node = Node::new(store, keys, node_config, config.cluster.clone());
+    log::info!("node {} with data in {}", node.node_id(), config.data_dir.display());
 
-    let (_stop_gc, gc_shutdown) = async_channel::bounded::<()>(1);
+    // Background loops stop when this sender is dropped, at exit.
+    let (_stop, shutdown) = async_channel::bounded::<()>(1);
     let gc_node = node.clone();
-    runtime::spawn(async move { gc_node.collector().run(gc_shutdown).await });
+    let gc_shutdown = shutdown.clone();
+    let changes = node.events().subscribe();
+    runtime::spawn(async move { gc_node.collector().run(changes, gc_shutdown).await });
 
-    runtime::block_on(http::serve(node, &config))
+    runtime::block_on(http::serve(node, &config, shutdown))
 }

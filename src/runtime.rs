@@ -6,6 +6,11 @@ use std::time::Duration;
 
 pub use async_std::task::JoinHandle;
 
+/// Network types of the runtime.
+pub mod net {
+    pub use async_std::net::TcpStream;
+}
+
 /// Runs a future on the executor in the background.
 pub fn spawn<F, T>(future: F) -> JoinHandle<T>
 where
@@ -36,4 +41,11 @@ pub async fn timeout<F: Future>(limit: Duration, future: F) -> Option<F::Output>
 /// Drives the top-level future of the process.
 pub fn block_on<F: Future>(future: F) -> F::Output {
     async_std::task::block_on(future)
+}
+
+/// A TCP connection (for peer links).
+pub async fn connect_tcp(host: &str, port: u16) -> std::io::Result<async_std::net::TcpStream> {
+    let stream = async_std::net::TcpStream::connect((host, port)).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }

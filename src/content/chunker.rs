@@ -23,9 +23,7 @@ pub struct Chunker {
 
 impl Chunker {
     pub fn new() -> Self {
-        Self {
-            pending: Vec::with_capacity(2 * MAX_CHUNK),
-        }
+        Self { pending: Vec::with_capacity(2 * MAX_CHUNK) }
     }
 
     /// Adds `bytes` and calls `emit` for every chunk that is now complete.

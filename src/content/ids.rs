@@ -126,10 +126,7 @@ mod tests {
     #[test]
     fn hex_round_trip_and_rejects_bad_input() {
         let id = ChunkId::of(b"abc");
-        assert_eq!(
-            id.to_string(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(id.to_string(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(id.to_string().parse::<ChunkId>(), Ok(id));
         assert_eq!("zz".parse::<FileId>(), Err(ParseIdError));
         assert_eq!("g".repeat(64).parse::<FileId>(), Err(ParseIdError));

@@ -52,10 +52,7 @@ mod tests {
 
     #[test]
     fn chunks_in_selects_overlapping_chunks() {
-        let chunk = |n: u8, len| ChunkRef {
-            id: ChunkId::of(&[n]),
-            len,
-        };
+        let chunk = |n: u8, len| ChunkRef { id: ChunkId::of(&[n]), len };
         let m = Manifest {
             id: FileId::empty(),
             size: 30,

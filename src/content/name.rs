@@ -39,10 +39,7 @@ impl FileName {
 
     /// The last path segment, for `Content-Disposition`.
     pub fn base(&self) -> &str {
-        self.0
-            .rsplit('/')
-            .find(|s| !s.is_empty())
-            .unwrap_or(&self.0)
+        self.0.rsplit('/').find(|s| !s.is_empty()).unwrap_or(&self.0)
     }
 }
 

@@ -17,21 +17,15 @@ fn serve(req: &Req, path: &str) -> Result<Response, ApiError> {
     res.insert_header("ETag", etag.as_str());
     res.insert_header("Cache-Control", "no-cache");
     res.insert_header("X-Content-Type-Options", "nosniff");
-    if req
-        .header("If-None-Match")
-        .is_some_and(|v| v.as_str() == etag)
-    {
+    if req.header("If-None-Match").is_some_and(|v| v.as_str() == etag) {
         res.set_status(StatusCode::NotModified);
         return Ok(res);
     }
     let mime = mime_guess::from_path(path).first_or_octet_stream();
     res.set_body(file.data.into_owned());
     let text = mime.type_() == "text" || mime.subtype() == "javascript" || mime.subtype() == "json";
-    let content_type = if text {
-        format!("{}; charset=utf-8", mime.essence_str())
-    } else {
-        mime.essence_str().to_owned()
-    };
+    let content_type =
+        if text { format!("{}; charset=utf-8", mime.essence_str()) } else { mime.essence_str().to_owned() };
     res.insert_header("Content-Type", content_type);
     Ok(res)
 }

@@ -26,10 +26,9 @@ fn multipart_error(e: multer::Error) -> ApiError {
         multer::Error::StreamReadFailed(e) => {
             ApiError::BadRequest(format!("reading the request body failed: {e}"))
         }
-        multer::Error::FieldSizeExceeded { field_name, .. } => ApiError::BadRequest(format!(
-            "multipart field {:?} is too large",
-            field_name.unwrap_or_default()
-        )),
+        multer::Error::FieldSizeExceeded { field_name, .. } => {
+            ApiError::BadRequest(format!("multipart field {:?} is too large", field_name.unwrap_or_default()))
+        }
         other => ApiError::BadRequest(format!("malformed multipart body: {other}")),
     }
 }
@@ -38,13 +37,9 @@ fn multipart_error(e: multer::Error) -> ApiError {
 /// store as it arrives; it is named only when both fields are complete.
 pub async fn store(mut req: Req) -> Result<Response, ApiError> {
     check_declared_length(&req)?;
-    let content_type = req
-        .header("Content-Type")
-        .map(|v| v.as_str().to_owned())
-        .unwrap_or_default();
-    let boundary = multer::parse_boundary(&content_type).map_err(|_| {
-        ApiError::BadRequest("expected a multipart/form-data body with a boundary".into())
-    })?;
+    let content_type = req.header("Content-Type").map(|v| v.as_str().to_owned()).unwrap_or_default();
+    let boundary = multer::parse_boundary(&content_type)
+        .map_err(|_| ApiError::BadRequest("expected a multipart/form-data body with a boundary".into()))?;
     let node = req.state().node.clone();
     let body = req.take_body();
     let stream = futures_util::stream::unfold(body, |mut body| async move {
@@ -58,8 +53,8 @@ pub async fn store(mut req: Req) -> Result<Response, ApiError> {
             Err(e) => Some((Err(e), body)),
         }
     });
-    let constraints = multer::Constraints::new()
-        .size_limit(multer::SizeLimit::new().for_field("key", MAX_KEY_FIELD));
+    let constraints =
+        multer::Constraints::new().size_limit(multer::SizeLimit::new().for_field("key", MAX_KEY_FIELD));
     let mut form = multer::Multipart::with_constraints(stream, boundary, constraints);
 
     let mut key = None;
@@ -74,9 +69,7 @@ pub async fn store(mut req: Req) -> Result<Response, ApiError> {
                 let mut field = field;
                 while let Some(piece) = field.next().await {
                     let piece = piece.map_err(|e| match e {
-                        multer::Error::StreamReadFailed(e) => {
-                            NodeError::Body(std::io::Error::other(e))
-                        }
+                        multer::Error::StreamReadFailed(e) => NodeError::Body(std::io::Error::other(e)),
                         other => NodeError::Body(std::io::Error::other(other.to_string())),
                     });
                     upload.write(&piece?).await?;
@@ -87,17 +80,13 @@ pub async fn store(mut req: Req) -> Result<Response, ApiError> {
             _ => drop(field),
         }
     }
-    let key = key
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| ApiError::BadRequest("missing `key` field".into()))?;
+    let key =
+        key.filter(|k| !k.is_empty()).ok_or_else(|| ApiError::BadRequest("missing `key` field".into()))?;
     let name = FileName::new(key)?;
     let staged = staged.ok_or_else(|| ApiError::BadRequest("missing `file` field".into()))?;
     let content_type = content_type_for(file_type.as_deref(), &name);
     node.commit(staged, name, content_type).await?;
-    Ok(Response::builder(StatusCode::Ok)
-        .content_type("text/plain")
-        .body("File stored successfully")
-        .build())
+    Ok(Response::builder(StatusCode::Ok).content_type("text/plain").body("File stored successfully").build())
 }
 
 /// `GET /api/get?key=`: the content as an attachment named by the key.
@@ -116,10 +105,7 @@ pub async fn get(req: Req) -> Result<Response, ApiError> {
 pub async fn delete(req: Req) -> Result<Response, ApiError> {
     let name = key_param(&req)?;
     req.state().node.delete(&name).await?;
-    Ok(json(
-        StatusCode::Ok,
-        &json!({ "message": "File deleted successfully" }),
-    ))
+    Ok(json(StatusCode::Ok, &json!({ "message": "File deleted successfully" })))
 }
 
 /// `GET /api/list`: every name, as a JSON array.
@@ -128,13 +114,7 @@ pub async fn list(req: Req) -> Result<Response, ApiError> {
     let mut names = Vec::new();
     let mut after = None;
     loop {
-        let page = node
-            .list(ListQuery {
-                after,
-                limit: 10_000,
-                ..ListQuery::default()
-            })
-            .await?;
+        let page = node.list(ListQuery { after, limit: 10_000, ..ListQuery::default() }).await?;
         names.extend(page.entries.into_iter().map(|e| e.name));
         match page.next {
             Some(next) => after = Some(next),

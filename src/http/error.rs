@@ -2,6 +2,7 @@
 
 use tide::{Response, StatusCode};
 
+use crate::cluster::ClusterError;
 use crate::content::{NameError, ParseIdError};
 use crate::node::NodeError;
 use crate::storage::StorageError;
@@ -65,11 +66,13 @@ impl From<NodeError> for ApiError {
             NodeError::BadName(e) => ApiError::BadRequest(format!("invalid name: {e}")),
             NodeError::NotFound => ApiError::NotFound("no such file".into()),
             NodeError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
-            NodeError::Body(e) => {
-                ApiError::BadRequest(format!("reading the request body failed: {e}"))
-            }
+            NodeError::Body(e) => ApiError::BadRequest(format!("reading the request body failed: {e}")),
             NodeError::Integrity { .. } => ApiError::Internal(e.to_string()),
             NodeError::Storage(e) => e.into(),
+            NodeError::Cluster(e @ (ClusterError::Unavailable { .. } | ClusterError::ChunkUnavailable(_))) => {
+                ApiError::Unavailable(e.to_string())
+            }
+            NodeError::Cluster(ClusterError::Storage(e)) => e.into(),
         }
     }
 }

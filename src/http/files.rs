@@ -21,15 +21,10 @@ fn name_from_path(req: &Req, prefix: &str) -> Result<FileName, ApiError> {
 /// Content type to store: what the client said, else a guess from the name.
 pub fn content_type_for(given: Option<&str>, name: &FileName) -> String {
     match given.map(str::trim) {
-        Some(t)
-            if !t.is_empty() && t != "application/octet-stream" && !t.starts_with("multipart/") =>
-        {
+        Some(t) if !t.is_empty() && t != "application/octet-stream" && !t.starts_with("multipart/") => {
             t.to_owned()
         }
-        _ => mime_guess::from_path(name.as_str())
-            .first_or_octet_stream()
-            .essence_str()
-            .to_owned(),
+        _ => mime_guess::from_path(name.as_str()).first_or_octet_stream().essence_str().to_owned(),
     }
 }
 
@@ -68,9 +63,7 @@ pub async fn put(mut req: Req) -> Result<Response, ApiError> {
     pump(req.take_body(), &mut upload).await?;
     if let Some(declared) = declared {
         if upload.size() != declared as u64 {
-            return Err(ApiError::BadRequest(
-                "the body ended before its Content-Length".into(),
-            ));
+            return Err(ApiError::BadRequest("the body ended before its Content-Length".into()));
         }
     }
     let staged = upload.finish().await?;
@@ -90,11 +83,7 @@ pub async fn put(mut req: Req) -> Result<Response, ApiError> {
 pub async fn get(req: Req) -> Result<Response, ApiError> {
     let name = name_from_path(&req, PREFIX)?;
     let found = req.state().node.find(&name).await?;
-    let kind = if query(&req, "download").is_some_and(|v| v != "0") {
-        "attachment"
-    } else {
-        "inline"
-    };
+    let kind = if query(&req, "download").is_some_and(|v| v != "0") { "attachment" } else { "inline" };
     let how = Presentation {
         content_type: found.record.content_type.clone(),
         disposition: Some(disposition(kind, name.base())),
@@ -126,35 +115,27 @@ pub async fn list(req: Req) -> Result<Response, ApiError> {
     let number = |key: &str| -> Result<Option<usize>, ApiError> {
         query(&req, key)
             .map(|v| {
-                v.parse().map_err(|_| {
-                    ApiError::BadRequest(format!("`{key}` must be a non-negative integer"))
-                })
+                v.parse().map_err(|_| ApiError::BadRequest(format!("`{key}` must be a non-negative integer")))
             })
             .transpose()
     };
     let limit = number("limit")?.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::BadRequest(format!(
-            "`limit` must be between 1 and {MAX_LIMIT}"
-        )));
+        return Err(ApiError::BadRequest(format!("`limit` must be between 1 and {MAX_LIMIT}")));
     }
     let sort = match query(&req, "sort").as_deref() {
         None | Some("name") => SortBy::Name,
         Some("size") => SortBy::Size,
         Some("modified") => SortBy::Modified,
         Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "unknown sort {other:?} (name, size, modified)"
-            )));
+            return Err(ApiError::BadRequest(format!("unknown sort {other:?} (name, size, modified)")));
         }
     };
     let descending = match query(&req, "order").as_deref() {
         None | Some("asc") => false,
         Some("desc") => true,
         Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "unknown order {other:?} (asc, desc)"
-            )));
+            return Err(ApiError::BadRequest(format!("unknown order {other:?} (asc, desc)")));
         }
     };
     let q = ListQuery {
@@ -167,10 +148,7 @@ pub async fn list(req: Req) -> Result<Response, ApiError> {
     };
     let page = req.state().node.list(q).await?;
     let files: Vec<_> = page.entries.iter().map(entry_json).collect();
-    Ok(json(
-        StatusCode::Ok,
-        &json!({ "files": files, "next": page.next, "total": page.total }),
-    ))
+    Ok(json(StatusCode::Ok, &json!({ "files": files, "next": page.next, "total": page.total })))
 }
 
 pub async fn info(req: Req) -> Result<Response, ApiError> {
@@ -181,7 +159,9 @@ pub async fn info(req: Req) -> Result<Response, ApiError> {
     let holders: Vec<_> = info
         .holders
         .iter()
-        .map(|id| json!({ "node_id": id.to_string(), "url": null, "self": *id == node.node_id() }))
+        .map(|(id, url, chunks)| {
+            json!({ "node_id": id.to_string(), "url": url, "chunks": chunks, "self": *id == node.node_id() })
+        })
         .collect();
     Ok(json(
         StatusCode::Ok,

@@ -5,6 +5,7 @@ mod blobs;
 mod compat;
 pub mod error;
 mod files;
+mod peer;
 mod serve_content;
 mod status;
 
@@ -32,18 +33,14 @@ macro_rules! endpoint {
 }
 
 pub fn app(node: Arc<Node>, api_token: Option<String>) -> tide::Server<State> {
-    let mut app = tide::with_state(State {
-        node,
-        api_token: api_token.map(Into::into),
-    });
+    let mut app = tide::with_state(State { node, api_token: api_token.map(Into::into) });
     app.with(tide::utils::After(json_errors));
     app.with(require_token);
-    app.at("/health")
-        .get(|_| async { Ok(Response::builder(StatusCode::Ok).body("ok\n").build()) });
+    app.at("/health").get(|_| async { Ok(Response::builder(StatusCode::Ok).body("ok\n").build()) });
     app.at("/metrics").get(endpoint!(status::metrics));
     app.at("/api/v1/status").get(endpoint!(status::status));
-    app.at("/api/v1/events")
-        .get(tide::sse::endpoint(status::events));
+    app.at("/api/v1/peer").get(endpoint!(peer::upgrade));
+    app.at("/api/v1/events").get(tide::sse::endpoint(status::events));
     app.at("/api/v1/files").get(endpoint!(files::list));
     app.at("/api/v1/files/*name")
         .put(endpoint!(files::put))
@@ -60,15 +57,15 @@ pub fn app(node: Arc<Node>, api_token: Option<String>) -> tide::Server<State> {
     app
 }
 
-pub async fn serve(node: Arc<Node>, config: &Config) -> anyhow::Result<()> {
+/// Binds, starts the cluster with this node's URL, and serves until the listener fails.
+pub async fn serve(node: Arc<Node>, config: &Config, shutdown: async_channel::Receiver<()>) -> anyhow::Result<()> {
     use tide::listener::Listener;
-    let mut listener = app(node, config.api_token.clone())
-        .bind(config.listen)
-        .await?;
-    for info in listener.info() {
-        // Tests and scripts read this line to learn the port when listening on port 0.
-        println!("diststore listening on {}", info.connection());
-    }
+    let mut listener = app(node.clone(), config.api_token.clone()).bind(config.listen).await?;
+    let bound = listener.info().first().map(|i| i.connection().to_owned()).unwrap_or_default();
+    // Tests and scripts read this line to learn the port when listening on port 0.
+    println!("diststore listening on {bound}");
+    let url = config.advertise.clone().unwrap_or(bound);
+    node.cluster().start(url, shutdown);
     listener.accept().await?;
     Ok(())
 }
@@ -100,18 +97,14 @@ fn require_token<'a>(
             return Ok(next.run(req).await);
         };
         let path = req.url().path();
-        if !(path.starts_with("/api/") || path == "/metrics") {
+        // Peers authenticate with the cluster secret instead.
+        if !(path.starts_with("/api/") || path == "/metrics") || path == "/api/v1/peer" {
             return Ok(next.run(req).await);
         }
-        let bearer = req
-            .header("Authorization")
-            .and_then(|v| v.as_str().strip_prefix("Bearer ").map(str::to_owned));
+        let bearer =
+            req.header("Authorization").and_then(|v| v.as_str().strip_prefix("Bearer ").map(str::to_owned));
         // Browsers cannot set headers on EventSource or plain links, so a query token works too.
-        let query = req
-            .url()
-            .query_pairs()
-            .find(|(k, _)| k == "token")
-            .map(|(_, v)| v.into_owned());
+        let query = req.url().query_pairs().find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
         let given = bearer.or(query).unwrap_or_default();
         if constant_time_eq(given.as_bytes(), token.as_bytes()) {
             Ok(next.run(req).await)
@@ -151,10 +144,7 @@ pub fn percent_decode(s: &str) -> Option<String> {
 
 /// A query parameter, decoded.
 fn query(req: &Req, key: &str) -> Option<String> {
-    req.url()
-        .query_pairs()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
+    req.url().query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response {

@@ -19,13 +19,7 @@ pub struct Presentation {
 pub fn disposition(kind: &str, file_name: &str) -> String {
     let ascii: String = file_name
         .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' })
         .collect();
     let encoded: String = file_name
         .bytes()
@@ -51,10 +45,9 @@ fn requested_range(req: &Req, size: u64) -> Result<Option<(u64, u64)>, ApiError>
         Ok(_) => Ok(None),
         // Not a `bytes=` range at all: the spec says ignore it.
         Err(RangeUnsatisfiableError::Invalid(RangeInvalid::DoesNotStartWithToken)) => Ok(None),
-        Err(RangeUnsatisfiableError::Invalid(e)) => Err(ApiError::BadRequest(format!(
-            "bad Range header: {}",
-            RangeUnsatisfiableError::Invalid(e)
-        ))),
+        Err(RangeUnsatisfiableError::Invalid(e)) => {
+            Err(ApiError::BadRequest(format!("bad Range header: {}", RangeUnsatisfiableError::Invalid(e))))
+        }
         Err(_) => Err(ApiError::RangeNotSatisfiable { size }),
     }
 }
@@ -64,15 +57,12 @@ fn http_date(ms: u64) -> String {
 }
 
 fn httpdate(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = crate::clock::civil_from_days(days as i64);
     const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     format!(
         "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
         WEEKDAYS[(days % 7) as usize],
@@ -85,11 +75,7 @@ fn httpdate(t: std::time::SystemTime) -> String {
     )
 }
 
-pub async fn respond(
-    req: &Req,
-    manifest: &Manifest,
-    how: Presentation,
-) -> Result<Response, ApiError> {
+pub async fn respond(req: &Req, manifest: &Manifest, how: Presentation) -> Result<Response, ApiError> {
     let etag = format!("\"{}\"", manifest.id);
     let mut res = Response::new(StatusCode::Ok);
     res.insert_header("ETag", etag.as_str());
@@ -99,11 +85,8 @@ pub async fn respond(
         res.insert_header("Last-Modified", http_date(ms));
     }
     if let Some(inm) = req.header("If-None-Match") {
-        let hit = inm
-            .as_str()
-            .split(',')
-            .map(str::trim)
-            .any(|t| t == "*" || t == etag || t == format!("W/{etag}"));
+        let hit =
+            inm.as_str().split(',').map(str::trim).any(|t| t == "*" || t == etag || t == format!("W/{etag}"));
         if hit {
             res.set_status(StatusCode::NotModified);
             return Ok(res);

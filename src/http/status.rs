@@ -14,6 +14,21 @@ const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 async fn status_json(node: &Node) -> Result<serde_json::Value, ApiError> {
     let s = node.status().await?;
+    let peers: Vec<_> = s
+        .peers
+        .iter()
+        .map(|p| {
+            json!({
+                "node_id": p.node.map(|n| n.to_string()),
+                "url": p.url,
+                "state": if p.up { "up" } else { "down" },
+                "last_seen": p.last_seen,
+                "files": p.stats.files,
+                "stored_bytes": p.stats.stored_bytes,
+                "chunks": p.stats.chunks,
+            })
+        })
+        .collect();
     let dedup_ratio = if s.stats.stored_bytes == 0 {
         1.0
     } else {
@@ -31,15 +46,21 @@ async fn status_json(node: &Node) -> Result<serde_json::Value, ApiError> {
         "db_file_bytes": s.db_file_bytes,
         "dedup_ratio": dedup_ratio,
         "max_upload_bytes": s.max_upload_bytes,
-        "replication": 1,
-        "peers": [],
+        "replication": s.replication,
+        "url": s.url,
+        "peers": peers,
+        "repair": {
+            "passes": s.repair.passes,
+            "missing": s.repair.missing,
+            "fetched": s.repair.fetched,
+            "dropped": s.repair.dropped,
+        },
     }))
 }
 
 pub async fn status(req: Req) -> Result<Response, ApiError> {
     let mut value = status_json(&req.state().node).await?;
     value["auth_required"] = json!(req.state().api_token.is_some());
-    value["url"] = json!(req.url()[..url::Position::BeforePath].to_string());
     Ok(json(StatusCode::Ok, &value))
 }
 
@@ -47,41 +68,16 @@ pub async fn metrics(req: Req) -> Result<Response, ApiError> {
     let s = req.state().node.status().await?;
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, value: u64| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
-        ));
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"));
     };
     gauge("diststore_files", "Live names.", s.stats.files);
-    gauge(
-        "diststore_logical_bytes",
-        "Sum of the sizes of all live names.",
-        s.stats.logical_bytes,
-    );
-    gauge(
-        "diststore_unique_bytes",
-        "Sum of the sizes of distinct stored files.",
-        s.stats.unique_bytes,
-    );
-    gauge(
-        "diststore_stored_bytes",
-        "Ciphertext bytes of stored chunks.",
-        s.stats.stored_bytes,
-    );
+    gauge("diststore_logical_bytes", "Sum of the sizes of all live names.", s.stats.logical_bytes);
+    gauge("diststore_unique_bytes", "Sum of the sizes of distinct stored files.", s.stats.unique_bytes);
+    gauge("diststore_stored_bytes", "Ciphertext bytes of stored chunks.", s.stats.stored_bytes);
     gauge("diststore_chunks", "Stored chunks.", s.stats.chunks);
-    gauge(
-        "diststore_db_file_bytes",
-        "Size of the database file.",
-        s.db_file_bytes,
-    );
-    gauge(
-        "diststore_uptime_seconds",
-        "Seconds since the node started.",
-        s.uptime_secs,
-    );
-    Ok(Response::builder(StatusCode::Ok)
-        .content_type("text/plain; version=0.0.4")
-        .body(out)
-        .build())
+    gauge("diststore_db_file_bytes", "Size of the database file.", s.db_file_bytes);
+    gauge("diststore_uptime_seconds", "Seconds since the node started.", s.uptime_secs);
+    Ok(Response::builder(StatusCode::Ok).content_type("text/plain; version=0.0.4").body(out).build())
 }
 
 /// Server-sent events: `file` on every put and delete, `status` on changes and periodically.
@@ -89,9 +85,7 @@ pub async fn events(req: tide::Request<State>, sender: tide::sse::Sender) -> tid
     let node = req.state().node.clone();
     let changes = node.events().subscribe();
     loop {
-        let status = status_json(&node)
-            .await
-            .map_err(|e| tide::Error::from_str(500, e.to_string()))?;
+        let status = status_json(&node).await.map_err(|e| tide::Error::from_str(500, e.to_string()))?;
         sender.send("status", status.to_string(), None).await?;
         // Wait for a change or the period, then send what happened.
         if let Some(Ok(event)) = runtime::timeout(STATUS_EVERY, changes.recv()).await {
@@ -103,6 +97,8 @@ pub async fn events(req: tide::Request<State>, sender: tide::sse::Sender) -> tid
                 let data = match event {
                     Event::Put { name } => json!({ "op": "put", "name": name }),
                     Event::Delete { name } => json!({ "op": "delete", "name": name }),
+                    // The status sent at the top of the loop shows it.
+                    Event::Membership => continue,
                 };
                 sender.send("file", data.to_string(), None).await?;
             }

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::events::Event;
 use crate::runtime;
 use crate::storage::{GcReport, StorageError, Store};
 
@@ -41,13 +42,22 @@ impl Collector {
         Ok(report)
     }
 
-    /// Runs passes when woken and every minute, until `shutdown` closes.
-    pub async fn run(&self, shutdown: async_channel::Receiver<()>) {
+    /// Runs passes when woken, after deletes (local or from peers), and every minute, until
+    /// `shutdown` closes.
+    pub async fn run(&self, changes: async_channel::Receiver<Event>, shutdown: async_channel::Receiver<()>) {
         loop {
             if let Err(e) = self.step().await {
                 log::error!("gc pass failed: {e}");
             }
-            let woken = self.woken.recv();
+            let woken = futures_lite::future::or(self.woken.recv(), async {
+                loop {
+                    match changes.recv().await {
+                        Ok(Event::Delete { .. }) => return Ok(()),
+                        Ok(_) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            });
             let stop = shutdown.recv();
             let next = futures_lite::future::or(async { woken.await.is_ok() }, async {
                 stop.await.ok();

@@ -1,7 +1,6 @@
-//! Use cases: put, get, delete, list, status. The one place storage, crypto and (later) the
-//! cluster are composed; HTTP handlers call only this.
+//! Use cases: put, get, delete, list, status. The one place storage, crypto and the cluster
+//! are composed; HTTP handlers call only this.
 
-mod events;
 mod gc;
 mod read;
 mod upload;
@@ -9,14 +8,15 @@ mod upload;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use events::{Event, Events};
 pub use gc::Collector;
 pub use read::ByteStream;
 pub use upload::{PutOutcome, Staged, Upload};
 
 use crate::clock::{Clock, unix_ms};
+use crate::cluster::{Cluster, ClusterConfig, ClusterError, PeerView, RepairReport};
 use crate::content::{ChunkId, FileId, FileName, Manifest, NameError, NodeId};
 use crate::crypto::{CryptoError, Keys};
+pub use crate::events::{Event, Events};
 use crate::storage::{GcReport, ListPage, ListQuery, NameRecord, Stats, StorageError, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,8 @@ pub enum NodeError {
     Integrity { chunk: ChunkId, source: CryptoError },
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 pub type Result<T, E = NodeError> = std::result::Result<T, E>;
@@ -56,37 +58,47 @@ pub struct FileInfo {
     pub distinct_chunks: usize,
     /// Bytes of this file's chunks that other stored files use too: what dedup saved.
     pub shared_bytes: u64,
-    pub holders: Vec<NodeId>,
+    /// Each live node holding some of the file's distinct chunks: (node, URL, how many).
+    pub holders: Vec<(NodeId, String, usize)>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Status {
     pub node_id: NodeId,
+    pub url: String,
     pub uptime_secs: u64,
     pub stats: Stats,
     pub db_file_bytes: u64,
     pub max_upload_bytes: u64,
+    pub replication: usize,
+    pub peers: Vec<PeerView>,
+    pub repair: RepairReport,
 }
 
 pub struct Node {
     store: Store,
     keys: Keys,
-    clock: Clock,
+    clock: Arc<Clock>,
     config: NodeConfig,
-    events: Events,
+    events: Arc<Events>,
     collector: Collector,
+    cluster: Arc<Cluster>,
     started: Instant,
 }
 
 impl Node {
-    pub fn new(store: Store, keys: Keys, config: NodeConfig) -> Arc<Node> {
+    pub fn new(store: Store, keys: Keys, config: NodeConfig, cluster: ClusterConfig) -> Arc<Node> {
+        let clock = Arc::new(Clock::new(store.node_id()));
+        let events = Arc::new(Events::default());
+        let cluster = Cluster::new(store.clone(), keys.clone(), clock.clone(), events.clone(), cluster);
         Arc::new(Node {
-            clock: Clock::new(store.node_id()),
             collector: Collector::new(store.clone()),
             store,
             keys,
+            clock,
             config,
-            events: Events::default(),
+            events,
+            cluster,
             started: Instant::now(),
         })
     }
@@ -107,23 +119,23 @@ impl Node {
         &self.collector
     }
 
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// The cluster, when some peer is up to share the work; else this node works alone.
+    fn with_peers(&self) -> Option<&Arc<Cluster>> {
+        (self.cluster.peers_up() > 0).then_some(&self.cluster)
+    }
+
     /// Starts an upload of content whose name may not be known yet (multipart forms can send
     /// the file before its key).
     pub fn upload(self: &Arc<Self>) -> Upload {
-        Upload::new(
-            self.store.clone(),
-            self.keys.clone(),
-            self.config.max_upload_bytes,
-        )
+        Upload::new(self.store.clone(), self.keys.clone(), self.with_peers().cloned(), self.config.max_upload_bytes)
     }
 
-    /// Names staged content, durably.
-    pub async fn commit(
-        &self,
-        staged: Staged,
-        name: FileName,
-        content_type: String,
-    ) -> Result<PutOutcome> {
+    /// Names staged content, durably, and tells the cluster.
+    pub async fn commit(&self, staged: Staged, name: FileName, content_type: String) -> Result<PutOutcome> {
         let stamp = self.clock.now();
         let record = NameRecord {
             file: Some(*staged.manifest.id.as_bytes()),
@@ -132,19 +144,24 @@ impl Node {
             modified_ms: unix_ms(),
             stamp,
         };
+        let announce =
+            self.with_peers().map(|_| Cluster::update_with(name.to_string(), record.clone(), Some(&staged.manifest)));
         let outcome = staged.commit(&self.store, name.clone(), record).await?;
-        self.events.publish(Event::Put {
-            name: name.to_string(),
-        });
+        self.events.publish(Event::Put { name: name.to_string() });
+        if let Some(update) = announce {
+            self.cluster.announce(update).await;
+        }
         Ok(outcome)
     }
 
     pub async fn find(&self, name: &FileName) -> Result<Found> {
         let record = self.store.name(name).await?.ok_or(NodeError::NotFound)?;
         let id = record.file_id().ok_or(NodeError::NotFound)?;
-        let manifest = self.store.manifest(id).await?.ok_or_else(|| {
-            StorageError::Corrupt(format!("name {name} points at missing manifest {id}"))
-        })?;
+        let manifest = self
+            .store
+            .manifest(id)
+            .await?
+            .ok_or_else(|| StorageError::Corrupt(format!("name {name} points at missing manifest {id}")))?;
         Ok(Found { record, manifest })
     }
 
@@ -155,17 +172,21 @@ impl Node {
     /// Streams bytes `start..end` of a file, verifying every chunk. The first chunk is read
     /// before this returns, so a missing or corrupt start is an error, not a broken stream.
     pub async fn read(&self, manifest: &Manifest, start: u64, end: u64) -> Result<ByteStream> {
-        read::open(self.store.clone(), self.keys.clone(), manifest, start, end).await
+        read::open(self.store.clone(), self.keys.clone(), self.cluster.clone(), manifest, start, end).await
     }
 
     pub async fn delete(&self, name: &FileName) -> Result<()> {
-        let removed = self.store.delete(name, self.clock.now()).await?;
+        let stamp = self.clock.now();
+        let removed = self.store.delete(name, stamp).await?;
         if !removed {
             return Err(NodeError::NotFound);
         }
-        self.events.publish(Event::Delete {
-            name: name.to_string(),
-        });
+        self.events.publish(Event::Delete { name: name.to_string() });
+        if self.with_peers().is_some() {
+            let tombstone =
+                NameRecord { file: None, size: 0, content_type: String::new(), modified_ms: stamp.wall_ms, stamp };
+            self.cluster.announce(Cluster::update_with(name.to_string(), tombstone, None)).await;
+        }
         self.collector.wake();
         Ok(())
     }
@@ -176,37 +197,25 @@ impl Node {
 
     pub async fn info(&self, name: &FileName) -> Result<FileInfo> {
         let found = self.find(name).await?;
-        let distinct: Vec<_> = found
-            .manifest
-            .distinct_chunks()
-            .into_iter()
-            .cloned()
-            .collect();
-        let refs = self
-            .store
-            .chunk_refs(distinct.iter().map(|c| c.id).collect())
-            .await?;
-        let shared_bytes = distinct
-            .iter()
-            .zip(&refs)
-            .filter(|(_, r)| **r > 1)
-            .map(|(c, _)| u64::from(c.len))
-            .sum();
-        Ok(FileInfo {
-            distinct_chunks: distinct.len(),
-            shared_bytes,
-            holders: vec![self.node_id()],
-            found,
-        })
+        let distinct: Vec<_> = found.manifest.distinct_chunks().into_iter().cloned().collect();
+        let ids: Vec<ChunkId> = distinct.iter().map(|c| c.id).collect();
+        let refs = self.store.chunk_refs(ids.clone()).await?;
+        let shared_bytes = distinct.iter().zip(&refs).filter(|(_, r)| **r > 1).map(|(c, _)| u64::from(c.len)).sum();
+        let holders = self.cluster.holders(ids).await;
+        Ok(FileInfo { distinct_chunks: distinct.len(), shared_bytes, holders, found })
     }
 
     pub async fn status(&self) -> Result<Status> {
         Ok(Status {
             node_id: self.node_id(),
+            url: self.cluster.url(),
             uptime_secs: self.started.elapsed().as_secs(),
             stats: self.store.stats().await?,
             db_file_bytes: Store::file_bytes(&self.config.db_path),
             max_upload_bytes: self.config.max_upload_bytes,
+            replication: self.cluster.replication(),
+            peers: self.cluster.peers(),
+            repair: self.cluster.repair_report(),
         })
     }
 

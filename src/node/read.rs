@@ -8,6 +8,9 @@ use std::task::{Context, Poll};
 use futures_util::{AsyncBufRead, AsyncRead, StreamExt, TryStreamExt, stream};
 
 use super::{NodeError, Result};
+use std::sync::Arc;
+
+use crate::cluster::Cluster;
 use crate::content::{ChunkRef, Manifest};
 use crate::crypto::Keys;
 use crate::runtime;
@@ -23,11 +26,7 @@ type Piece = io::Result<bytes::Bytes>;
 pub struct ByteStream(stream::IntoAsyncRead<Pin<Box<async_channel::Receiver<Piece>>>>);
 
 impl AsyncRead for ByteStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }
@@ -42,21 +41,29 @@ impl AsyncBufRead for ByteStream {
     }
 }
 
-/// Reads, decrypts and verifies one chunk. Blocking.
-fn fetch(store: &Store, keys: &Keys, chunk: &ChunkRef) -> Result<Vec<u8>> {
-    let sealed = store
-        .chunk_blocking(chunk.id)?
-        .ok_or(StorageError::MissingChunk(chunk.id))?;
-    let plain = keys
-        .open_chunk(&chunk.id, sealed)
-        .map_err(|source| NodeError::Integrity {
-            chunk: chunk.id,
-            source,
-        })?;
+/// Reads, decrypts and verifies one local chunk; `None` when this node does not hold it.
+/// Blocking.
+fn fetch_local(store: &Store, keys: &Keys, chunk: &ChunkRef) -> Result<Option<Vec<u8>>> {
+    let Some(sealed) = store.chunk_blocking(chunk.id)? else { return Ok(None) };
+    let plain =
+        keys.open_chunk(&chunk.id, sealed).map_err(|source| NodeError::Integrity { chunk: chunk.id, source })?;
+    Ok(Some(plain))
+}
+
+/// One chunk's plaintext: from this node, else from its holders in the cluster.
+async fn fetch(store: Store, keys: Keys, cluster: Arc<Cluster>, chunk: ChunkRef) -> Result<Vec<u8>> {
+    let id = chunk.id;
+    let local = {
+        let chunk = chunk.clone();
+        runtime::blocking(move || fetch_local(&store, &keys, &chunk)).await?
+    };
+    let plain = match local {
+        Some(plain) => plain,
+        None if cluster.peers_up() > 0 => cluster.fetch_chunk(id).await?.0,
+        None => return Err(StorageError::MissingChunk(id).into()),
+    };
     if plain.len() != chunk.len as usize {
-        return Err(
-            StorageError::Corrupt(format!("chunk {} has the wrong length", chunk.id)).into(),
-        );
+        return Err(StorageError::Corrupt(format!("chunk {id} has the wrong length")).into());
     }
     Ok(plain)
 }
@@ -64,6 +71,7 @@ fn fetch(store: &Store, keys: &Keys, chunk: &ChunkRef) -> Result<Vec<u8>> {
 pub(super) async fn open(
     store: Store,
     keys: Keys,
+    cluster: Arc<Cluster>,
     manifest: &Manifest,
     start: u64,
     end: u64,
@@ -80,9 +88,9 @@ pub(super) async fn open(
     let (tx, rx) = async_channel::bounded::<Piece>(READ_AHEAD);
     let mut pieces = stream::iter(plan)
         .map(move |(chunk, from, to)| {
-            let (store, keys) = (store.clone(), keys.clone());
+            let (store, keys, cluster) = (store.clone(), keys.clone(), cluster.clone());
             async move {
-                let plain = runtime::blocking(move || fetch(&store, &keys, &chunk)).await?;
+                let plain = fetch(store, keys, cluster, chunk).await?;
                 Ok::<_, NodeError>(bytes::Bytes::from(plain).slice(from..to))
             }
         })

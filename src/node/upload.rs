@@ -2,15 +2,19 @@
 //!
 //! The request task only copies body bytes into 1 MiB blocks. Two blocking workers run beside
 //! it: one hashes the whole stream (the file id), the other cuts chunks, hashes and seals them
-//! and queues them for the storage writer. Queues between the stages are bounded, so memory
-//! stays a few blocks per upload whatever the file size. Small bodies skip the workers and go
+//! and hands them on: to the storage writer on a single node, or to the cluster, which stores
+//! each on its R holders. Queues between the stages are bounded, so memory stays a few blocks
+//! per upload whatever the file size. On a single node, small bodies skip the workers and go
 //! to the writer in one operation with their manifest.
+
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
 use super::{NodeError, Result};
 use crate::clock::unix_ms;
+use crate::cluster::{self, Cluster};
 use crate::content::chunker::{CHUNKER_VERSION, Chunker};
 use crate::content::{ChunkId, ChunkRef, FileId, FileName, Manifest};
 use crate::crypto::Keys;
@@ -37,31 +41,31 @@ pub struct Staged {
     new_bytes: u64,
     /// Small content rides along with the commit instead of going to the writer first.
     inline: Vec<(ChunkId, Vec<u8>)>,
+    /// Whether every chunk went to this node's store (else the cluster confirmed its holders).
+    local: bool,
     /// Keeps the chunks from the collector until the commit names them.
     _pins: Option<PinSet>,
 }
 
 impl Staged {
-    pub(super) async fn commit(
-        self,
-        store: &Store,
-        name: FileName,
-        record: NameRecord,
-    ) -> Result<PutOutcome> {
+    pub(super) async fn commit(self, store: &Store, name: FileName, record: NameRecord) -> Result<PutOutcome> {
         let outcome = PutOutcome {
             id: self.manifest.id,
             size: self.manifest.size,
             chunks: self.manifest.chunks.len(),
             new_bytes: self.new_bytes,
         };
-        let committed = store
-            .commit_file(self.manifest, name, record, self.inline)
-            .await?;
-        Ok(PutOutcome {
-            new_bytes: outcome.new_bytes + committed.new_bytes,
-            ..outcome
-        })
+        let committed = store.commit_file(self.manifest, name, record, self.inline, self.local).await?;
+        Ok(PutOutcome { new_bytes: outcome.new_bytes + committed.new_bytes, ..outcome })
     }
+}
+
+/// Where sealed chunks go.
+#[derive(Clone)]
+enum Sink {
+    Local,
+    /// To the cluster's replicator task.
+    Cluster(async_channel::Sender<(ChunkId, Arc<Vec<u8>>)>),
 }
 
 struct Workers {
@@ -69,6 +73,7 @@ struct Workers {
     chunk_tx: async_channel::Sender<Bytes>,
     hasher: JoinHandle<FileId>,
     chunker: JoinHandle<Result<Chunked>>,
+    replicator: Option<JoinHandle<Result<u64, cluster::ClusterError>>>,
 }
 
 /// What the chunking worker produced.
@@ -81,6 +86,8 @@ struct Chunked {
 pub struct Upload {
     store: Store,
     keys: Keys,
+    /// Set when peers are up: chunks then go to their holders across the cluster.
+    cluster: Option<Arc<Cluster>>,
     limit: u64,
     size: u64,
     block: BytesMut,
@@ -88,15 +95,8 @@ pub struct Upload {
 }
 
 impl Upload {
-    pub(super) fn new(store: Store, keys: Keys, limit: u64) -> Self {
-        Self {
-            store,
-            keys,
-            limit,
-            size: 0,
-            block: BytesMut::with_capacity(BLOCK),
-            workers: None,
-        }
+    pub(super) fn new(store: Store, keys: Keys, cluster: Option<Arc<Cluster>>, limit: u64) -> Self {
+        Self { store, keys, cluster, limit, size: 0, block: BytesMut::with_capacity(BLOCK), workers: None }
     }
 
     pub fn size(&self) -> u64 {
@@ -114,76 +114,76 @@ impl Upload {
             self.block.extend_from_slice(&data[..take]);
             data = &data[take..];
             if self.block.len() == BLOCK {
-                let block =
-                    std::mem::replace(&mut self.block, BytesMut::with_capacity(BLOCK)).freeze();
+                let block = std::mem::replace(&mut self.block, BytesMut::with_capacity(BLOCK)).freeze();
                 self.dispatch(block).await?;
             }
         }
         Ok(())
     }
 
+    fn workers(&mut self) -> &mut Workers {
+        let (store, keys, cluster) = (self.store.clone(), self.keys.clone(), self.cluster.clone());
+        self.workers.get_or_insert_with(|| start_workers(store, keys, cluster))
+    }
+
     async fn dispatch(&mut self, block: Bytes) -> Result<()> {
-        let workers = match &mut self.workers {
-            Some(w) => w,
-            None => self
-                .workers
-                .insert(start_workers(self.store.clone(), self.keys.clone())),
-        };
+        let workers = self.workers();
         // A send fails only when a worker stopped early; its result says why.
-        if workers.hash_tx.send(block.clone()).await.is_err()
-            || workers.chunk_tx.send(block).await.is_err()
-        {
+        if workers.hash_tx.send(block.clone()).await.is_err() || workers.chunk_tx.send(block).await.is_err() {
             let workers = self.workers.take().expect("workers were just started");
             drop((workers.hash_tx, workers.chunk_tx));
             workers.chunker.await?;
+            if let Some(replicator) = workers.replicator {
+                replicator.await?;
+            }
             return Err(StorageError::WriterGone.into());
         }
         Ok(())
     }
 
-    /// Ends the body: every chunk is stored or queued, and the manifest is ready.
+    /// Ends the body: every chunk is stored or queued (or, in a cluster, durable on its
+    /// holders), and the manifest is ready.
     pub async fn finish(mut self) -> Result<Staged> {
         let tail = std::mem::take(&mut self.block).freeze();
         let size = self.size;
         match self.workers.take() {
-            None if tail.len() <= INLINE_MAX => Ok(stage_inline(&self.keys, &tail)),
-            None => {
+            None if self.cluster.is_none() && tail.len() <= INLINE_MAX => Ok(stage_inline(&self.keys, &tail)),
+            None if self.cluster.is_none() => {
                 let (store, keys) = (self.store.clone(), self.keys.clone());
                 runtime::blocking(move || {
                     let id = FileId::from_bytes(Sha256::digest(&tail).into());
-                    let chunked = chunk_blocks(&store, &keys, std::iter::once(tail))?;
-                    Ok(staged(id, size, chunked))
+                    let chunked = chunk_blocks(&store, &keys, &Sink::Local, std::iter::once(tail))?;
+                    Ok(staged(id, size, chunked, 0, true))
                 })
                 .await
             }
-            Some(workers) => {
-                if !tail.is_empty() {
+            existing => {
+                self.workers = existing;
+                if !tail.is_empty() || self.workers.is_none() {
+                    let workers = self.workers();
                     let _ = workers.hash_tx.send(tail.clone()).await;
                     let _ = workers.chunk_tx.send(tail).await;
                 }
+                let workers = self.workers.take().expect("workers started above");
                 drop((workers.hash_tx, workers.chunk_tx));
-                let chunked = workers.chunker.await?;
+                let chunked = workers.chunker.await;
                 let id = workers.hasher.await;
-                Ok(staged(id, size, chunked))
+                match workers.replicator {
+                    Some(replicator) => {
+                        // The replicator's error (no holders reachable) explains a chunker stop.
+                        let remote_new = replicator.await?;
+                        Ok(staged(id, size, chunked?, remote_new, false))
+                    }
+                    None => Ok(staged(id, size, chunked?, 0, true)),
+                }
             }
         }
     }
 }
 
-fn staged(id: FileId, size: u64, chunked: Chunked) -> Staged {
-    let manifest = Manifest {
-        id,
-        size,
-        chunker: CHUNKER_VERSION,
-        chunks: chunked.chunks,
-        created_ms: unix_ms(),
-    };
-    Staged {
-        manifest,
-        new_bytes: chunked.new_bytes,
-        inline: Vec::new(),
-        _pins: Some(chunked.pins),
-    }
+fn staged(id: FileId, size: u64, chunked: Chunked, extra_new: u64, local: bool) -> Staged {
+    let manifest = Manifest { id, size, chunker: CHUNKER_VERSION, chunks: chunked.chunks, created_ms: unix_ms() };
+    Staged { manifest, new_bytes: chunked.new_bytes + extra_new, inline: Vec::new(), local, _pins: Some(chunked.pins) }
 }
 
 /// Content small enough to fit one chunk, hashed and sealed right here.
@@ -193,29 +193,15 @@ fn stage_inline(keys: &Keys, data: &[u8]) -> Staged {
     let mut inline = Vec::new();
     if !data.is_empty() {
         let chunk = ChunkId::of(data);
-        chunks.push(ChunkRef {
-            id: chunk,
-            len: data.len() as u32,
-        });
+        chunks.push(ChunkRef { id: chunk, len: data.len() as u32 });
         inline.push((chunk, keys.seal_chunk(&chunk, data)));
     }
-    let manifest = Manifest {
-        id,
-        size: data.len() as u64,
-        chunker: CHUNKER_VERSION,
-        chunks,
-        created_ms: unix_ms(),
-    };
+    let manifest = Manifest { id, size: data.len() as u64, chunker: CHUNKER_VERSION, chunks, created_ms: unix_ms() };
     // The writer stores the chunk with the commit and counts it if it was new.
-    Staged {
-        manifest,
-        new_bytes: 0,
-        inline,
-        _pins: None,
-    }
+    Staged { manifest, new_bytes: 0, inline, local: true, _pins: None }
 }
 
-fn start_workers(store: Store, keys: Keys) -> Workers {
+fn start_workers(store: Store, keys: Keys, cluster: Option<Arc<Cluster>>) -> Workers {
     let (hash_tx, hash_rx) = async_channel::bounded::<Bytes>(STAGE_QUEUE);
     let (chunk_tx, chunk_rx) = async_channel::bounded::<Bytes>(STAGE_QUEUE);
     let hasher = runtime::spawn(runtime::blocking(move || {
@@ -225,48 +211,45 @@ fn start_workers(store: Store, keys: Keys) -> Workers {
         }
         FileId::from_bytes(hasher.finalize().into())
     }));
+    let (sink, replicator) = match cluster {
+        Some(cluster) => {
+            let (tx, rx) = async_channel::bounded(STAGE_QUEUE);
+            (Sink::Cluster(tx), Some(runtime::spawn(cluster::store_all(cluster, rx))))
+        }
+        None => (Sink::Local, None),
+    };
     let chunker = runtime::spawn(runtime::blocking(move || {
-        chunk_blocks(
-            &store,
-            &keys,
-            std::iter::from_fn(|| chunk_rx.recv_blocking().ok()),
-        )
+        chunk_blocks(&store, &keys, &sink, std::iter::from_fn(|| chunk_rx.recv_blocking().ok()))
     }));
-    Workers {
-        hash_tx,
-        chunk_tx,
-        hasher,
-        chunker,
-    }
+    Workers { hash_tx, chunk_tx, hasher, chunker, replicator }
 }
 
-/// Cuts, hashes, seals and queues chunks. Blocking.
-fn chunk_blocks(
-    store: &Store,
-    keys: &Keys,
-    blocks: impl Iterator<Item = Bytes>,
-) -> Result<Chunked> {
-    let mut out = Chunked {
-        chunks: Vec::new(),
-        new_bytes: 0,
-        pins: store.pins(),
-    };
+/// Cuts, hashes, seals and hands on chunks. Blocking.
+fn chunk_blocks(store: &Store, keys: &Keys, sink: &Sink, blocks: impl Iterator<Item = Bytes>) -> Result<Chunked> {
+    let mut out = Chunked { chunks: Vec::new(), new_bytes: 0, pins: store.pins() };
     let mut seen = std::collections::HashSet::new();
     let mut emit = |chunk: &[u8]| -> Result<()> {
         let id = ChunkId::of(chunk);
-        out.chunks.push(ChunkRef {
-            id,
-            len: chunk.len() as u32,
-        });
+        out.chunks.push(ChunkRef { id, len: chunk.len() as u32 });
         if !seen.insert(id) {
             return Ok(());
         }
         // Pin before looking: a chunk seen as stored must stay stored until the commit.
         out.pins.pin(id);
-        if !store.has_chunk_blocking(id)? {
-            let sealed = keys.seal_chunk(&id, chunk);
-            out.new_bytes += sealed.len() as u64;
-            store.put_chunk_blocking(id, sealed)?;
+        match sink {
+            Sink::Local => {
+                if !store.has_chunk_blocking(id)? {
+                    let sealed = keys.seal_chunk(&id, chunk);
+                    out.new_bytes += sealed.len() as u64;
+                    store.put_chunk_blocking(id, sealed)?;
+                }
+            }
+            Sink::Cluster(tx) => {
+                // The replicator ended early: its result, awaited in `finish`, says why.
+                if tx.send_blocking((id, Arc::new(keys.seal_chunk(&id, chunk)))).is_err() {
+                    return Err(StorageError::WriterGone.into());
+                }
+            }
         }
         Ok(())
     };

@@ -92,9 +92,7 @@ pub(crate) struct Pins(Mutex<HashMap<ChunkId, usize>>);
 impl Pins {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChunkId, usize>> {
         // A panic while holding this lock cannot leave the map half-updated.
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn contains(&self, id: &ChunkId) -> bool {
@@ -191,14 +189,7 @@ impl Store {
         let db = Arc::new(db);
         let pins = Arc::new(Pins::default());
         let ops = writer::start(db.clone(), pins.clone());
-        Ok(Store {
-            shared: Arc::new(Shared {
-                db,
-                ops,
-                pins,
-                node_id,
-            }),
-        })
+        Ok(Store { shared: Arc::new(Shared { db, ops, pins, node_id }) })
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -206,10 +197,7 @@ impl Store {
     }
 
     pub fn pins(&self) -> PinSet {
-        PinSet {
-            store: self.clone(),
-            ids: Vec::new(),
-        }
+        PinSet { store: self.clone(), ids: Vec::new() }
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T>
@@ -263,9 +251,7 @@ impl Store {
         self.read(move |db| {
             let txn = db.begin_read()?;
             let refs = txn.open_table(CHUNK_REFS)?;
-            ids.iter()
-                .map(|id| Ok(refs.get(id.as_bytes())?.map_or(0, |v| v.value())))
-                .collect()
+            ids.iter().map(|id| Ok(refs.get(id.as_bytes())?.map_or(0, |v| v.value()))).collect()
         })
         .await
     }
@@ -286,26 +272,20 @@ impl Store {
         .await
     }
 
-    async fn submit<T>(
-        &self,
-        make: impl FnOnce(async_channel::Sender<Result<T>>) -> Op,
-    ) -> Result<T> {
+    async fn submit<T>(&self, make: impl FnOnce(async_channel::Sender<Result<T>>) -> Op) -> Result<T> {
         let (tx, rx) = async_channel::bounded(1);
-        self.shared
-            .ops
-            .send(make(tx))
-            .await
-            .map_err(|_| StorageError::WriterGone)?;
+        self.shared.ops.send(make(tx)).await.map_err(|_| StorageError::WriterGone)?;
         rx.recv().await.map_err(|_| StorageError::WriterGone)?
     }
 
     /// Queues a sealed chunk for writing. Not durable by itself: the commit of the manifest
     /// that uses it is. Blocking: call from a blocking thread.
     pub fn put_chunk_blocking(&self, id: ChunkId, sealed: Vec<u8>) -> Result<()> {
-        self.shared
-            .ops
-            .send_blocking(Op::PutChunk { id, sealed })
-            .map_err(|_| StorageError::WriterGone)
+        self.shared.ops.send_blocking(Op::PutChunk { id, sealed }).map_err(|_| StorageError::WriterGone)
+    }
+
+    pub async fn put_chunk(&self, id: ChunkId, sealed: Vec<u8>) -> Result<()> {
+        self.shared.ops.send(Op::PutChunk { id, sealed }).await.map_err(|_| StorageError::WriterGone)
     }
 
     /// Stores `manifest` (if new) and points `name` at it, durably. Every chunk of the manifest
@@ -316,14 +296,83 @@ impl Store {
         name: FileName,
         record: NameRecord,
         inline: Vec<(ChunkId, Vec<u8>)>,
+        local: bool,
     ) -> Result<Committed> {
         let name = name.as_str().to_owned();
-        self.submit(|reply| Op::CommitFile {
-            manifest,
-            name,
-            record,
-            inline,
-            reply,
+        self.submit(|reply| Op::CommitFile { manifest, name, record, inline, local, reply }).await
+    }
+
+    /// Stores chunks and fsyncs before answering.
+    pub async fn put_chunks_durable(&self, chunks: Vec<(ChunkId, Vec<u8>)>) -> Result<()> {
+        self.submit(|reply| Op::PutChunksDurable { chunks, reply }).await
+    }
+
+    /// Applies name records from peers (newer stamps win), durably. Returns which applied.
+    pub async fn apply_names(&self, updates: Vec<(String, NameRecord, Option<Manifest>)>) -> Result<Vec<bool>> {
+        self.submit(|reply| Op::ApplyNames { updates, reply }).await
+    }
+
+    /// Removes local copies of chunks (their references stay). Returns the bytes freed.
+    pub async fn drop_chunks(&self, ids: Vec<ChunkId>) -> Result<u64> {
+        self.submit(|reply| Op::DropChunks { ids, reply }).await
+    }
+
+    /// Any record of `name`, tombstones included.
+    pub async fn record(&self, name: String) -> Result<Option<NameRecord>> {
+        self.read(move |db| {
+            let txn = db.begin_read()?;
+            let names = txn.open_table(NAMES)?;
+            match names.get(name.as_str())? {
+                Some(raw) => Ok(Some(decode("name record", raw.value())?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// Every name record (tombstones included) in `bucket`, or in every bucket.
+    pub async fn records(&self, bucket: Option<u8>) -> Result<Vec<(String, NameRecord)>> {
+        self.read(move |db| {
+            let txn = db.begin_read()?;
+            let names = txn.open_table(NAMES)?;
+            let mut out = Vec::new();
+            for item in names.iter()? {
+                let (k, v) = item?;
+                let name = k.value();
+                if bucket.is_none_or(|b| name_bucket(name) == b) {
+                    out.push((name.to_owned(), decode("name record", v.value())?));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Chunk ids some stored manifest uses, each with whether this node holds it.
+    pub async fn referenced_chunks(&self) -> Result<Vec<(ChunkId, bool)>> {
+        self.read(|db| {
+            let txn = db.begin_read()?;
+            let refs = txn.open_table(CHUNK_REFS)?;
+            let chunks = txn.open_table(CHUNKS)?;
+            let mut out = Vec::new();
+            for item in refs.iter()? {
+                let (k, v) = item?;
+                if v.value() > 0 {
+                    let id = k.value();
+                    out.push((ChunkId::from_bytes(id), chunks.get(&id)?.is_some()));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Which of `ids` this node holds.
+    pub async fn have_chunks(&self, ids: Vec<ChunkId>) -> Result<Vec<bool>> {
+        self.read(move |db| {
+            let txn = db.begin_read()?;
+            let chunks = txn.open_table(CHUNKS)?;
+            ids.iter().map(|id| Ok(chunks.get(id.as_bytes())?.is_some())).collect()
         })
         .await
     }
@@ -346,6 +395,12 @@ impl Store {
     }
 }
 
+/// The anti-entropy bucket of a name: the first byte of its SHA-256.
+pub fn name_bucket(name: &str) -> u8 {
+    use sha2::Digest;
+    sha2::Sha256::digest(name.as_bytes())[0]
+}
+
 fn read_manifest(
     table: &impl ReadableTable<[u8; 32], &'static [u8]>,
     id: FileId,
@@ -356,17 +411,12 @@ fn read_manifest(
     let record: ManifestRecordV1 = decode("manifest", raw.value())?;
     let manifest = record.into_manifest(id);
     if !manifest.is_consistent() {
-        return Err(StorageError::Corrupt(format!(
-            "manifest {id} sizes do not add up"
-        )));
+        return Err(StorageError::Corrupt(format!("manifest {id} sizes do not add up")));
     }
     Ok(Some(manifest))
 }
 
-fn list_names(
-    names: &impl ReadableTable<&'static str, &'static [u8]>,
-    q: &ListQuery,
-) -> Result<ListPage> {
+fn list_names(names: &impl ReadableTable<&'static str, &'static [u8]>, q: &ListQuery) -> Result<ListPage> {
     let mut page = ListPage::default();
     let limit = q.limit.max(1);
     let by_name_ascending = q.sort == SortBy::Name && !q.descending;
@@ -388,31 +438,19 @@ fn list_names(
             }
             // Keep one extra entry past the page to know whether there is a next page.
             if all.len() < q.offset + limit + 1 {
-                all.push(NameEntry {
-                    name: name.to_owned(),
-                    record,
-                });
+                all.push(NameEntry { name: name.to_owned(), record });
             }
         } else {
-            all.push(NameEntry {
-                name: name.to_owned(),
-                record,
-            });
+            all.push(NameEntry { name: name.to_owned(), record });
         }
     }
     match q.sort {
         SortBy::Name => {}
-        SortBy::Size => all.sort_by(|a, b| {
-            a.record
-                .size
-                .cmp(&b.record.size)
-                .then_with(|| a.name.cmp(&b.name))
-        }),
+        SortBy::Size => {
+            all.sort_by(|a, b| a.record.size.cmp(&b.record.size).then_with(|| a.name.cmp(&b.name)))
+        }
         SortBy::Modified => all.sort_by(|a, b| {
-            a.record
-                .modified_ms
-                .cmp(&b.record.modified_ms)
-                .then_with(|| a.name.cmp(&b.name))
+            a.record.modified_ms.cmp(&b.record.modified_ms).then_with(|| a.name.cmp(&b.name))
         }),
     }
     if q.descending {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::content::{ChunkId, ChunkRef, FileId, Manifest, NodeId};
 
 /// A file's manifest, value of `manifests_v1` keyed by file id.
-#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct ManifestRecordV1 {
     pub size: u64,
     pub chunker: u8,
@@ -33,10 +33,7 @@ impl ManifestRecordV1 {
             chunks: self
                 .chunks
                 .into_iter()
-                .map(|(id, len)| ChunkRef {
-                    id: ChunkId::from_bytes(id),
-                    len,
-                })
+                .map(|(id, len)| ChunkRef { id: ChunkId::from_bytes(id), len })
                 .collect(),
         }
     }
@@ -78,10 +75,7 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_allocvec(value).expect("serializing to a Vec cannot fail")
 }
 
-pub fn decode<'a, T: Deserialize<'a>>(
-    what: &'static str,
-    bytes: &'a [u8],
-) -> Result<T, super::StorageError> {
+pub fn decode<'a, T: Deserialize<'a>>(what: &'static str, bytes: &'a [u8]) -> Result<T, super::StorageError> {
     postcard::from_bytes(bytes).map_err(|e| super::StorageError::Corrupt(format!("{what}: {e}")))
 }
 
@@ -97,11 +91,7 @@ mod tests {
             size: 300,
             content_type: "text/plain".into(),
             modified_ms: 1,
-            stamp: StampV1 {
-                wall_ms: 2,
-                counter: 3,
-                node: [9; 16],
-            },
+            stamp: StampV1 { wall_ms: 2, counter: 3, node: [9; 16] },
         };
         let bytes = encode(&record);
         let mut expected = vec![1];
@@ -117,12 +107,7 @@ mod tests {
 
     #[test]
     fn manifest_record_bytes_are_stable() {
-        let record = ManifestRecordV1 {
-            size: 5,
-            chunker: 1,
-            created_ms: 4,
-            chunks: vec![([1; 32], 5)],
-        };
+        let record = ManifestRecordV1 { size: 5, chunker: 1, created_ms: 4, chunks: vec![([1; 32], 5)] };
         let mut expected = vec![5, 1, 4, 1];
         expected.extend([1; 32]);
         expected.push(5);

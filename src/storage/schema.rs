@@ -4,9 +4,7 @@ use std::path::Path;
 
 use redb::{Builder, Database, ReadableTable, Table, TableHandle};
 
-use super::{
-    CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, MANIFESTS, META, NAMES, Result, Stats, StorageError,
-};
+use super::{CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, MANIFESTS, META, NAMES, Result, Stats, StorageError};
 use crate::content::NodeId;
 
 /// Version of the whole set of tables and records. Bump it with a step in `migrations/`.
@@ -23,10 +21,7 @@ pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<(Database, NodeId)
     let db = Builder::new()
         .set_cache_size(cache_bytes)
         .set_repair_callback(|session| {
-            log::warn!(
-                "database was not closed cleanly; repairing ({:.0}%)",
-                session.progress() * 100.0
-            );
+            log::warn!("database was not closed cleanly; repairing ({:.0}%)", session.progress() * 100.0);
         })
         .create(path)?;
     let txn = db.begin_write()?;
@@ -41,19 +36,11 @@ pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<(Database, NodeId)
             Some(v) => v,
             // A database without a version is either new or from before versions were
             // recorded (schema 1 recorded them too, so only new).
-            None if txn
-                .list_tables()?
-                .any(|t| t.name() == migrations::v1_to_v2::NAMES_V1) =>
-            {
-                1
-            }
+            None if txn.list_tables()?.any(|t| t.name() == migrations::v1_to_v2::NAMES_V1) => 1,
             None => SCHEMA_VERSION,
         };
         if version > SCHEMA_VERSION {
-            return Err(StorageError::NewerSchema {
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
+            return Err(StorageError::NewerSchema { found: version, supported: SCHEMA_VERSION });
         }
         drop(meta);
         if version < SCHEMA_VERSION {
@@ -89,9 +76,9 @@ pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<(Database, NodeId)
 }
 
 fn read_u64(bytes: &[u8]) -> Result<u64> {
-    Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| {
-        StorageError::Corrupt("meta counter is not 8 bytes".into())
-    })?))
+    Ok(u64::from_le_bytes(
+        bytes.try_into().map_err(|_| StorageError::Corrupt("meta counter is not 8 bytes".into()))?,
+    ))
 }
 
 pub(super) fn read_stats(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Stats> {
@@ -112,18 +99,9 @@ pub(super) fn read_stats(meta: &impl ReadableTable<&'static str, &'static [u8]>)
     })
 }
 
-pub(super) fn write_stats(
-    meta: &mut Table<'_, &'static str, &'static [u8]>,
-    s: &Stats,
-) -> Result<()> {
+pub(super) fn write_stats(meta: &mut Table<'_, &'static str, &'static [u8]>, s: &Stats) -> Result<()> {
     let mut v = Vec::with_capacity(40);
-    for n in [
-        s.files,
-        s.logical_bytes,
-        s.unique_bytes,
-        s.stored_bytes,
-        s.chunks,
-    ] {
+    for n in [s.files, s.logical_bytes, s.unique_bytes, s.stored_bytes, s.chunks] {
         v.extend_from_slice(&n.to_le_bytes());
     }
     meta.insert(STATS_KEY, v.as_slice())?;

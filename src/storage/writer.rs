@@ -12,8 +12,8 @@ use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 
 use super::records::{ManifestRecordV1, NameRecordV2, StampV1, decode, encode};
 use super::{
-    CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, GcReport, MANIFESTS, META, NAMES, Pins, Result,
-    StorageError, read_manifest, schema,
+    CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, GcReport, MANIFESTS, META, NAMES, Pins, Result, StorageError,
+    read_manifest, schema,
 };
 use crate::content::{ChunkId, FileId, Manifest};
 
@@ -39,11 +39,14 @@ pub(crate) enum Op {
         sealed: Vec<u8>,
     },
     /// `inline` chunks are stored in the same transaction (small files skip `PutChunk`).
+    /// `local`: every chunk must be stored here (a single node); in a cluster the upload
+    /// confirmed them on their holders instead.
     CommitFile {
         manifest: Manifest,
         name: String,
         record: NameRecordV2,
         inline: Vec<(ChunkId, Vec<u8>)>,
+        local: bool,
         reply: Reply<Committed>,
     },
     Delete {
@@ -54,15 +57,29 @@ pub(crate) enum Op {
     Collect {
         reply: Reply<GcReport>,
     },
+    /// Chunks from a peer or from repair, acknowledged once fsynced.
+    PutChunksDurable {
+        chunks: Vec<(ChunkId, Vec<u8>)>,
+        reply: Reply<()>,
+    },
+    /// Name records from peers, last writer wins; manifests ride along with live records.
+    ApplyNames {
+        updates: Vec<(String, NameRecordV2, Option<Manifest>)>,
+        reply: Reply<Vec<bool>>,
+    },
+    /// Local copies this node no longer has to hold (their holders confirmed theirs).
+    DropChunks {
+        ids: Vec<ChunkId>,
+        reply: Reply<u64>,
+    },
 }
 
 impl Op {
     fn bytes(&self) -> usize {
         match self {
             Op::PutChunk { sealed, .. } => sealed.len(),
-            Op::CommitFile { inline, .. } => {
-                256 + inline.iter().map(|(_, s)| s.len()).sum::<usize>()
-            }
+            Op::CommitFile { inline, .. } => 256 + inline.iter().map(|(_, s)| s.len()).sum::<usize>(),
+            Op::PutChunksDurable { chunks, .. } => chunks.iter().map(|(_, s)| s.len()).sum::<usize>(),
             _ => 256,
         }
     }
@@ -77,6 +94,9 @@ enum Outcome {
     None,
     Bool(Reply<bool>, Result<bool>),
     Commit(Reply<Committed>, Result<Committed>),
+    Unit(Reply<()>, Result<()>),
+    Bools(Reply<Vec<bool>>, Result<Vec<bool>>),
+    Count(Reply<u64>, Result<u64>),
     Gc(Reply<GcReport>, Result<GcReport>),
 }
 
@@ -111,6 +131,9 @@ fn run(db: &Database, pins: &Pins, rx: &async_channel::Receiver<Op>) {
                         Outcome::None => {}
                         Outcome::Bool(reply, _) => drop(reply.try_send(Err(clone_err(&e)))),
                         Outcome::Commit(reply, _) => drop(reply.try_send(Err(clone_err(&e)))),
+                        Outcome::Unit(reply, _) => drop(reply.try_send(Err(clone_err(&e)))),
+                        Outcome::Bools(reply, _) => drop(reply.try_send(Err(clone_err(&e)))),
+                        Outcome::Count(reply, _) => drop(reply.try_send(Err(clone_err(&e)))),
                         Outcome::Gc(reply, _) => drop(reply.try_send(Err(clone_err(&e)))),
                     }
                 }
@@ -130,6 +153,9 @@ fn send(outcome: Outcome) {
         Outcome::None => {}
         Outcome::Bool(reply, r) => drop(reply.try_send(r)),
         Outcome::Commit(reply, r) => drop(reply.try_send(r)),
+        Outcome::Unit(reply, r) => drop(reply.try_send(r)),
+        Outcome::Bools(reply, r) => drop(reply.try_send(r)),
+        Outcome::Count(reply, r) => drop(reply.try_send(r)),
         Outcome::Gc(reply, r) => drop(reply.try_send(r)),
     }
 }
@@ -143,11 +169,7 @@ fn apply_batch(
     let mut outcomes = Vec::with_capacity(batch.len());
     let result = (|| -> Result<()> {
         let mut txn = db.begin_write()?;
-        txn.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })?;
+        txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
         {
             let mut t = Tables::open(&txn)?;
             for op in batch {
@@ -203,26 +225,14 @@ impl<'t> Tables<'t> {
                 self.put_chunk(id, &sealed)?;
                 Outcome::None
             }
-            Op::CommitFile {
-                manifest,
-                name,
-                record,
-                inline,
-                reply,
-            } => {
+            Op::CommitFile { manifest, name, record, inline, local, reply } => {
                 let mut new_bytes = 0;
                 for (id, sealed) in &inline {
                     new_bytes += self.put_chunk(*id, sealed)?;
                 }
-                match self.commit_file(&manifest, &name, record) {
+                match self.apply_name(&name, record, Some(&manifest), local) {
                     Err(e @ StorageError::MissingChunk(_)) => Outcome::Commit(reply, Err(e)),
-                    other => Outcome::Commit(
-                        reply,
-                        Ok(Committed {
-                            applied: other?,
-                            new_bytes,
-                        }),
-                    ),
+                    other => Outcome::Commit(reply, Ok(Committed { applied: other?, new_bytes })),
                 }
             }
             Op::Delete { name, stamp, reply } => {
@@ -232,6 +242,36 @@ impl<'t> Tables<'t> {
             Op::Collect { reply } => {
                 let report = self.collect(pins)?;
                 Outcome::Gc(reply, Ok(report))
+            }
+            Op::PutChunksDurable { chunks, reply } => {
+                for (id, sealed) in &chunks {
+                    self.put_chunk(*id, sealed)?;
+                }
+                Outcome::Unit(reply, Ok(()))
+            }
+            Op::ApplyNames { updates, reply } => {
+                let mut applied = Vec::with_capacity(updates.len());
+                for (name, record, manifest) in updates {
+                    applied.push(match self.apply_name(&name, record, manifest.as_ref(), false) {
+                        Err(StorageError::Corrupt(e)) => {
+                            log::warn!("refused a name record for {name:?}: {e}");
+                            false
+                        }
+                        other => other?,
+                    });
+                }
+                Outcome::Bools(reply, Ok(applied))
+            }
+            Op::DropChunks { ids, reply } => {
+                let mut freed = 0;
+                for id in ids {
+                    if let Some(sealed) = self.chunks.remove(id.as_bytes())? {
+                        freed += sealed.value().len() as u64;
+                        self.stats.chunks = self.stats.chunks.saturating_sub(1);
+                    }
+                }
+                self.stats.stored_bytes = self.stats.stored_bytes.saturating_sub(freed);
+                Outcome::Count(reply, Ok(freed))
             }
         })
     }
@@ -259,46 +299,62 @@ impl<'t> Tables<'t> {
         }
     }
 
-    fn commit_file(
+    /// Applies a name record if it is newer than the one stored (last writer wins by stamp).
+    /// A live record needs its manifest unless the manifest is already stored.
+    fn apply_name(
         &mut self,
-        manifest: &Manifest,
         name: &str,
         record: NameRecordV2,
+        manifest: Option<&Manifest>,
+        require_local_chunks: bool,
     ) -> Result<bool> {
         let old = self.live_record(name)?;
         if old.as_ref().is_some_and(|old| old.stamp >= record.stamp) {
             return Ok(false);
         }
-        let known = self.manifests.get(manifest.id.as_bytes())?.is_some();
-        if !known {
-            for chunk in manifest.distinct_chunks() {
-                if self.chunks.get(chunk.id.as_bytes())?.is_none() {
-                    return Err(StorageError::MissingChunk(chunk.id));
+        let mut link = None;
+        if let Some(file) = record.file {
+            let known = self.manifests.get(&file)?.is_some();
+            let manifest = match manifest {
+                _ if known => None,
+                Some(m) if *m.id.as_bytes() == file && m.size == record.size && m.is_consistent() => Some(m),
+                _ => return Err(StorageError::Corrupt(format!("no valid manifest for {name:?}"))),
+            };
+            if let (Some(m), true) = (manifest, require_local_chunks) {
+                for chunk in m.distinct_chunks() {
+                    if self.chunks.get(chunk.id.as_bytes())?.is_none() {
+                        return Err(StorageError::MissingChunk(chunk.id));
+                    }
                 }
             }
+            link = Some((file, manifest));
         }
         if let Some(old) = &old {
             self.unlink(old)?;
         }
-        self.link(manifest, known)?;
-        self.stats.files += 1;
-        self.stats.logical_bytes += manifest.size;
+        if let Some((file, manifest)) = link {
+            match manifest {
+                Some(m) => self.link_new(m)?,
+                None => self.link_known(&file)?,
+            }
+            self.stats.files += 1;
+            self.stats.logical_bytes += record.size;
+        }
         self.names.insert(name, encode(&record).as_slice())?;
         Ok(true)
     }
 
-    /// Counts one more name for the manifest, storing it first if it is new.
-    fn link(&mut self, manifest: &Manifest, known: bool) -> Result<()> {
+    /// Counts one more name for a stored manifest.
+    fn link_known(&mut self, file: &[u8; 32]) -> Result<()> {
+        let refs = self.file_refs.get(file)?.map_or(0, |v| v.value());
+        self.file_refs.insert(file, refs + 1)?;
+        Ok(())
+    }
+
+    /// Stores a new manifest with one name, counting a use of each of its chunks.
+    fn link_new(&mut self, manifest: &Manifest) -> Result<()> {
         let key = manifest.id.as_bytes();
-        if known {
-            let refs = self.file_refs.get(key)?.map_or(0, |v| v.value());
-            self.file_refs.insert(key, refs + 1)?;
-            return Ok(());
-        }
-        self.manifests.insert(
-            key,
-            encode(&ManifestRecordV1::from_manifest(manifest)).as_slice(),
-        )?;
+        self.manifests.insert(key, encode(&ManifestRecordV1::from_manifest(manifest)).as_slice())?;
         self.file_refs.insert(key, 1)?;
         for chunk in manifest.distinct_chunks() {
             let k = chunk.id.as_bytes();
@@ -325,32 +381,16 @@ impl<'t> Tables<'t> {
     }
 
     fn delete(&mut self, name: &str, stamp: StampV1) -> Result<bool> {
-        let old = self.live_record(name)?;
-        if old.as_ref().is_some_and(|old| old.stamp >= stamp) {
-            return Ok(false);
-        }
-        let was_live = old.as_ref().is_some_and(|o| o.file.is_some());
-        if let Some(old) = &old {
-            self.unlink(old)?;
-        }
-        let tombstone = NameRecordV2 {
-            file: None,
-            size: 0,
-            content_type: String::new(),
-            modified_ms: stamp.wall_ms,
-            stamp,
-        };
-        self.names.insert(name, encode(&tombstone).as_slice())?;
-        Ok(was_live)
+        let was_live = self.live_record(name)?.is_some_and(|o| o.file.is_some());
+        let tombstone =
+            NameRecordV2 { file: None, size: 0, content_type: String::new(), modified_ms: stamp.wall_ms, stamp };
+        Ok(self.apply_name(name, tombstone, None, false)? && was_live)
     }
 
     fn collect(&mut self, pins: &Pins) -> Result<GcReport> {
         let mut report = GcReport::default();
-        let queued: Vec<[u8; 32]> = self
-            .gc_files
-            .iter()?
-            .map(|item| item.map(|(k, _)| k.value()))
-            .collect::<Result<_, _>>()?;
+        let queued: Vec<[u8; 32]> =
+            self.gc_files.iter()?.map(|item| item.map(|(k, _)| k.value())).collect::<Result<_, _>>()?;
         for file in queued {
             self.gc_files.remove(&file)?;
             if self.file_refs.get(&file)?.map_or(0, |v| v.value()) > 0 {

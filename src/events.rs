@@ -6,6 +6,8 @@ use std::sync::Mutex;
 pub enum Event {
     Put { name: String },
     Delete { name: String },
+    /// A peer came up or went down.
+    Membership,
 }
 
 /// Fans events out to subscribers. A subscriber that falls behind loses events rather than
@@ -18,10 +20,7 @@ pub struct Events {
 impl Events {
     pub fn subscribe(&self) -> async_channel::Receiver<Event> {
         let (tx, rx) = async_channel::bounded(64);
-        self.subscribers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(tx);
+        self.subscribers.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
         rx
     }
 

@@ -1,0 +1,240 @@
+//! The only code that touches peer frames: the handshake and the sealed message transport
+//! over a WebSocket.
+//!
+//! Handshake (client = the dialing node):
+//! 1. client → `Hello { version, node, nonce_c, url }`
+//! 2. server → `Challenge { version, node, nonce_s }` (or `Refused` on a version mismatch)
+//! 3. client → `Proof { mac_c }`: HMAC(peer key, "client", transcript)
+//! 4. server checks it (a wrong secret is refused and logged, having learned nothing), then
+//!    → `Proof { mac_s }`: HMAC(peer key, "server", transcript); the client checks it.
+//!
+//! Both then derive one key per direction from the transcript; every later message is a
+//! sealed, sequence-numbered frame ([`FrameCipher`]).
+
+use std::time::Duration;
+
+use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
+use async_tungstenite::tungstenite::Message as WsMessage;
+use futures_util::{AsyncRead, AsyncWrite, StreamExt};
+
+use super::messages::{DecodeError, Handshake, Message, PROTOCOL_VERSION, decode, encode};
+use crate::content::NodeId;
+use crate::crypto::{FrameCipher, FrameError, Keys, macs_equal, peer_mac};
+use crate::runtime;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("websocket: {0}")]
+    WebSocket(String),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("refused by the peer: {0}")]
+    Refused(String),
+    #[error("peer speaks protocol version {0}, this node {PROTOCOL_VERSION}")]
+    Version(u16),
+    #[error("peer failed authentication (wrong cluster secret?)")]
+    BadProof,
+    #[error("unexpected handshake message")]
+    Unexpected,
+    #[error("timed out")]
+    Timeout,
+    #[error("link closed")]
+    Closed,
+    #[error("peer is this node itself")]
+    SelfLink,
+}
+
+impl From<async_tungstenite::tungstenite::Error> for LinkError {
+    fn from(e: async_tungstenite::tungstenite::Error) -> Self {
+        LinkError::WebSocket(e.to_string())
+    }
+}
+
+/// Who is on the other end, and the keys for each direction.
+pub struct Authenticated {
+    pub peer: NodeId,
+    pub peer_url: String,
+    send: FrameCipher,
+    recv: FrameCipher,
+}
+
+async fn next_binary<S>(ws: &mut WebSocketStream<S>) -> Result<Vec<u8>, LinkError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        match ws.next().await {
+            None => return Err(LinkError::Closed),
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(WsMessage::Binary(b))) => return Ok(b.to_vec()),
+            Some(Ok(WsMessage::Close(_))) => return Err(LinkError::Closed),
+            Some(Ok(WsMessage::Text(_))) => return Err(LinkError::Unexpected),
+            Some(Ok(_)) => continue, // ping/pong are answered by tungstenite
+        }
+    }
+}
+
+async fn send_handshake<S>(ws: &mut WebSocketStream<S>, msg: &Handshake) -> Result<(), LinkError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    ws.send(WsMessage::binary(encode(msg))).await?;
+    Ok(())
+}
+
+async fn recv_handshake<S>(ws: &mut WebSocketStream<S>) -> Result<Handshake, LinkError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let bytes = runtime::timeout(HANDSHAKE_TIMEOUT, next_binary(ws)).await.ok_or(LinkError::Timeout)??;
+    Ok(decode(&bytes)?)
+}
+
+fn random32() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).expect("the OS random source works");
+    b
+}
+
+struct Transcript {
+    client: [u8; 16],
+    server: [u8; 16],
+    nonce_c: [u8; 32],
+    nonce_s: [u8; 32],
+}
+
+impl Transcript {
+    fn mac(&self, key: &[u8; 32], label: &[u8]) -> [u8; 32] {
+        peer_mac(key, &[label, &self.client, &self.server, &self.nonce_c, &self.nonce_s])
+    }
+
+    /// (client→server, server→client) frame keys.
+    fn link_keys(&self, key: &[u8; 32]) -> ([u8; 32], [u8; 32]) {
+        (self.mac(key, b"frames client to server"), self.mac(key, b"frames server to client"))
+    }
+}
+
+pub async fn client_handshake<S>(
+    ws: &mut WebSocketStream<S>,
+    keys: &Keys,
+    me: NodeId,
+    my_url: &str,
+) -> Result<Authenticated, LinkError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let nonce_c = random32();
+    let hello = Handshake::Hello { version: PROTOCOL_VERSION, node: *me.as_bytes(), nonce: nonce_c, url: my_url.into() };
+    send_handshake(ws, &hello).await?;
+    let (server, nonce_s) = match recv_handshake(ws).await? {
+        Handshake::Challenge { version, .. } if version != PROTOCOL_VERSION => return Err(LinkError::Version(version)),
+        Handshake::Challenge { node, nonce, .. } => (node, nonce),
+        Handshake::Refused { reason } => return Err(LinkError::Refused(reason)),
+        _ => return Err(LinkError::Unexpected),
+    };
+    if server == *me.as_bytes() {
+        return Err(LinkError::SelfLink);
+    }
+    let t = Transcript { client: *me.as_bytes(), server, nonce_c, nonce_s };
+    send_handshake(ws, &Handshake::Proof { mac: t.mac(&keys.peer, b"client") }).await?;
+    match recv_handshake(ws).await? {
+        Handshake::Proof { mac } if macs_equal(&mac, &t.mac(&keys.peer, b"server")) => {}
+        Handshake::Proof { .. } => return Err(LinkError::BadProof),
+        Handshake::Refused { reason } => return Err(LinkError::Refused(reason)),
+        _ => return Err(LinkError::Unexpected),
+    }
+    let (c2s, s2c) = t.link_keys(&keys.peer);
+    Ok(Authenticated {
+        peer: NodeId::from_bytes(server),
+        peer_url: String::new(),
+        send: FrameCipher::new(c2s),
+        recv: FrameCipher::new(s2c),
+    })
+}
+
+pub async fn server_handshake<S>(ws: &mut WebSocketStream<S>, keys: &Keys, me: NodeId) -> Result<Authenticated, LinkError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (client, nonce_c, url) = match recv_handshake(ws).await? {
+        Handshake::Hello { version, .. } if version != PROTOCOL_VERSION => {
+            let reason = format!("protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})");
+            let _ = send_handshake(ws, &Handshake::Refused { reason }).await;
+            return Err(LinkError::Version(version));
+        }
+        Handshake::Hello { node, nonce, url, .. } => (node, nonce, url),
+        _ => return Err(LinkError::Unexpected),
+    };
+    let nonce_s = random32();
+    send_handshake(ws, &Handshake::Challenge { version: PROTOCOL_VERSION, node: *me.as_bytes(), nonce: nonce_s }).await?;
+    let t = Transcript { client, server: *me.as_bytes(), nonce_c, nonce_s };
+    match recv_handshake(ws).await? {
+        Handshake::Proof { mac } if macs_equal(&mac, &t.mac(&keys.peer, b"client")) => {}
+        Handshake::Proof { .. } => {
+            let _ = send_handshake(ws, &Handshake::Refused { reason: "authentication failed".into() }).await;
+            return Err(LinkError::BadProof);
+        }
+        _ => return Err(LinkError::Unexpected),
+    }
+    send_handshake(ws, &Handshake::Proof { mac: t.mac(&keys.peer, b"server") }).await?;
+    let (c2s, s2c) = t.link_keys(&keys.peer);
+    Ok(Authenticated {
+        peer: NodeId::from_bytes(client),
+        peer_url: url,
+        send: FrameCipher::new(s2c),
+        recv: FrameCipher::new(c2s),
+    })
+}
+
+pub struct FrameWriter<S> {
+    sink: WebSocketSender<S>,
+    cipher: FrameCipher,
+}
+
+pub struct FrameReader<S> {
+    stream: WebSocketReceiver<S>,
+    cipher: FrameCipher,
+}
+
+/// Splits an authenticated socket into its sealed halves.
+pub fn split<S>(ws: WebSocketStream<S>, auth: Authenticated) -> (FrameWriter<S>, FrameReader<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (sink, stream) = ws.split();
+    (FrameWriter { sink, cipher: auth.send }, FrameReader { stream, cipher: auth.recv })
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> FrameWriter<S> {
+    pub async fn send(&mut self, msg: &Message) -> Result<(), LinkError> {
+        let frame = self.cipher.seal(&encode(msg));
+        self.sink.send(WsMessage::binary(frame)).await?;
+        Ok(())
+    }
+
+    pub async fn close(&mut self) {
+        let _ = self.sink.close(None).await;
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> FrameReader<S> {
+    /// The next message. Any bad frame ends the link: the sequence can't be trusted after it.
+    pub async fn recv(&mut self) -> Result<Message, LinkError> {
+        loop {
+            let frame = match self.stream.next().await {
+                None => return Err(LinkError::Closed),
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(WsMessage::Binary(b))) => b.to_vec(),
+                Some(Ok(WsMessage::Close(_))) => return Err(LinkError::Closed),
+                Some(Ok(WsMessage::Text(_))) => return Err(LinkError::Unexpected),
+                Some(Ok(_)) => continue,
+            };
+            let plain = self.cipher.open(frame)?;
+            return Ok(decode(&plain)?);
+        }
+    }
+}

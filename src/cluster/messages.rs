@@ -1,0 +1,144 @@
+//! Peer protocol messages. One postcard value per WebSocket binary message.
+//!
+//! These bytes are an API between releases: `PROTOCOL_VERSION` is checked in the handshake,
+//! and a change to any type here is a new version.
+
+use serde::{Deserialize, Serialize};
+
+use crate::storage::records::{ManifestRecordV1, NameRecordV2};
+
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest message accepted from a peer. A `PutChunks` carries at most a few chunks.
+pub const MAX_MESSAGE: usize = 24 * 1024 * 1024;
+
+/// Sent in the clear before the link is authenticated. Nothing here reveals the secret:
+/// the client proves knowledge of it first, and the server answers only a valid proof.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Handshake {
+    Hello { version: u16, node: [u8; 16], nonce: [u8; 32], url: String },
+    Challenge { version: u16, node: [u8; 16], nonce: [u8; 32] },
+    Proof { mac: [u8; 32] },
+    Refused { reason: String },
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub node: [u8; 16],
+    pub url: String,
+}
+
+/// What a peer reports about itself with every heartbeat.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    pub files: u64,
+    pub stored_bytes: u64,
+    pub chunks: u64,
+}
+
+/// A name's record, with the manifest it points at (for live records).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct NameUpdate {
+    pub name: String,
+    pub record: NameRecordV2,
+    pub manifest: Option<ManifestRecordV1>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Heartbeat and membership gossip.
+    Ping { members: Vec<Member>, stats: PeerStats },
+    /// Store sealed chunks durably; answered once fsynced.
+    PutChunks { chunks: Vec<([u8; 32], Vec<u8>)> },
+    GetChunk { id: [u8; 32] },
+    HasChunks { ids: Vec<[u8; 32]> },
+    /// Apply name records (last writer wins); answered once durable.
+    ApplyNames { updates: Vec<NameUpdate> },
+    /// Anti-entropy: the hash of every name bucket.
+    Digest,
+    /// Anti-entropy: every record in one bucket.
+    ListBucket { bucket: u8 },
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Pong { members: Vec<Member>, stats: PeerStats },
+    Stored { new_bytes: u64 },
+    Chunk(Option<Vec<u8>>),
+    Have(Vec<bool>),
+    Applied,
+    Digest(Vec<[u8; 32]>),
+    Bucket(Vec<NameUpdate>),
+    Error(String),
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Request { id: u64, body: Request },
+    Response { id: u64, body: Response },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable peer message: {0}")]
+pub struct DecodeError(String);
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).expect("serializing to a Vec cannot fail")
+}
+
+/// Decodes untrusted bytes: never panics, refuses oversized input and trailing garbage.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+    if bytes.len() > MAX_MESSAGE {
+        return Err(DecodeError(format!("{} bytes is over the limit", bytes.len())));
+    }
+    let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| DecodeError(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError(format!("{} trailing bytes", rest.len())));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn round_trip_and_refuse_trailing_bytes() {
+        let m = Message::Request { id: 7, body: Request::GetChunk { id: [3; 32] } };
+        let bytes = encode(&m);
+        assert_eq!(decode::<Message>(&bytes).unwrap(), m);
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode::<Message>(&longer).is_err());
+        assert!(decode::<Message>(&bytes[..bytes.len() - 1]).is_err());
+        // An unknown message kind.
+        assert!(decode::<Message>(&[9, 0]).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        // Random bytes never panic the decoder.
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode::<Message>(&bytes);
+            let _ = decode::<Handshake>(&bytes);
+        }
+
+        // Valid messages with random corruption never panic either.
+        #[test]
+        fn corrupted_messages_never_panic(pos in any::<prop::sample::Index>(), byte: u8, n in 0usize..40) {
+            let m = Message::Response { id: 1, body: Response::Bucket(vec![NameUpdate {
+                name: "x".repeat(n),
+                record: NameRecordV2 { file: Some([1; 32]), size: 5, content_type: "t".into(), modified_ms: 1,
+                    stamp: crate::storage::Stamp { wall_ms: 1, counter: 0, node: [2; 16] } },
+                manifest: Some(ManifestRecordV1 { size: 5, chunker: 1, created_ms: 1, chunks: vec![([4; 32], 5)] }),
+            }]) };
+            let mut bytes = encode(&m);
+            let i = pos.index(bytes.len());
+            bytes[i] = byte;
+            let _ = decode::<Message>(&bytes);
+        }
+    }
+}

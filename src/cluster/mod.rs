@@ -1,0 +1,517 @@
+//! The cluster: peer links, membership, chunk placement, name replication, anti-entropy and
+//! repair.
+//!
+//! Every node keeps an outbound [`link::Link`] to every member it knows and sends its own
+//! requests over it; a peer's requests arrive on the peer's outbound link ([`Cluster::accept`]).
+//! Manifests and names go to every node; chunks go to the R best-ranked live nodes
+//! ([`placement`]).
+
+pub mod connection;
+mod link;
+pub mod messages;
+pub mod placement;
+mod repair;
+mod sync;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_tungstenite::WebSocketStream;
+use futures_util::{AsyncRead, AsyncWrite, StreamExt};
+
+use crate::clock::{Clock, rfc3339};
+use crate::content::{ChunkId, FileId, Manifest, NodeId};
+use crate::crypto::Keys;
+use crate::events::{Event, Events};
+use crate::runtime;
+use crate::storage::records::ManifestRecordV1;
+use crate::storage::{NameRecord, StorageError, Store};
+use connection::LinkError;
+use link::Link;
+pub use link::ws_config;
+pub use messages::{Member, NameUpdate, PeerStats};
+use messages::{Message, Request, Response};
+pub use repair::RepairReport;
+
+const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
+const NAMES_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Peers to join through.
+    pub seeds: Vec<String>,
+    pub replication: usize,
+    /// Fewer live nodes than this (this one included) refuse writes with 503.
+    pub min_replicas: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("only {live} node(s) reachable; writes need at least {needed}")]
+    Unavailable { live: usize, needed: usize },
+    #[error("no live node holds chunk {0}")]
+    ChunkUnavailable(ChunkId),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A peer as the status page shows it.
+#[derive(Debug, Clone)]
+pub struct PeerView {
+    pub node: Option<NodeId>,
+    pub url: String,
+    pub up: bool,
+    pub last_seen: Option<String>,
+    pub stats: PeerStats,
+}
+
+pub struct Cluster {
+    me: NodeId,
+    url: Mutex<String>,
+    keys: Keys,
+    store: Store,
+    clock: Arc<Clock>,
+    events: Arc<Events>,
+    config: ClusterConfig,
+    /// Outbound links by peer URL.
+    links: Mutex<HashMap<String, Arc<Link>>>,
+    repair_wake: async_channel::Sender<()>,
+    repair_woken: async_channel::Receiver<()>,
+    repair_report: Mutex<RepairReport>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Cluster {
+    pub fn new(store: Store, keys: Keys, clock: Arc<Clock>, events: Arc<Events>, config: ClusterConfig) -> Arc<Self> {
+        let (repair_wake, repair_woken) = async_channel::bounded(1);
+        Arc::new(Cluster {
+            me: store.node_id(),
+            url: Mutex::new(String::new()),
+            keys,
+            store,
+            clock,
+            events,
+            config,
+            links: Mutex::new(HashMap::new()),
+            repair_wake,
+            repair_woken,
+            repair_report: Mutex::new(RepairReport::default()),
+        })
+    }
+
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn url(&self) -> String {
+        lock(&self.url).clone()
+    }
+
+    pub fn replication(&self) -> usize {
+        self.config.replication
+    }
+
+    /// Starts the links to the seeds and the background loops, once this node's URL is known.
+    pub fn start(self: &Arc<Self>, url: String, shutdown: async_channel::Receiver<()>) {
+        *lock(&self.url) = url.trim_end_matches('/').to_owned();
+        for seed in self.config.seeds.clone() {
+            self.ensure_link(seed.trim_end_matches('/'));
+        }
+        let me = self.clone();
+        let stop = shutdown.clone();
+        runtime::spawn(async move { sync::run(me, stop).await });
+        let me = self.clone();
+        runtime::spawn(async move { repair::run(me, shutdown).await });
+    }
+
+    fn ensure_link(self: &Arc<Self>, url: &str) {
+        if url.is_empty() || url == self.url() {
+            return;
+        }
+        let mut links = lock(&self.links);
+        if links.contains_key(url) {
+            return;
+        }
+        let link = Link::new(url.to_owned());
+        links.insert(url.to_owned(), link.clone());
+        drop(links);
+        runtime::spawn(link.run(self.clone()));
+    }
+
+    /// Records that `link` reached `peer`; false when another live link already serves it.
+    fn claim(&self, peer: NodeId, link: &Arc<Link>) -> bool {
+        let links = lock(&self.links);
+        !links.values().any(|l| !Arc::ptr_eq(l, link) && l.is_up() && l.node() == Some(peer))
+    }
+
+    fn forget(&self, url: &str) {
+        if let Some(link) = lock(&self.links).remove(url) {
+            link.stop();
+        }
+    }
+
+    fn peer_up(self: &Arc<Self>, link: Arc<Link>) {
+        self.events.publish(Event::Membership);
+        self.wake_repair();
+        let me = self.clone();
+        // A returning peer catches up at once rather than at the next period.
+        runtime::spawn(async move {
+            if let Err(e) = sync::exchange(&me, &link).await {
+                log::warn!("anti-entropy with {} failed: {e}", link.url);
+            }
+        });
+    }
+
+    fn peer_down(&self) {
+        self.events.publish(Event::Membership);
+        self.wake_repair();
+    }
+
+    fn wake_repair(&self) {
+        let _ = self.repair_wake.try_send(());
+    }
+
+    /// Members this node knows (itself included) for gossip.
+    fn members(&self) -> Vec<Member> {
+        let mut out = vec![Member { node: *self.me.as_bytes(), url: self.url() }];
+        for link in lock(&self.links).values() {
+            if let Some(node) = link.node() {
+                out.push(Member { node: *node.as_bytes(), url: link.url.clone() });
+            }
+        }
+        out
+    }
+
+    /// Links to members heard of through gossip.
+    fn learn(self: &Arc<Self>, members: Vec<Member>) {
+        for m in members {
+            if m.node != *self.me.as_bytes() && !m.url.is_empty() {
+                let known = lock(&self.links).values().any(|l| l.node().is_some_and(|n| *n.as_bytes() == m.node));
+                if !known {
+                    self.ensure_link(&m.url);
+                }
+            }
+        }
+    }
+
+    async fn local_stats(&self) -> PeerStats {
+        match self.store.stats().await {
+            Ok(s) => PeerStats { files: s.files, stored_bytes: s.stored_bytes, chunks: s.chunks },
+            Err(_) => PeerStats::default(),
+        }
+    }
+
+    /// Up links with their node ids.
+    fn up_links(&self) -> Vec<(NodeId, Arc<Link>)> {
+        lock(&self.links).values().filter(|l| l.is_up()).filter_map(|l| l.node().map(|n| (n, l.clone()))).collect()
+    }
+
+    pub fn peers_up(&self) -> usize {
+        self.up_links().len()
+    }
+
+    /// Live nodes, this one included.
+    fn live_nodes(&self) -> Vec<NodeId> {
+        let mut nodes: Vec<NodeId> = self.up_links().into_iter().map(|(n, _)| n).collect();
+        nodes.push(self.me);
+        nodes.sort();
+        nodes.dedup();
+        nodes
+    }
+
+    fn link_of(&self, node: NodeId) -> Option<Arc<Link>> {
+        self.up_links().into_iter().find(|(n, _)| *n == node).map(|(_, l)| l)
+    }
+
+    pub fn peers(&self) -> Vec<PeerView> {
+        let mut out: Vec<PeerView> = lock(&self.links)
+            .values()
+            .map(|l| {
+                let st = l.state();
+                PeerView { node: st.node, url: l.url.clone(), up: st.up, last_seen: st.last_seen_ms.map(rfc3339), stats: st.stats }
+            })
+            .collect();
+        out.sort_by(|a, b| a.url.cmp(&b.url));
+        out
+    }
+
+    pub fn repair_report(&self) -> RepairReport {
+        *lock(&self.repair_report)
+    }
+
+    /// Stores a sealed chunk on its R best-ranked live nodes (falling back down the ranking),
+    /// durably on each peer. Returns the bytes new on the first holder.
+    pub async fn store_chunk(&self, id: ChunkId, sealed: Arc<Vec<u8>>) -> Result<u64, ClusterError> {
+        let live = self.live_nodes();
+        if live.len() < self.config.min_replicas {
+            return Err(ClusterError::Unavailable { live: live.len(), needed: self.config.min_replicas });
+        }
+        let want = self.config.replication.min(live.len());
+        let mut stored = 0;
+        let mut new_bytes = None;
+        for node in placement::rank(&id, &live) {
+            if stored == want {
+                break;
+            }
+            let result = if node == self.me {
+                self.store.put_chunk(id, sealed.to_vec()).await.map(|_| 0).map_err(|e| e.to_string())
+            } else if let Some(link) = self.link_of(node) {
+                match link.request(Request::PutChunks { chunks: vec![(*id.as_bytes(), sealed.to_vec())] }, CHUNK_TIMEOUT).await {
+                    Ok(Response::Stored { new_bytes }) => Ok(new_bytes),
+                    Ok(_) => Err("unexpected response".into()),
+                    Err(e) => Err(e.to_string()),
+                }
+            } else {
+                Err("went down".into())
+            };
+            match result {
+                Ok(n) => {
+                    stored += 1;
+                    new_bytes.get_or_insert(n);
+                }
+                Err(e) => log::warn!("storing chunk {id} on {node} failed: {e}; trying the next node"),
+            }
+        }
+        if stored < self.config.min_replicas.max(1) {
+            return Err(ClusterError::Unavailable { live: stored, needed: self.config.min_replicas });
+        }
+        Ok(new_bytes.unwrap_or(0))
+    }
+
+    /// A chunk this node does not hold, from the live nodes in ranking order (holders first),
+    /// verified. A peer sending bad bytes is skipped.
+    pub async fn fetch_chunk(&self, id: ChunkId) -> Result<(Vec<u8>, Vec<u8>), ClusterError> {
+        for node in placement::rank(&id, &self.live_nodes()) {
+            let Some(link) = self.link_of(node) else { continue };
+            let sealed = match link.request(Request::GetChunk { id: *id.as_bytes() }, CHUNK_TIMEOUT).await {
+                Ok(Response::Chunk(Some(sealed))) => sealed,
+                Ok(_) => continue,
+                Err(e) => {
+                    log::debug!("fetching chunk {id} from {node}: {e}");
+                    continue;
+                }
+            };
+            let keys = self.keys.clone();
+            let checked = runtime::blocking(move || keys.open_chunk(&id, sealed.clone()).map(|plain| (plain, sealed))).await;
+            match checked {
+                Ok(pair) => return Ok(pair),
+                Err(e) => log::warn!("peer {node} sent chunk {id} that failed verification: {e}"),
+            }
+        }
+        Err(ClusterError::ChunkUnavailable(id))
+    }
+
+    /// Sends a name change to every live peer and waits (bounded) for their answers.
+    /// Peers that miss it catch up by anti-entropy.
+    pub async fn announce(&self, update: NameUpdate) {
+        let requests = self.up_links().into_iter().map(|(node, link)| {
+            let update = update.clone();
+            async move {
+                if let Err(e) = link.request(Request::ApplyNames { updates: vec![update] }, NAMES_TIMEOUT).await {
+                    log::warn!("announcing a name change to {node} failed: {e}");
+                }
+            }
+        });
+        futures_util::future::join_all(requests).await;
+    }
+
+    /// Which nodes hold how many of `chunks`.
+    pub async fn holders(&self, chunks: Vec<ChunkId>) -> Vec<(NodeId, String, usize)> {
+        let ids: Vec<[u8; 32]> = chunks.iter().map(|c| *c.as_bytes()).collect();
+        let mut out = Vec::new();
+        if let Ok(have) = self.store.have_chunks(chunks.clone()).await {
+            out.push((self.me, self.url(), have.iter().filter(|h| **h).count()));
+        }
+        for (node, link) in self.up_links() {
+            if let Ok(Response::Have(have)) = link.request(Request::HasChunks { ids: ids.clone() }, NAMES_TIMEOUT).await {
+                out.push((node, link.url.clone(), have.iter().filter(|h| **h).count()));
+            }
+        }
+        out
+    }
+
+    /// Serves a peer's inbound connection (its outbound link) until it closes.
+    pub async fn accept<S>(self: Arc<Self>, mut ws: WebSocketStream<S>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let auth = match connection::server_handshake(&mut ws, &self.keys, self.me).await {
+            Ok(auth) => auth,
+            Err(e) => {
+                log::warn!("refused a peer connection: {e}");
+                return;
+            }
+        };
+        let peer = auth.peer;
+        log::debug!("peer {peer} ({}) connected", auth.peer_url);
+        // The dialer may be new to us: link back so requests flow both ways.
+        if !auth.peer_url.is_empty() {
+            self.learn(vec![Member { node: *peer.as_bytes(), url: auth.peer_url.clone() }]);
+        }
+        let (mut writer, mut reader) = connection::split(ws, auth);
+        let (tx, rx) = async_channel::bounded::<Message>(64);
+        let write = async move {
+            while let Ok(msg) = rx.recv().await {
+                if writer.send(&msg).await.is_err() {
+                    break;
+                }
+            }
+            writer.close().await;
+        };
+        let handler = self.clone();
+        let read = async move {
+            loop {
+                match reader.recv().await {
+                    Ok(Message::Request { id, body }) => {
+                        let (cluster, tx) = (handler.clone(), tx.clone());
+                        runtime::spawn(async move {
+                            let body = cluster.handle(body).await;
+                            let _ = tx.send(Message::Response { id, body }).await;
+                        });
+                    }
+                    Ok(Message::Response { .. }) => {
+                        log::warn!("peer {peer} sent a response on its own link; dropping it");
+                        break;
+                    }
+                    Err(LinkError::Closed) => break,
+                    Err(e) => {
+                        log::warn!("link from peer {peer} dropped: {e}");
+                        break;
+                    }
+                }
+            }
+        };
+        futures_lite::future::race(write, read).await;
+    }
+
+    async fn handle(self: &Arc<Self>, request: Request) -> Response {
+        match self.try_handle(request).await {
+            Ok(r) => r,
+            Err(e) => Response::Error(e.to_string()),
+        }
+    }
+
+    async fn try_handle(self: &Arc<Self>, request: Request) -> Result<Response, ClusterError> {
+        Ok(match request {
+            Request::Ping { members, stats: _ } => {
+                self.learn(members);
+                Response::Pong { members: self.members(), stats: self.local_stats().await }
+            }
+            Request::PutChunks { chunks } => {
+                // Never store bytes that do not open under our key to their id.
+                let keys = self.keys.clone();
+                let checked = runtime::blocking(move || {
+                    chunks
+                        .into_iter()
+                        .map(|(id, sealed)| {
+                            let id = ChunkId::from_bytes(id);
+                            keys.open_chunk(&id, sealed.clone()).map(|_| (id, sealed))
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await;
+                let chunks = match checked {
+                    Ok(c) => c,
+                    Err(e) => return Ok(Response::Error(format!("refused chunk: {e}"))),
+                };
+                let before = self.store.have_chunks(chunks.iter().map(|(id, _)| *id).collect()).await?;
+                let new_bytes =
+                    chunks.iter().zip(&before).filter(|(_, had)| !**had).map(|((_, s), _)| s.len() as u64).sum();
+                self.store.put_chunks_durable(chunks).await?;
+                Response::Stored { new_bytes }
+            }
+            Request::GetChunk { id } => {
+                let store = self.store.clone();
+                Response::Chunk(runtime::blocking(move || store.chunk_blocking(ChunkId::from_bytes(id))).await?)
+            }
+            Request::HasChunks { ids } => {
+                Response::Have(self.store.have_chunks(ids.into_iter().map(ChunkId::from_bytes).collect()).await?)
+            }
+            Request::ApplyNames { updates } => {
+                self.apply_updates(updates).await?;
+                Response::Applied
+            }
+            Request::Digest => Response::Digest(sync::digest(&self.store).await?),
+            Request::ListBucket { bucket } => Response::Bucket(self.bucket_updates(bucket).await?),
+        })
+    }
+
+    /// Applies name records from a peer; publishes what changed.
+    async fn apply_updates(&self, updates: Vec<NameUpdate>) -> Result<(), ClusterError> {
+        let mut batch = Vec::with_capacity(updates.len());
+        for u in updates {
+            self.clock.observe(&u.record.stamp);
+            let manifest = match (u.record.file, u.manifest) {
+                (Some(file), Some(m)) => Some(m.into_manifest(FileId::from_bytes(file))),
+                _ => None,
+            };
+            batch.push((u.name, u.record, manifest));
+        }
+        let names: Vec<(String, bool)> = batch.iter().map(|(n, r, _)| (n.clone(), r.file.is_some())).collect();
+        let applied = self.store.apply_names(batch).await?;
+        for ((name, live), applied) in names.into_iter().zip(applied) {
+            if applied {
+                self.events.publish(if live { Event::Put { name } } else { Event::Delete { name } });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every record of a bucket, live ones with their manifests.
+    async fn bucket_updates(&self, bucket: u8) -> Result<Vec<NameUpdate>, ClusterError> {
+        let records = self.store.records(Some(bucket)).await?;
+        let mut out = Vec::with_capacity(records.len());
+        for (name, record) in records {
+            out.push(self.update_for(name, record).await?);
+        }
+        Ok(out)
+    }
+
+    /// A name update carrying the manifest a live record points at.
+    pub async fn update_for(&self, name: String, record: NameRecord) -> Result<NameUpdate, ClusterError> {
+        let manifest = match record.file_id() {
+            Some(id) => self.store.manifest(id).await?.as_ref().map(ManifestRecordV1::from_manifest),
+            None => None,
+        };
+        Ok(NameUpdate { name, record, manifest })
+    }
+
+    /// An update for a manifest already in hand.
+    pub fn update_with(name: String, record: NameRecord, manifest: Option<&Manifest>) -> NameUpdate {
+        NameUpdate { name, record, manifest: manifest.map(ManifestRecordV1::from_manifest) }
+    }
+}
+
+/// Drives a stream of chunk stores with bounded concurrency; the first error wins.
+pub async fn store_all(
+    cluster: Arc<Cluster>,
+    chunks: async_channel::Receiver<(ChunkId, Arc<Vec<u8>>)>,
+) -> Result<u64, ClusterError> {
+    let mut results = Box::pin(chunks).map(|(id, sealed)| {
+        let cluster = cluster.clone();
+        async move { cluster.store_chunk(id, sealed).await }
+    })
+    .buffer_unordered(4);
+    let mut new_bytes = 0;
+    let mut first_error = None;
+    while let Some(r) = results.next().await {
+        match r {
+            Ok(n) => new_bytes += n,
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(new_bytes),
+    }
+}

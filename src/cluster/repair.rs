@@ -1,0 +1,130 @@
+//! Repair: each node fetches the chunks it should hold and lacks, and drops the chunks it no
+//! longer has to hold once their holders confirm they have them.
+//!
+//! "Should hold" = this node ranks among the R best live nodes for the chunk. When a node
+//! goes down the survivors re-replicate its chunks among themselves; when it returns it
+//! fetches its share back and the stand-ins drop theirs.
+//! Unit of work: one pass over the referenced chunks ([`step`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::messages::{Request, Response};
+use super::{Cluster, ClusterError, NAMES_TIMEOUT, lock, placement};
+use crate::content::{ChunkId, NodeId};
+use crate::runtime;
+
+const PERIOD: Duration = Duration::from_secs(10);
+/// Chunks fetched per durable write.
+const FETCH_BATCH: usize = 8;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    /// Chunks this node should hold but lacks, at the last pass.
+    pub missing: u64,
+    pub fetched: u64,
+    pub dropped: u64,
+    pub passes: u64,
+}
+
+pub async fn step(cluster: &Arc<Cluster>) -> Result<RepairReport, ClusterError> {
+    let live = cluster.live_nodes();
+    let want = cluster.config.replication.min(live.len());
+    let mut report = RepairReport::default();
+    let mut fetch = Vec::new();
+    // For chunks held here but owned elsewhere: the owners that must confirm.
+    let mut surplus: Vec<(ChunkId, Vec<NodeId>)> = Vec::new();
+    for (id, held) in cluster.store.referenced_chunks().await? {
+        let owners: Vec<NodeId> = placement::rank(&id, &live).into_iter().take(want).collect();
+        let mine = owners.contains(&cluster.me);
+        if mine && !held {
+            fetch.push(id);
+        } else if !mine && held {
+            surplus.push((id, owners));
+        }
+    }
+    report.missing = fetch.len() as u64;
+    for batch in fetch.chunks(FETCH_BATCH) {
+        let mut got = Vec::new();
+        for id in batch {
+            match cluster.fetch_chunk(*id).await {
+                Ok((_, sealed)) => got.push((*id, sealed)),
+                Err(e) => log::debug!("repair: {e}"),
+            }
+        }
+        report.fetched += got.len() as u64;
+        if !got.is_empty() {
+            cluster.store.put_chunks_durable(got).await?;
+        }
+    }
+    if !surplus.is_empty() && live.len() > 1 {
+        report.dropped = drop_confirmed(cluster, surplus).await?;
+    }
+    Ok(report)
+}
+
+/// Drops local chunks whose every owner confirms holding them.
+async fn drop_confirmed(cluster: &Arc<Cluster>, surplus: Vec<(ChunkId, Vec<NodeId>)>) -> Result<u64, ClusterError> {
+    let mut asks: HashMap<NodeId, Vec<ChunkId>> = HashMap::new();
+    for (id, owners) in &surplus {
+        for o in owners {
+            asks.entry(*o).or_default().push(*id);
+        }
+    }
+    let mut confirmed: HashMap<ChunkId, usize> = HashMap::new();
+    for (owner, ids) in asks {
+        let Some(link) = cluster.link_of(owner) else { continue };
+        for part in ids.chunks(4096) {
+            let req = Request::HasChunks { ids: part.iter().map(|c| *c.as_bytes()).collect() };
+            if let Ok(Response::Have(have)) = link.request(req, NAMES_TIMEOUT).await {
+                for (id, has) in part.iter().zip(have) {
+                    if has {
+                        *confirmed.entry(*id).or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+    let droppable: Vec<ChunkId> = surplus
+        .into_iter()
+        .filter(|(id, owners)| confirmed.get(id).copied().unwrap_or(0) == owners.len())
+        .map(|(id, _)| id)
+        .collect();
+    let n = droppable.len() as u64;
+    if n > 0 {
+        let freed = cluster.store.drop_chunks(droppable).await?;
+        log::info!("repair: dropped {n} chunks ({freed} bytes) now held by their owners");
+    }
+    Ok(n)
+}
+
+pub async fn run(cluster: Arc<Cluster>, shutdown: async_channel::Receiver<()>) {
+    loop {
+        let woken = cluster.repair_woken.recv();
+        let stop = shutdown.recv();
+        let stopped = futures_lite::future::or(async { !woken.await.is_ok() }, async {
+            stop.await.ok();
+            true
+        });
+        if runtime::timeout(PERIOD, stopped).await == Some(true) {
+            return;
+        }
+        // Let a burst of membership changes settle into one pass.
+        runtime::sleep(Duration::from_millis(200)).await;
+        match step(&cluster).await {
+            Ok(mut r) => {
+                if r.fetched + r.dropped > 0 {
+                    log::info!("repair: fetched {}, dropped {}, {} still missing", r.fetched, r.dropped, r.missing - r.fetched);
+                }
+                let mut total = lock(&cluster.repair_report);
+                r.fetched += total.fetched;
+                r.dropped += total.dropped;
+                r.passes = total.passes + 1;
+                r.missing -= r.fetched.min(r.missing);
+                *total = r;
+            }
+            Err(e) => log::error!("repair pass failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Anti-entropy: nodes compare a digest of their names and exchange the records that differ,
+//! so every node converges to the same names after missed messages, restarts and partitions.
+//!
+//! Names fall into 256 buckets (first byte of SHA-256 of the name); a bucket's digest hashes
+//! its (name, stamp) pairs in name order. Only buckets whose digests differ are listed.
+//! One exchange pulls the peer's newer records and pushes ours.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::messages::{Request, Response};
+use super::{Cluster, ClusterError, Link, NAMES_TIMEOUT};
+use crate::runtime;
+use crate::storage::{Store, name_bucket};
+
+/// How often each peer pair re-checks, on top of the exchange when a link comes up.
+const PERIOD: Duration = Duration::from_secs(5);
+
+pub async fn digest(store: &Store) -> Result<Vec<[u8; 32]>, ClusterError> {
+    let records = store.records(None).await?;
+    let mut hashers: Vec<Sha256> = (0..256).map(|_| Sha256::new()).collect();
+    // `records` comes in name order, so each bucket hashes in a canonical order.
+    for (name, record) in records {
+        let h = &mut hashers[usize::from(name_bucket(&name))];
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(record.stamp.wall_ms.to_le_bytes());
+        h.update(record.stamp.counter.to_le_bytes());
+        h.update(record.stamp.node);
+    }
+    Ok(hashers.into_iter().map(|h| h.finalize().into()).collect())
+}
+
+/// One exchange with one peer. Returns how many records moved (pulled, pushed).
+pub async fn exchange(cluster: &Arc<Cluster>, link: &Link) -> Result<(usize, usize), ClusterError> {
+    let theirs = match link.request(Request::Digest, NAMES_TIMEOUT).await {
+        Ok(Response::Digest(d)) if d.len() == 256 => d,
+        Ok(_) => return Ok((0, 0)),
+        Err(e) => {
+            log::debug!("digest from {}: {e}", link.url);
+            return Ok((0, 0));
+        }
+    };
+    let ours = digest(&cluster.store).await?;
+    let (mut pulled, mut pushed) = (0, 0);
+    for bucket in 0..=255u8 {
+        if theirs[usize::from(bucket)] == ours[usize::from(bucket)] {
+            continue;
+        }
+        let their_records = match link.request(Request::ListBucket { bucket }, NAMES_TIMEOUT).await {
+            Ok(Response::Bucket(b)) => b,
+            _ => continue,
+        };
+        let ours: HashMap<String, _> = cluster.store.records(Some(bucket)).await?.into_iter().collect();
+        let theirs_by_name: HashMap<&str, _> =
+            their_records.iter().map(|u| (u.name.as_str(), u.record.stamp)).collect();
+        let mut push = Vec::new();
+        for (name, record) in &ours {
+            if theirs_by_name.get(name.as_str()).is_none_or(|stamp| *stamp < record.stamp) {
+                push.push(cluster.update_for(name.clone(), record.clone()).await?);
+            }
+        }
+        let pull: Vec<_> = their_records
+            .into_iter()
+            .filter(|u| ours.get(&u.name).is_none_or(|r| r.stamp < u.record.stamp))
+            .collect();
+        pulled += pull.len();
+        pushed += push.len();
+        if !pull.is_empty() {
+            cluster.apply_updates(pull).await?;
+        }
+        if !push.is_empty() {
+            if let Err(e) = link.request(Request::ApplyNames { updates: push }, NAMES_TIMEOUT).await {
+                log::debug!("pushing names to {}: {e}", link.url);
+            }
+        }
+    }
+    if pulled + pushed > 0 {
+        log::info!("anti-entropy with {}: pulled {pulled}, pushed {pushed} name records", link.url);
+    }
+    Ok((pulled, pushed))
+}
+
+/// The periodic loop: one exchange with every up peer each period, until shutdown.
+pub async fn run(cluster: Arc<Cluster>, shutdown: async_channel::Receiver<()>) {
+    loop {
+        if runtime::timeout(PERIOD, shutdown.recv()).await.is_some() {
+            return;
+        }
+        for (_, link) in cluster.up_links() {
+            if let Err(e) = exchange(&cluster, &link).await {
+                log::warn!("anti-entropy with {} failed: {e}", link.url);
+            }
+        }
+    }
+}
