@@ -1,0 +1,71 @@
+-- wrk script for scripts/bench.sh: small-file PUT and GET against the DistStore HTTP API.
+--
+-- Usage (after wrk's own options):
+--   wrk ... -s wrk.lua URL -- put PREFIX        PUT a new 4 KiB file per request under PREFIX/
+--   wrk ... -s wrk.lua URL -- get PREFIX COUNT  GET PREFIX/0 .. PREFIX/(COUNT-1), round robin
+--
+-- PUT uses a distinct name AND distinct content for every request: same-content bodies would
+-- deduplicate to one chunk, and the run would then only measure the metadata path, not the
+-- hashing, encryption and chunk write that a real upload pays for.
+--
+-- At the end it prints one machine-readable line that bench.sh parses:
+--   WRK_RESULT requests=N duration_us=N non2xx=N connect=N read=N write=N timeout=N p50_us=N p99_us=N
+-- non2xx is wrk's "Non-2xx or 3xx responses" count: anything but 201 (PUT) or 200 (GET) is a
+-- failure for this API, and no 3xx is expected from it.
+
+local BODY_SIZE = 4096
+
+-- Runs in the main Lua state once per thread, before the threads start: give each a number so
+-- that names from different threads never collide.
+local thread_count = 0
+function setup(thread)
+  thread_count = thread_count + 1
+  thread:set("id", thread_count)
+end
+
+-- Runs in each thread's own Lua state; `id` was set by setup().
+function init(args)
+  mode = args[1] or "put"
+  prefix = args[2] or ("bench-" .. tostring(os.time()))
+  counter = 0
+  if mode == "put" then
+    -- A fixed filler; each request overwrites its start with its own name, so bodies differ.
+    filler = string.rep("diststore-bench.", BODY_SIZE / 16)
+    put_headers = { ["Content-Type"] = "application/octet-stream" }
+  elseif mode == "get" then
+    local count = tonumber(args[3] or "1000")
+    -- Requests are built once: request() then costs the load generator (which shares the
+    -- machine's 2 cores with the node) almost nothing.
+    requests = {}
+    for i = 0, count - 1 do
+      requests[#requests + 1] = wrk.format("GET", "/api/v1/files/" .. prefix .. "/" .. i)
+    end
+    -- Threads start at different places in the list so they don't walk it in lock step.
+    math.randomseed(os.time() + id * 7919)
+    counter = math.random(count) - 1
+  else
+    error("wrk.lua: unknown mode " .. tostring(mode) .. " (want put or get)")
+  end
+end
+
+-- (wrk calls this once more than it sends on thread 1, to check the request parses; so name
+-- t1-1 is never uploaded. Harmless: names only need to be distinct.)
+function request()
+  if mode == "get" then
+    counter = counter + 1
+    return requests[(counter % #requests) + 1]
+  end
+  counter = counter + 1
+  local name = string.format("%s/t%d-%d", prefix, id, counter)
+  local tag = name .. "\n"
+  local body = tag .. filler:sub(#tag + 1)
+  return wrk.format("PUT", "/api/v1/files/" .. name, put_headers, body)
+end
+
+function done(summary, latency, requests_)
+  local e = summary.errors
+  io.write(string.format(
+    "WRK_RESULT requests=%d duration_us=%d non2xx=%d connect=%d read=%d write=%d timeout=%d p50_us=%d p99_us=%d\n",
+    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
