@@ -17,9 +17,7 @@ pub fn upgrade(txn: &WriteTransaction, from: u64) -> Result<()> {
         match version {
             1 => v1_to_v2::upgrade(txn)?,
             other => {
-                return Err(StorageError::Corrupt(format!(
-                    "no upgrade known from schema {other}"
-                )));
+                return Err(StorageError::Corrupt(format!("no upgrade known from schema {other}")));
             }
         }
         version += 1;

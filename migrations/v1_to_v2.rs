@@ -23,10 +23,7 @@ pub fn upgrade(txn: &WriteTransaction) -> Result<()> {
             let (name, file) = item?;
             let file = file.value();
             let Some(raw) = manifests.get(&file)? else {
-                log::warn!(
-                    "schema 1 name {:?} points at a missing manifest; dropped",
-                    name.value()
-                );
+                log::warn!("schema 1 name {:?} points at a missing manifest; dropped", name.value());
                 continue;
             };
             let manifest: ManifestRecordV1 = decode("manifest", raw.value())?;
@@ -36,11 +33,7 @@ pub fn upgrade(txn: &WriteTransaction) -> Result<()> {
                 size: manifest.size,
                 content_type: "application/octet-stream".into(),
                 modified_ms: manifest.created_ms,
-                stamp: StampV1 {
-                    wall_ms: manifest.created_ms,
-                    counter: 0,
-                    node: [0; 16],
-                },
+                stamp: StampV1 { wall_ms: manifest.created_ms, counter: 0, node: [0; 16] },
             };
             names.insert(name.value(), encode(&record).as_slice())?;
             stats.files += 1;

@@ -12,16 +12,7 @@ use diststore::content::chunker::{MAX_CHUNK, MIN_CHUNK};
 #[test]
 fn round_trips_at_edge_sizes_return_the_sha256_as_id() {
     let node = TestNode::start();
-    let sizes = [
-        0,
-        1,
-        MIN_CHUNK - 1,
-        MIN_CHUNK,
-        MIN_CHUNK + 1,
-        MAX_CHUNK,
-        MAX_CHUNK + 1,
-        3 * MAX_CHUNK + 7,
-    ];
+    let sizes = [0, 1, MIN_CHUNK - 1, MIN_CHUNK, MIN_CHUNK + 1, MAX_CHUNK, MAX_CHUNK + 1, 3 * MAX_CHUNK + 7];
     for (i, &size) in sizes.iter().enumerate() {
         let data = random_bytes(size, i as u64 + 1);
         let name = format!("edge/{size}.bin");
@@ -47,18 +38,13 @@ fn a_large_file_streams_both_ways() {
     let res = agent()
         .put(&node.url("/api/v1/files/large.bin"))
         .header("Content-Length", &size.to_string())
-        .send(ureq::SendBody::from_owned_reader(RandomReader::new(
-            size, 42,
-        )))
+        .send(ureq::SendBody::from_owned_reader(RandomReader::new(size, 42)))
         .expect("upload");
     assert_eq!(res.status().as_u16(), 201);
     let v: Value = serde_json::from_reader(res.into_body().into_reader()).unwrap();
     let (expected, _) = sha256_reader(RandomReader::new(size, 42));
     assert_eq!(v["id"], expected);
-    let res = agent()
-        .get(&node.url("/api/v1/files/large.bin"))
-        .call()
-        .expect("download");
+    let res = agent().get(&node.url("/api/v1/files/large.bin")).call().expect("download");
     assert_eq!(res.headers()["content-length"], size.to_string().as_str());
     let (got, len) = sha256_reader(res.into_body().into_with_config().limit(u64::MAX).reader());
     assert_eq!((got, len), (expected, size));
@@ -74,10 +60,7 @@ fn head_ranges_and_conditional_requests() {
 
     let res = agent().head(&url).call().unwrap();
     assert_eq!(res.status().as_u16(), 200);
-    assert_eq!(
-        res.headers()["content-length"],
-        data.len().to_string().as_str()
-    );
+    assert_eq!(res.headers()["content-length"], data.len().to_string().as_str());
     assert_eq!(res.headers()["etag"], format!("\"{id}\"").as_str());
     assert_eq!(res.headers()["accept-ranges"], "bytes");
     assert_eq!(res.headers()["content-type"], "text/plain");
@@ -86,10 +69,7 @@ fn head_ranges_and_conditional_requests() {
     let (from, to) = (MAX_CHUNK - 10, MAX_CHUNK + 20);
     let (code, head, body) = get_with(&url, &[("Range", &format!("bytes={from}-{to}"))]);
     assert_eq!(code, 206);
-    assert_eq!(
-        head["content-range"],
-        format!("bytes {from}-{to}/{}", data.len()).as_str()
-    );
+    assert_eq!(head["content-range"], format!("bytes {from}-{to}/{}", data.len()).as_str());
     assert!(body == data[from..=to]);
     // Suffix and open-ended ranges.
     let (code, _, body) = get_with(&url, &[("Range", "bytes=-5")]);
@@ -99,10 +79,7 @@ fn head_ranges_and_conditional_requests() {
     // Unsatisfiable and malformed.
     let (code, head, body) = get_with(&url, &[("Range", &format!("bytes={}-", data.len() + 1))]);
     assert_eq!(code, 416);
-    assert_eq!(
-        head["content-range"],
-        format!("bytes */{}", data.len()).as_str()
-    );
+    assert_eq!(head["content-range"], format!("bytes */{}", data.len()).as_str());
     assert!(error_of(&body).contains("not satisfiable"));
     let (code, _, body) = get_with(&url, &[("Range", "bytes=9-3")]);
     assert_eq!(code, 400, "{}", String::from_utf8_lossy(&body));
@@ -130,11 +107,7 @@ fn list_with_prefix_and_paging_then_delete() {
     let node = TestNode::start();
     for i in 0..25 {
         assert_eq!(
-            put(
-                &node.url(&format!("/api/v1/files/docs/{i:02}.txt")),
-                format!("doc {i}").as_bytes()
-            )
-            .0,
+            put(&node.url(&format!("/api/v1/files/docs/{i:02}.txt")), format!("doc {i}").as_bytes()).0,
             201
         );
     }
@@ -143,9 +116,7 @@ fn list_with_prefix_and_paging_then_delete() {
     let mut seen = Vec::new();
     let mut after = String::new();
     loop {
-        let (code, body) = get(&node.url(&format!(
-            "/api/v1/files?prefix=docs/&limit=10&after={after}"
-        )));
+        let (code, body) = get(&node.url(&format!("/api/v1/files?prefix=docs/&limit=10&after={after}")));
         assert_eq!(code, 200);
         let v = json(&body);
         assert_eq!(v["total"], 25);
@@ -200,11 +171,7 @@ fn bad_names_are_refused_and_change_nothing() {
     ] {
         let (code, body) = put(&node.url(&path), b"data");
         assert_eq!(code, 400, "{path}");
-        assert!(
-            error_of(&body).contains(fragment),
-            "{path}: {}",
-            error_of(&body)
-        );
+        assert!(error_of(&body).contains(fragment), "{path}: {}", error_of(&body));
     }
     let (code, body) = put(&node.url("/api/v1/files/"), b"data");
     assert!(code == 400 || code == 404 || code == 405, "{code}");
@@ -227,38 +194,25 @@ fn uploads_over_the_limit_get_413_and_change_nothing() {
     // Chunked body, no length given: refused when it passes the limit.
     let res = agent()
         .put(&node.url("/api/v1/files/big2"))
-        .send(ureq::SendBody::from_owned_reader(RandomReader::new(
-            3 << 20,
-            6,
-        )));
+        .send(ureq::SendBody::from_owned_reader(RandomReader::new(3 << 20, 6)));
     match res {
         Ok(res) => assert_eq!(res.status().as_u16(), 413),
         // The server may close the connection before the client finished sending.
         Err(e) => eprintln!("client saw the refusal as: {e}"),
     }
     // Exactly the limit is fine.
-    assert_eq!(
-        put(&node.url("/api/v1/files/fits"), &random_bytes(1 << 20, 7)).0,
-        201
-    );
+    assert_eq!(put(&node.url("/api/v1/files/fits"), &random_bytes(1 << 20, 7)).0, 201);
     assert_eq!(get(&node.url("/api/v1/files/big")).0, 404);
     assert_eq!(get(&node.url("/api/v1/files/big2")).0, 404);
     let after = node.status();
-    assert_eq!(
-        after["files"].as_u64(),
-        before["files"].as_u64().map(|n| n + 1)
-    );
+    assert_eq!(after["files"].as_u64(), before["files"].as_u64().map(|n| n + 1));
 }
 
 /// Sends a request head and part of the declared body, then drops the connection.
 fn abandon_upload(node: &TestNode, name: &str, declared: usize, sent: usize) {
     let addr = node.base.trim_start_matches("http://");
     let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "PUT /api/v1/files/{name} HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n"
-    )
-    .unwrap();
+    write!(s, "PUT /api/v1/files/{name} HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n").unwrap();
     s.write_all(&random_bytes(sent, 9)).unwrap();
     s.flush().unwrap();
     drop(s);
@@ -271,16 +225,12 @@ fn a_client_that_disconnects_mid_upload_leaves_nothing_behind() {
     abandon_upload(&node, "tiny.bin", 1000, 10);
     // The node keeps serving; the half file never appears; its chunks are collected.
     assert_eq!(put(&node.url("/api/v1/files/after"), b"fine").0, 201);
-    wait_for(
-        "abandoned chunks to be collected",
-        Duration::from_secs(90),
-        || {
-            let s = node.status();
-            assert_eq!(s["files"], 1);
-            // Only the one 4-byte file (plus its tag) remains.
-            (s["stored_bytes"] == 4 + 16).then_some(())
-        },
-    );
+    wait_for("abandoned chunks to be collected", Duration::from_secs(90), || {
+        let s = node.status();
+        assert_eq!(s["files"], 1);
+        // Only the one 4-byte file (plus its tag) remains.
+        (s["stored_bytes"] == 4 + 16).then_some(())
+    });
     assert_eq!(get(&node.url("/api/v1/files/half.bin")).0, 404);
     let (_, body) = get(&node.url("/api/v1/files"));
     assert_eq!(json(&body)["total"], 1);
@@ -298,11 +248,7 @@ fn same_bytes_twice_add_almost_nothing_and_an_insertion_adds_few_chunks() {
     assert_eq!(code, 201);
     assert_eq!(json(&body)["new_bytes"], 0);
     let s = node.status();
-    assert_eq!(
-        s["stored_bytes"].as_u64().unwrap(),
-        stored,
-        "a second name added stored bytes"
-    );
+    assert_eq!(s["stored_bytes"].as_u64().unwrap(), stored, "a second name added stored bytes");
     assert_eq!(s["logical_bytes"].as_u64().unwrap(), 2 * (64 << 20));
 
     let mut edited = data.clone();
@@ -312,10 +258,7 @@ fn same_bytes_twice_add_almost_nothing_and_an_insertion_adds_few_chunks() {
     assert_eq!(code, 201);
     let growth = node.status()["stored_bytes"].as_u64().unwrap() - stored;
     assert_eq!(json(&body)["new_bytes"].as_u64().unwrap(), growth);
-    assert!(
-        growth <= 3 * MAX_CHUNK as u64,
-        "100 inserted bytes added {growth} bytes"
-    );
+    assert!(growth <= 3 * MAX_CHUNK as u64, "100 inserted bytes added {growth} bytes");
     assert!(growth > 0);
 
     // Details show what dedup saved.
@@ -333,34 +276,18 @@ fn no_plaintext_reaches_the_data_directory() {
         data.extend_from_slice(marker);
         data.extend_from_slice(&random_bytes(200, data.len() as u64));
     }
-    assert_eq!(
-        put(&node.url("/api/v1/files/secret-plans.txt"), &data).0,
-        201
-    );
-    assert_eq!(
-        put(&node.url("/api/v1/files/small-secret.txt"), marker).0,
-        201
-    );
+    assert_eq!(put(&node.url("/api/v1/files/secret-plans.txt"), &data).0, 201);
+    assert_eq!(put(&node.url("/api/v1/files/small-secret.txt"), marker).0, 201);
     let mut checked = 0;
     for path in files_under(&node.dir) {
         let bytes = std::fs::read(&path).unwrap();
         checked += bytes.len();
-        assert!(
-            !bytes.windows(marker.len()).any(|w| w == marker),
-            "plaintext found in {}",
-            path.display()
-        );
+        assert!(!bytes.windows(marker.len()).any(|w| w == marker), "plaintext found in {}", path.display());
     }
-    assert!(
-        checked > 3 << 20,
-        "the data directory holds the content ({checked} bytes)"
-    );
+    assert!(checked > 3 << 20, "the data directory holds the content ({checked} bytes)");
     // The secret file is private.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(node.dir.join("secret"))
-        .unwrap()
-        .permissions()
-        .mode();
+    let mode = std::fs::metadata(node.dir.join("secret")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 }
 
@@ -377,16 +304,11 @@ fn deleted_content_is_collected_and_the_space_shows() {
     assert_eq!(s["stored_bytes"].as_u64().unwrap(), stored);
     assert_eq!(get(&node.url("/api/v1/files/two")).1.len(), data.len());
     assert_eq!(delete(&node.url("/api/v1/files/two")).0, 204);
-    wait_for(
-        "the collector to free the chunks",
-        Duration::from_secs(90),
-        || (node.status()["stored_bytes"] == 0).then_some(()),
-    );
+    wait_for("the collector to free the chunks", Duration::from_secs(90), || {
+        (node.status()["stored_bytes"] == 0).then_some(())
+    });
     assert_eq!(node.status()["logical_bytes"], 0);
-    assert_eq!(
-        get(&node.url(&format!("/api/v1/blobs/{}", sha256_hex(&data)))).0,
-        404
-    );
+    assert_eq!(get(&node.url(&format!("/api/v1/blobs/{}", sha256_hex(&data)))).0, 404);
 }
 
 #[test]
@@ -396,17 +318,9 @@ fn the_original_api_still_works() {
     let form = |parts: &[(&str, Option<&str>, &[u8])]| {
         let mut body = Vec::new();
         for (name, filename, content) in parts {
-            write!(
-                body,
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\""
-            )
-            .unwrap();
+            write!(body, "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"").unwrap();
             if let Some(f) = filename {
-                write!(
-                    body,
-                    "; filename=\"{f}\"\r\nContent-Type: application/octet-stream"
-                )
-                .unwrap();
+                write!(body, "; filename=\"{f}\"\r\nContent-Type: application/octet-stream").unwrap();
             }
             write!(body, "\r\n\r\n").unwrap();
             body.extend_from_slice(content);
@@ -418,64 +332,38 @@ fn the_original_api_still_works() {
     let store = |body: Vec<u8>| {
         let res = agent()
             .post(&node.url("/api/store"))
-            .header(
-                "Content-Type",
-                &format!("multipart/form-data; boundary={boundary}"),
-            )
+            .header("Content-Type", &format!("multipart/form-data; boundary={boundary}"))
             .send(&body[..])
             .unwrap();
         let code = res.status().as_u16();
         (code, res.into_body().read_to_vec().unwrap())
     };
     let content = random_bytes(300_000, 14);
-    let (code, body) = store(form(&[
-        ("key", None, b"report.pdf"),
-        ("file", Some("r.pdf"), &content),
-    ]));
-    assert_eq!(
-        (code, body.as_slice()),
-        (200, &b"File stored successfully"[..])
-    );
+    let (code, body) = store(form(&[("key", None, b"report.pdf"), ("file", Some("r.pdf"), &content)]));
+    assert_eq!((code, body.as_slice()), (200, &b"File stored successfully"[..]));
     // The file part first, then the key.
-    let (code, _) = store(form(&[
-        ("file", Some("n.txt"), b"notes"),
-        ("key", None, b"dir/notes.txt"),
-    ]));
+    let (code, _) = store(form(&[("file", Some("n.txt"), b"notes"), ("key", None, b"dir/notes.txt")]));
     assert_eq!(code, 200);
 
     let (code, head, body) = get_with(&node.url("/api/get?key=report.pdf"), &[]);
     assert_eq!(code, 200);
     assert!(body == content);
-    assert!(
-        head["content-disposition"]
-            .to_str()
-            .unwrap()
-            .starts_with("attachment; filename=\"report.pdf\"")
-    );
+    assert!(head["content-disposition"].to_str().unwrap().starts_with("attachment; filename=\"report.pdf\""));
     assert_eq!(head["content-type"], "application/octet-stream");
     let (code, body) = get(&node.url("/api/list"));
     assert_eq!(code, 200);
-    assert_eq!(
-        json(&body),
-        serde_json::json!(["dir/notes.txt", "report.pdf"])
-    );
+    assert_eq!(json(&body), serde_json::json!(["dir/notes.txt", "report.pdf"]));
     let (code, body) = get(&node.url("/api/v1/files/dir/notes.txt"));
     assert_eq!((code, body.as_slice()), (200, &b"notes"[..]));
 
-    let res = agent()
-        .delete(&node.url("/api/delete?key=report.pdf"))
-        .call()
-        .unwrap();
+    let res = agent().delete(&node.url("/api/delete?key=report.pdf")).call().unwrap();
     assert_eq!(res.status().as_u16(), 200);
     assert_eq!(
         json(&res.into_body().read_to_vec().unwrap()),
         serde_json::json!({"message": "File deleted successfully"})
     );
     // The neighbour key survives (the original's delete removed neighbouring keys).
-    assert_eq!(
-        json(&get(&node.url("/api/list")).1),
-        serde_json::json!(["dir/notes.txt"])
-    );
+    assert_eq!(json(&get(&node.url("/api/list")).1), serde_json::json!(["dir/notes.txt"]));
 
     // Errors.
     let (code, body) = get(&node.url("/api/get?key=missing"));
@@ -485,32 +373,18 @@ fn the_original_api_still_works() {
     let (code, body) = delete(&node.url("/api/delete?key=missing"));
     assert_eq!(code, 404, "{}", String::from_utf8_lossy(&body));
     let (code, body) = store(form(&[("key", None, b"only-key")]));
-    assert_eq!(
-        (code, error_of(&body).as_str()),
-        (400, "missing `file` field")
-    );
+    assert_eq!((code, error_of(&body).as_str()), (400, "missing `file` field"));
     let (code, body) = store(form(&[("file", Some("f"), b"data")]));
-    assert_eq!(
-        (code, error_of(&body).as_str()),
-        (400, "missing `key` field")
-    );
-    let (code, body) = store(
-        b"--XyZ123\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nunterminated".to_vec(),
-    );
+    assert_eq!((code, error_of(&body).as_str()), (400, "missing `key` field"));
+    let (code, body) =
+        store(b"--XyZ123\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nunterminated".to_vec());
     assert_eq!(code, 400);
     assert!(error_of(&body).contains("multipart"), "{}", error_of(&body));
-    let res = agent()
-        .post(&node.url("/api/store"))
-        .header("Content-Type", "text/plain")
-        .send("x")
-        .unwrap();
+    let res = agent().post(&node.url("/api/store")).header("Content-Type", "text/plain").send("x").unwrap();
     assert_eq!(res.status().as_u16(), 400);
     let res = agent().get(&node.url("/api/store")).call().unwrap();
     assert_eq!(res.status().as_u16(), 405);
-    assert_eq!(
-        json(&get(&node.url("/api/list")).1),
-        serde_json::json!(["dir/notes.txt"])
-    );
+    assert_eq!(json(&get(&node.url("/api/list")).1), serde_json::json!(["dir/notes.txt"]));
 }
 
 #[test]
@@ -521,15 +395,9 @@ fn an_api_token_guards_the_api_but_not_health() {
     assert!(error_of(&body).contains("token"));
     let (code, _) = put(&node.url("/api/v1/files/x"), b"x");
     assert_eq!(code, 401);
-    let (code, _, _) = get_with(
-        &node.url("/api/v1/files"),
-        &[("Authorization", "Bearer wrong")],
-    );
+    let (code, _, _) = get_with(&node.url("/api/v1/files"), &[("Authorization", "Bearer wrong")]);
     assert_eq!(code, 401);
-    let (code, _, _) = get_with(
-        &node.url("/api/v1/files"),
-        &[("Authorization", "Bearer s3cr3t")],
-    );
+    let (code, _, _) = get_with(&node.url("/api/v1/files"), &[("Authorization", "Bearer s3cr3t")]);
     assert_eq!(code, 200);
     let (code, _) = get(&node.url("/api/v1/status?token=s3cr3t"));
     assert_eq!(code, 200);
@@ -541,18 +409,15 @@ fn an_api_token_guards_the_api_but_not_health() {
 fn a_non_loopback_listener_without_a_token_is_refused_at_start() {
     let tmp = tempfile::tempdir().unwrap();
     let args = vec!["--listen".to_string(), "0.0.0.0:0".to_string()];
-    let err = spawn_node(&tmp.path().join("d"), &args, &tmp.path().join("log"), None)
-        .expect_err("must refuse");
+    let err =
+        spawn_node(&tmp.path().join("d"), &args, &tmp.path().join("log"), None).expect_err("must refuse");
     assert!(err.contains("--api-token"), "{err}");
 }
 
 #[test]
 fn metrics_and_status_report_the_totals() {
     let node = TestNode::start();
-    assert_eq!(
-        put(&node.url("/api/v1/files/m1"), &random_bytes(1000, 1)).0,
-        201
-    );
+    assert_eq!(put(&node.url("/api/v1/files/m1"), &random_bytes(1000, 1)).0, 201);
     let s = node.status();
     assert_eq!(s["files"], 1);
     assert_eq!(s["logical_bytes"], 1000);
@@ -567,19 +432,11 @@ fn metrics_and_status_report_the_totals() {
 
 #[test]
 fn the_help_describes_every_flag() {
-    let out = std::process::Command::new(BIN)
-        .arg("--help")
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(BIN).arg("--help").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    for flag in [
-        "--listen",
-        "--data-dir",
-        "--secret-file",
-        "--max-upload-size",
-        "--api-token",
-        "DISTSTORE_LISTEN",
-    ] {
+    for flag in
+        ["--listen", "--data-dir", "--secret-file", "--max-upload-size", "--api-token", "DISTSTORE_LISTEN"]
+    {
         assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
     }
     let mut s = String::new();

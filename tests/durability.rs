@@ -9,14 +9,10 @@ use common::*;
 #[test]
 fn files_survive_a_restart() {
     let mut node = TestNode::start();
-    let files: Vec<(String, Vec<u8>)> = (0..20)
-        .map(|i| (format!("keep/{i}"), random_bytes(i * 37_000 + 1, i as u64)))
-        .collect();
+    let files: Vec<(String, Vec<u8>)> =
+        (0..20).map(|i| (format!("keep/{i}"), random_bytes(i * 37_000 + 1, i as u64))).collect();
     for (name, data) in &files {
-        assert_eq!(
-            put(&node.url(&format!("/api/v1/files/{name}")), data).0,
-            201
-        );
+        assert_eq!(put(&node.url(&format!("/api/v1/files/{name}")), data).0, 201);
     }
     let before = node.status();
     node.restart();
@@ -36,19 +32,10 @@ fn files_survive_a_restart() {
 fn kill_9_during_a_large_upload_loses_nothing_acknowledged() {
     let mut node = TestNode::start();
     // Acknowledged before the crash.
-    let acked: Vec<(String, Vec<u8>)> = (0..10)
-        .map(|i| {
-            (
-                format!("acked/{i}"),
-                random_bytes(100_000 * i + 10, 100 + i as u64),
-            )
-        })
-        .collect();
+    let acked: Vec<(String, Vec<u8>)> =
+        (0..10).map(|i| (format!("acked/{i}"), random_bytes(100_000 * i + 10, 100 + i as u64))).collect();
     for (name, data) in &acked {
-        assert_eq!(
-            put(&node.url(&format!("/api/v1/files/{name}")), data).0,
-            201
-        );
+        assert_eq!(put(&node.url(&format!("/api/v1/files/{name}")), data).0, 201);
     }
     let baseline = node.status();
 
@@ -59,26 +46,16 @@ fn kill_9_during_a_large_upload_loses_nothing_acknowledged() {
         agent()
             .put(&url)
             .header("Content-Length", &size.to_string())
-            .send(ureq::SendBody::from_owned_reader(RandomReader::new(
-                size, 77,
-            )))
+            .send(ureq::SendBody::from_owned_reader(RandomReader::new(size, 77)))
             .map(|r| r.status().as_u16())
     });
     let base_stored = baseline["stored_bytes"].as_u64().unwrap();
-    wait_for(
-        "the upload to be under way",
-        Duration::from_secs(60),
-        || {
-            (node.status()["stored_bytes"].as_u64().unwrap() > base_stored + (20 << 20))
-                .then_some(())
-        },
-    );
+    wait_for("the upload to be under way", Duration::from_secs(60), || {
+        (node.status()["stored_bytes"].as_u64().unwrap() > base_stored + (20 << 20)).then_some(())
+    });
     node.kill9();
     let outcome = uploader.join().unwrap();
-    assert!(
-        outcome.is_err() || outcome.as_ref().is_ok_and(|c| *c != 201),
-        "{outcome:?}"
-    );
+    assert!(outcome.is_err() || outcome.as_ref().is_ok_and(|c| *c != 201), "{outcome:?}");
 
     // It starts again by itself, with every acknowledged file and no trace of the partial one.
     node.restart();
@@ -91,19 +68,12 @@ fn kill_9_during_a_large_upload_loses_nothing_acknowledged() {
     let (_, body) = get(&node.url("/api/v1/files?prefix=interrupted"));
     assert_eq!(json(&body)["total"], 0);
     // Whatever of the partial upload reached the disk is garbage, and is collected.
-    wait_for(
-        "orphaned chunks to be collected",
-        Duration::from_secs(120),
-        || {
-            let s = node.status();
-            (s["stored_bytes"] == baseline["stored_bytes"]).then_some(())
-        },
-    );
+    wait_for("orphaned chunks to be collected", Duration::from_secs(120), || {
+        let s = node.status();
+        (s["stored_bytes"] == baseline["stored_bytes"]).then_some(())
+    });
     // And it keeps working.
-    assert_eq!(
-        put(&node.url("/api/v1/files/after-crash"), b"still here").0,
-        201
-    );
+    assert_eq!(put(&node.url("/api/v1/files/after-crash"), b"still here").0, 201);
 }
 
 #[test]
@@ -118,15 +88,8 @@ fn a_schema_1_database_is_upgraded_on_open() {
     let secret_arg = secret.to_str().unwrap();
 
     let node = TestNode::start_in(&dir, &["--secret-file", secret_arg]);
-    assert!(
-        node.log_text()
-            .contains("upgrading database schema from 1 to 2"),
-        "{}",
-        node.log_text()
-    );
-    let big: Vec<u8> = (0..300_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    assert!(node.log_text().contains("upgrading database schema from 1 to 2"), "{}", node.log_text());
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     for (name, data) in [
         ("hello.txt", b"hello from schema 1\n".to_vec()),
         ("copy-of-hello.txt", b"hello from schema 1\n".to_vec()),
@@ -142,10 +105,7 @@ fn a_schema_1_database_is_upgraded_on_open() {
     assert_eq!(s["unique_bytes"], 300_000 + 20);
     // Schema 2 features work on upgraded data: delete, and the shared content survives.
     assert_eq!(delete(&node.url("/api/v1/files/hello.txt")).0, 204);
-    assert_eq!(
-        get(&node.url("/api/v1/files/copy-of-hello.txt")).1,
-        b"hello from schema 1\n"
-    );
+    assert_eq!(get(&node.url("/api/v1/files/copy-of-hello.txt")).1, b"hello from schema 1\n");
     drop(node);
 
     // Opening again does not upgrade twice.
@@ -162,11 +122,8 @@ fn a_database_from_a_newer_version_is_refused_clearly() {
         let db = redb::Database::open(dir.join("diststore.redb")).unwrap();
         let txn = db.begin_write().unwrap();
         {
-            let mut meta = txn
-                .open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
-                .unwrap();
-            meta.insert("schema_version", 99u64.to_le_bytes().as_slice())
-                .unwrap();
+            let mut meta = txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("meta")).unwrap();
+            meta.insert("schema_version", 99u64.to_le_bytes().as_slice()).unwrap();
         }
         txn.commit().unwrap();
     }
@@ -188,9 +145,5 @@ fn a_wrong_secret_reads_as_an_error_never_as_bad_bytes() {
     let node = TestNode::start_in(&dir, &["--secret-file", other.to_str().unwrap()]);
     let (code, body) = get(&node.url("/api/v1/files/x"));
     assert_eq!(code, 500);
-    assert!(
-        error_of(&body).contains("failed verification"),
-        "{}",
-        error_of(&body)
-    );
+    assert!(error_of(&body).contains("failed verification"), "{}", error_of(&body));
 }

@@ -18,10 +18,7 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Optio
         if let Some(v) = check() {
             return v;
         }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -137,19 +134,13 @@ pub fn spawn_node(
         cmd.args(["--listen", "127.0.0.1:0"]);
     }
     cmd.arg("--data-dir").arg(dir).args(args);
-    cmd.env_remove("DISTSTORE_SECRET")
-        .env_remove("PORT")
-        .env_remove("DISTSTORE_API_TOKEN");
+    cmd.env_remove("DISTSTORE_SECRET").env_remove("PORT").env_remove("DISTSTORE_API_TOKEN");
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("spawning {BIN}: {e}"))?;
-    let log_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
     let (tx, rx) = mpsc::channel();
     let stdout = child.stdout.take().unwrap();
     let mut out_log = log_file.try_clone().unwrap();
@@ -203,12 +194,7 @@ pub fn agent() -> ureq::Agent {
 fn finish(res: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Vec<u8>) {
     let mut res = res.expect("request failed");
     let code = res.status().as_u16();
-    let body = res
-        .body_mut()
-        .with_config()
-        .limit(u64::MAX)
-        .read_to_vec()
-        .expect("read body");
+    let body = res.body_mut().with_config().limit(u64::MAX).read_to_vec().expect("read body");
     (code, body)
 }
 
@@ -224,12 +210,7 @@ pub fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, ureq::http::Header
     let mut res = req.call().expect("request failed");
     let code = res.status().as_u16();
     let head = res.headers().clone();
-    let body = res
-        .body_mut()
-        .with_config()
-        .limit(u64::MAX)
-        .read_to_vec()
-        .expect("read body");
+    let body = res.body_mut().with_config().limit(u64::MAX).read_to_vec().expect("read body");
     (code, head, body)
 }
 
@@ -248,10 +229,7 @@ pub fn json(body: &[u8]) -> Value {
 
 /// The `error` field of a JSON error body.
 pub fn error_of(body: &[u8]) -> String {
-    json(body)["error"]
-        .as_str()
-        .expect("an error field")
-        .to_string()
+    json(body)["error"].as_str().expect("an error field").to_string()
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -285,10 +263,7 @@ pub struct RandomReader {
 
 impl RandomReader {
     pub fn new(len: u64, seed: u64) -> Self {
-        Self {
-            remaining: len,
-            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
-        }
+        Self { remaining: len, state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1 }
     }
 }
 
@@ -296,11 +271,7 @@ impl Read for RandomReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = (buf.len() as u64).min(self.remaining) as usize;
         let n = n - n % 8;
-        let n = if n == 0 {
-            self.remaining.min(buf.len() as u64) as usize
-        } else {
-            n
-        };
+        let n = if n == 0 { self.remaining.min(buf.len() as u64) as usize } else { n };
         for chunk in buf[..n].chunks_mut(8) {
             self.state ^= self.state << 13;
             self.state ^= self.state >> 7;
