@@ -8,7 +8,7 @@ pub use async_std::task::JoinHandle;
 
 /// Network types of the runtime.
 pub mod net {
-    pub use async_std::net::TcpStream;
+    pub use async_std::net::{TcpListener, TcpStream};
 }
 
 /// Runs a future on the executor in the background.
