@@ -247,13 +247,20 @@ impl Cluster {
         *lock(&self.repair_report)
     }
 
+    /// Whether enough nodes are live to accept a write.
+    pub fn check_writable(&self) -> Result<(), ClusterError> {
+        let live = self.live_nodes().len();
+        if live < self.config.min_replicas {
+            return Err(ClusterError::Unavailable { live, needed: self.config.min_replicas });
+        }
+        Ok(())
+    }
+
     /// Stores a sealed chunk on its R best-ranked live nodes (falling back down the ranking),
     /// durably on each peer. Returns the bytes new on the first holder.
     pub async fn store_chunk(&self, id: ChunkId, sealed: Arc<Vec<u8>>) -> Result<u64, ClusterError> {
+        self.check_writable()?;
         let live = self.live_nodes();
-        if live.len() < self.config.min_replicas {
-            return Err(ClusterError::Unavailable { live: live.len(), needed: self.config.min_replicas });
-        }
         let want = self.config.replication.min(live.len());
         let mut stored = 0;
         let mut new_bytes = None;

@@ -129,9 +129,10 @@ impl Node {
     }
 
     /// Starts an upload of content whose name may not be known yet (multipart forms can send
-    /// the file before its key).
-    pub fn upload(self: &Arc<Self>) -> Upload {
-        Upload::new(self.store.clone(), self.keys.clone(), self.with_peers().cloned(), self.config.max_upload_bytes)
+    /// the file before its key). Refused up front when too few nodes are up to take it.
+    pub fn upload(self: &Arc<Self>) -> Result<Upload> {
+        self.cluster.check_writable()?;
+        Ok(Upload::new(self.store.clone(), self.keys.clone(), self.with_peers().cloned(), self.config.max_upload_bytes))
     }
 
     /// Names staged content, durably, and tells the cluster.

@@ -1,0 +1,235 @@
+//! Several nodes as separate processes on loopback: replication, reads through any node,
+//! node loss, catch-up, conflicts, deletes, and a wrong secret.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Nodes sharing one secret, the first being the seed of the others.
+struct Cluster {
+    nodes: Vec<TestNode>,
+    _tmp: tempfile::TempDir,
+    secret: PathBuf,
+}
+
+impl Cluster {
+    fn start(n: usize, extra: &[&str]) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let secret = tmp.path().join("secret");
+        std::fs::write(&secret, "cluster test secret").unwrap();
+        let mut nodes: Vec<TestNode> = Vec::new();
+        for i in 0..n {
+            let mut args: Vec<String> = vec!["--secret-file".into(), secret.to_str().unwrap().into()];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            if let Some(seed) = nodes.first() {
+                args.extend(["--peer".into(), seed.base.clone()]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            nodes.push(TestNode::start_in(&tmp.path().join(format!("n{i}")), &args));
+        }
+        let c = Cluster { nodes, _tmp: tmp, secret };
+        c.wait_connected(&(0..n).collect::<Vec<_>>());
+        c
+    }
+
+    /// Waits until each of `which` sees every other of `which` up.
+    fn wait_connected(&self, which: &[usize]) {
+        for &i in which {
+            let want: Vec<String> = which.iter().filter(|&&j| j != i).map(|&j| self.nodes[j].base.clone()).collect();
+            wait_for(&format!("node {i} to see {} peers up", want.len()), Duration::from_secs(30), || {
+                let s = self.nodes[i].status();
+                let up: Vec<String> = s["peers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|p| p["state"] == "up")
+                    .map(|p| p["url"].as_str().unwrap().to_string())
+                    .collect();
+                want.iter().all(|w| up.contains(w)).then_some(())
+            });
+        }
+    }
+
+    fn names(&self, i: usize) -> Vec<(String, String)> {
+        let (code, body) = get(&self.nodes[i].url("/api/v1/files?limit=1000"));
+        assert_eq!(code, 200);
+        json(&body)["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["name"].as_str().unwrap().to_string(), f["id"].as_str().unwrap().to_string()))
+            .collect()
+    }
+}
+
+fn put_ok(node: &TestNode, name: &str, data: &[u8]) -> Value {
+    let (code, body) = put(&node.url(&format!("/api/v1/files/{name}")), data);
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    json(&body)
+}
+
+fn read_ok(node: &TestNode, name: &str) -> Vec<u8> {
+    let (code, body) = get(&node.url(&format!("/api/v1/files/{name}")));
+    assert_eq!(code, 200, "{name} from {}: {}", node.base, String::from_utf8_lossy(&body));
+    body
+}
+
+#[test]
+fn a_file_written_on_one_node_reads_on_every_node_and_is_stored_twice() {
+    let c = Cluster::start(3, &[]);
+    let data = random_bytes(6 << 20, 1);
+    let v = put_ok(&c.nodes[1], "shared/big.bin", &data);
+    assert_eq!(v["id"], sha256_hex(&data));
+    for n in &c.nodes {
+        assert!(read_ok(n, "shared/big.bin") == data, "content differs on {}", n.base);
+    }
+    // Replication 2: the chunks are on two nodes in all, not one and not three.
+    let total: u64 = c.nodes.iter().map(|n| n.status()["stored_bytes"].as_u64().unwrap()).sum();
+    let sealed = data.len() as u64 + 16 * v["chunks"].as_u64().unwrap();
+    assert_eq!(total, 2 * sealed, "stored across the cluster");
+    // Every node lists the whole cluster's names.
+    for i in 0..3 {
+        assert_eq!(c.names(i), vec![("shared/big.bin".to_string(), sha256_hex(&data))]);
+    }
+    // Details name the holders.
+    let (_, body) = get(&c.nodes[0].url("/api/v1/info/shared/big.bin"));
+    let holders = json(&body)["holders"].as_array().unwrap().clone();
+    let held: u64 = holders.iter().map(|h| h["chunks"].as_u64().unwrap()).sum();
+    assert_eq!(held, 2 * v["chunks"].as_u64().unwrap());
+}
+
+#[test]
+fn each_node_can_die_while_the_others_keep_reading_and_writing() {
+    let mut c = Cluster::start(3, &[]);
+    let files: Vec<(String, Vec<u8>)> =
+        (0..6).map(|i| (format!("f{i}"), random_bytes(300_000 * (i + 1), 10 + i as u64))).collect();
+    for (i, (name, data)) in files.iter().enumerate() {
+        put_ok(&c.nodes[i % 3], name, data);
+    }
+    for victim in 0..3 {
+        c.nodes[victim].kill9();
+        let alive: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+        for &i in &alive {
+            for (name, data) in &files {
+                assert!(read_ok(&c.nodes[i], name) == *data, "{name} via node {i} with node {victim} down");
+            }
+        }
+        let name = format!("written-while-{victim}-down");
+        let data = random_bytes(700_000, 100 + victim as u64);
+        put_ok(&c.nodes[alive[0]], &name, &data);
+        assert!(read_ok(&c.nodes[alive[1]], &name) == data);
+        c.nodes[victim].restart();
+        c.wait_connected(&[0, 1, 2]);
+        // It catches up on what it missed without anyone acting.
+        wait_for(&format!("node {victim} to list {name}"), Duration::from_secs(30), || {
+            c.names(victim).iter().any(|(n, _)| *n == name).then_some(())
+        });
+        assert!(read_ok(&c.nodes[victim], &name) == data);
+    }
+}
+
+#[test]
+fn a_returning_node_catches_up_on_new_files_and_deletes() {
+    let mut c = Cluster::start(3, &[]);
+    put_ok(&c.nodes[0], "old-1", b"one");
+    put_ok(&c.nodes[0], "old-2", b"two");
+    c.nodes[2].kill9();
+    c.wait_connected(&[0, 1]);
+    put_ok(&c.nodes[1], "new-while-down", &random_bytes(2 << 20, 3));
+    assert_eq!(delete(&c.nodes[0].url("/api/v1/files/old-1")).0, 204);
+    let started = Instant::now();
+    c.nodes[2].restart();
+    let expected = c.names(0);
+    wait_for("the returning node to converge", Duration::from_secs(30), || (c.names(2) == expected).then_some(()));
+    eprintln!("catch-up took {:?}", started.elapsed());
+    assert_eq!(get(&c.nodes[2].url("/api/v1/files/old-1")).0, 404);
+    assert_eq!(read_ok(&c.nodes[2], "old-2"), b"two");
+    assert_eq!(read_ok(&c.nodes[2], "new-while-down").len(), 2 << 20);
+}
+
+#[test]
+fn concurrent_writes_to_one_name_converge_to_one_winner() {
+    let c = Cluster::start(3, &[]);
+    let a = random_bytes(100_000, 7);
+    let b = random_bytes(120_000, 8);
+    std::thread::scope(|s| {
+        s.spawn(|| put_ok(&c.nodes[0], "contested", &a));
+        s.spawn(|| put_ok(&c.nodes[2], "contested", &b));
+    });
+    let winner = wait_for("all nodes to agree on one winner", Duration::from_secs(30), || {
+        let ids: Vec<String> = (0..3)
+            .map(|i| c.names(i).into_iter().find(|(n, _)| n == "contested").map(|(_, id)| id).unwrap_or_default())
+            .collect();
+        (ids.iter().all(|id| *id == ids[0]) && !ids[0].is_empty()).then(|| ids[0].clone())
+    });
+    assert!(winner == sha256_hex(&a) || winner == sha256_hex(&b));
+    for n in &c.nodes {
+        assert_eq!(sha256_hex(&read_ok(n, "contested")), winner);
+    }
+}
+
+#[test]
+fn deletes_propagate_and_space_is_reclaimed_cluster_wide() {
+    let c = Cluster::start(3, &[]);
+    let data = random_bytes(4 << 20, 9);
+    put_ok(&c.nodes[0], "doomed", &data);
+    put_ok(&c.nodes[0], "kept", b"small");
+    for n in &c.nodes {
+        assert_eq!(read_ok(n, "doomed").len(), data.len());
+    }
+    assert_eq!(delete(&c.nodes[1].url("/api/v1/files/doomed")).0, 204);
+    for (i, n) in c.nodes.iter().enumerate() {
+        wait_for(&format!("node {i} to drop the name"), Duration::from_secs(30), || {
+            (get(&n.url("/api/v1/files/doomed")).0 == 404).then_some(())
+        });
+    }
+    wait_for("every node to free the deleted chunks", Duration::from_secs(90), || {
+        let total: u64 = c.nodes.iter().map(|n| n.status()["stored_bytes"].as_u64().unwrap()).sum();
+        // Only "kept" (5 bytes + tag) remains, on two nodes.
+        (total == 2 * (5 + 16)).then_some(())
+    });
+}
+
+#[test]
+fn a_peer_with_the_wrong_secret_is_refused_and_learns_nothing() {
+    let c = Cluster::start(2, &[]);
+    put_ok(&c.nodes[0], "private", b"members only");
+    let tmp = tempfile::tempdir().unwrap();
+    let wrong = tmp.path().join("wrong");
+    std::fs::write(&wrong, "not the cluster secret").unwrap();
+    let intruder = TestNode::start_in(
+        &tmp.path().join("x"),
+        &["--secret-file", wrong.to_str().unwrap(), "--peer", &c.nodes[0].base],
+    );
+    wait_for("the member to log the refusal", Duration::from_secs(20), || {
+        c.nodes[0].log_text().contains("refused a peer connection").then_some(())
+    });
+    wait_for("the intruder to log its failed handshake", Duration::from_secs(20), || {
+        intruder.log_text().contains("handshake failed").then_some(())
+    });
+    assert_eq!(intruder.status()["peers"].as_array().unwrap().iter().filter(|p| p["state"] == "up").count(), 0);
+    assert_eq!(get(&intruder.url("/api/v1/files/private")).0, 404);
+    assert_eq!(json(&get(&intruder.url("/api/v1/files")).1)["total"], 0);
+    // The members still see only each other.
+    let peers = c.nodes[0].status()["peers"].as_array().unwrap().clone();
+    assert!(peers.iter().all(|p| p["url"] != intruder.base.as_str() || p["state"] == "down"), "{peers:?}");
+    let _ = &c.secret;
+}
+
+#[test]
+fn writes_need_the_configured_minimum_of_live_nodes() {
+    let mut c = Cluster::start(2, &["--min-replicas", "2"]);
+    put_ok(&c.nodes[0], "both-up", b"ok");
+    c.nodes[1].kill9();
+    wait_for("node 0 to see its peer down", Duration::from_secs(20), || {
+        let s = c.nodes[0].status();
+        (s["peers"].as_array().unwrap().iter().all(|p| p["state"] == "down")).then_some(())
+    });
+    let (code, body) = put(&c.nodes[0].url("/api/v1/files/alone"), &random_bytes(200_000, 4));
+    assert_eq!(code, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(error_of(&body).contains("writes need at least 2"), "{}", error_of(&body));
+    assert_eq!(get(&c.nodes[0].url("/api/v1/files/alone")).0, 404);
+}
