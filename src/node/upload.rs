@@ -224,39 +224,85 @@ fn start_workers(store: Store, keys: Keys, cluster: Option<Arc<Cluster>>) -> Wor
     Workers { hash_tx, chunk_tx, hasher, chunker, replicator }
 }
 
-/// Cuts, hashes, seals and hands on chunks. Blocking.
+/// Threads hashing and sealing chunks beside the one cutting them: sealing costs about twice
+/// what hashing does, and would otherwise cap an upload at one core.
+const SEALERS: usize = 2;
+
+/// Cuts chunks and has them hashed, sealed and handed on by [`SEALERS`] threads. Blocking.
 fn chunk_blocks(store: &Store, keys: &Keys, sink: &Sink, blocks: impl Iterator<Item = Bytes>) -> Result<Chunked> {
-    let mut out = Chunked { chunks: Vec::new(), new_bytes: 0, pins: store.pins() };
-    let mut seen = std::collections::HashSet::new();
-    let mut emit = |chunk: &[u8]| -> Result<()> {
-        let id = ChunkId::of(chunk);
-        out.chunks.push(ChunkRef { id, len: chunk.len() as u32 });
-        if !seen.insert(id) {
-            return Ok(());
+    let (seal_tx, seal_rx) = async_channel::bounded::<(usize, Bytes)>(STAGE_QUEUE);
+    std::thread::scope(|scope| {
+        let sealers: Vec<_> = (0..SEALERS)
+            .map(|_| {
+                let seal_rx = seal_rx.clone();
+                scope.spawn(move || seal_chunks(store, keys, sink, &seal_rx))
+            })
+            .collect();
+        drop(seal_rx);
+        let mut count = 0;
+        let mut cut = |chunk: &[u8]| -> Result<()> {
+            // Fails only when every sealer stopped; their results say why.
+            let _ = seal_tx.send_blocking((count, Bytes::copy_from_slice(chunk)));
+            count += 1;
+            Ok(())
+        };
+        let mut chunker = Chunker::new();
+        for block in blocks {
+            chunker.push(&block, &mut cut)?;
         }
+        chunker.finish(&mut cut)?;
+        drop(seal_tx);
+        let mut out = Chunked { chunks: Vec::with_capacity(count), new_bytes: 0, pins: store.pins() };
+        let mut numbered = Vec::with_capacity(count);
+        for sealer in sealers {
+            let sealed = sealer.join().map_err(|_| StorageError::Corrupt("a sealing thread panicked".into()))??;
+            numbered.extend(sealed.chunks);
+            out.new_bytes += sealed.new_bytes;
+            out.pins.absorb(sealed.pins);
+        }
+        numbered.sort_unstable_by_key(|(i, _)| *i);
+        if numbered.len() != count {
+            return Err(StorageError::WriterGone.into());
+        }
+        out.chunks = numbered.into_iter().map(|(_, c)| c).collect();
+        Ok(out)
+    })
+}
+
+/// One sealer's share: its chunks (numbered in file order), new bytes and pins.
+struct SealedShare {
+    chunks: Vec<(usize, ChunkRef)>,
+    new_bytes: u64,
+    pins: PinSet,
+}
+
+fn seal_chunks(
+    store: &Store,
+    keys: &Keys,
+    sink: &Sink,
+    rx: &async_channel::Receiver<(usize, Bytes)>,
+) -> Result<SealedShare> {
+    let mut out = SealedShare { chunks: Vec::new(), new_bytes: 0, pins: store.pins() };
+    while let Ok((index, chunk)) = rx.recv_blocking() {
+        let id = ChunkId::of(&chunk);
+        out.chunks.push((index, ChunkRef { id, len: chunk.len() as u32 }));
         // Pin before looking: a chunk seen as stored must stay stored until the commit.
         out.pins.pin(id);
         match sink {
             Sink::Local => {
                 if !store.has_chunk_blocking(id)? {
-                    let sealed = keys.seal_chunk(&id, chunk);
+                    let sealed = keys.seal_chunk(&id, &chunk);
                     out.new_bytes += sealed.len() as u64;
                     store.put_chunk_blocking(id, sealed)?;
                 }
             }
             Sink::Cluster(tx) => {
                 // The replicator ended early: its result, awaited in `finish`, says why.
-                if tx.send_blocking((id, Arc::new(keys.seal_chunk(&id, chunk)))).is_err() {
+                if tx.send_blocking((id, Arc::new(keys.seal_chunk(&id, &chunk)))).is_err() {
                     return Err(StorageError::WriterGone.into());
                 }
             }
         }
-        Ok(())
-    };
-    let mut chunker = Chunker::new();
-    for block in blocks {
-        chunker.push(&block, &mut emit)?;
     }
-    chunker.finish(&mut emit)?;
     Ok(out)
 }

@@ -113,6 +113,13 @@ impl PinSet {
     }
 }
 
+impl PinSet {
+    /// Takes over another set's pins.
+    pub fn absorb(&mut self, mut other: PinSet) {
+        self.ids.append(&mut other.ids);
+    }
+}
+
 impl Drop for PinSet {
     fn drop(&mut self) {
         let mut pins = self.store.shared.pins.lock();

@@ -18,9 +18,9 @@ use super::{
 use crate::content::{ChunkId, FileId, Manifest};
 
 const MAX_BATCH_OPS: usize = 512;
-const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
+const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// Queue depth: bounds the sealed chunk bytes waiting for the writer.
-const QUEUE: usize = 16;
+const QUEUE: usize = 8;
 
 type Reply<T> = async_channel::Sender<Result<T>>;
 
