@@ -603,7 +603,9 @@
     const holders = el('ul', { class: 'holders', 'data-testid': 'details-holders' },
       (info.holders || []).map((h) => el('li', {},
         el('code', { title: h.node_id }, h.node_id.slice(0, ID_SHORT)), ' ',
-        el('span', { class: 'muted' }, h.url || ''), h.self ? el('span', { class: 'badge' }, 'this node') : null)));
+        el('span', { class: 'muted' }, h.url || ''),
+        typeof h.chunks === 'number' ? el('span', { class: 'muted' }, ` · ${formatCount(h.chunks)} ${h.chunks === 1 ? 'chunk' : 'chunks'}`) : null,
+        h.self ? el('span', { class: 'badge' }, 'this node') : null)));
     const rows = [
       ['Size', `${formatBytes(info.size)} (${formatCount(info.size)} bytes)`],
       ['Content type', info.content_type || '—'],
@@ -726,7 +728,7 @@
       xhr.onerror = () => this.fail(this.networkMessage());
       xhr.onabort = () => {
         if (this.state !== 'cancelled') this.setState('cancelled', 'Cancelled.');
-        uploadFinished(this);
+        pumpUploads(); // a slot is free
       };
       this.setState('uploading', '');
       this.setProgress(0);
@@ -755,12 +757,12 @@
       }
       this.setProgress(this.file.size);
       const parts = [];
-      if (typeof body.new_bytes === 'number') parts.push(`${formatBytes(body.new_bytes)} new after dedup`);
+      if (typeof body.new_bytes === 'number') parts.push(`${formatBytes(body.new_bytes)} newly stored`);
       if (typeof body.chunks === 'number') parts.push(`${formatCount(body.chunks)} ${body.chunks === 1 ? 'chunk' : 'chunks'}`);
       if (body.id) parts.push(`id ${body.id.slice(0, ID_SHORT)}`);
       this.setState('done', parts.join(' · '));
       announce(`Uploaded ${this.name}.`);
-      uploadFinished(this);
+      pumpUploads(); // a slot is free
       scheduleRefresh();
     }
 
@@ -777,16 +779,20 @@
       this.setState('error', message);
       if (status) this.view.message.dataset.status = String(status);
       announce(`Upload of ${this.name} failed: ${message}`);
-      uploadFinished(this);
+      pumpUploads(); // a slot is free
     }
 
     cancel() {
       if (this.xhr && !this.finished()) {
-        this.setState('cancelled', 'Cancelled.');
-        this.xhr.abort(); // fires onabort → uploadFinished
+        // Once every byte is sent the node may finish storing the file even
+        // though we stop waiting; say so rather than promise it is gone.
+        const late = this.state === 'processing';
+        this.setState('cancelled', late ? 'Cancelled after sending; the node may still have stored it.' : 'Cancelled.');
+        this.xhr.abort(); // fires onabort, which frees the slot
+        if (late) scheduleRefresh(1000);
       } else if (this.state === 'queued') {
         this.setState('cancelled', 'Cancelled.');
-        uploadFinished(this);
+        pumpUploads(); // a slot is free
       }
       announce(`Upload of ${this.name} cancelled.`);
     }
@@ -828,10 +834,6 @@
     state.uploads.push(...batch);
     $('uploads').prepend(...batch.map((u) => u.view.item));
     announce(`${list.length} ${list.length === 1 ? 'file' : 'files'} added to the upload queue.`);
-    pumpUploads();
-  }
-
-  function uploadFinished() {
     pumpUploads();
   }
 

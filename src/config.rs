@@ -154,7 +154,12 @@ impl ServeArgs {
                 _ => Err(ConfigError::BadPeerUrl(u.to_owned())),
             }
         };
-        let seeds = self.peers.iter().filter(|p| !p.trim().is_empty()).map(|p| normalize(p)).collect::<Result<_, _>>()?;
+        let seeds = self
+            .peers
+            .iter()
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| normalize(p))
+            .collect::<Result<_, _>>()?;
         let advertise = self.advertise.as_deref().map(normalize).transpose()?;
         Ok(Config {
             advertise,

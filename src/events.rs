@@ -4,8 +4,12 @@ use std::sync::Mutex;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Put { name: String },
-    Delete { name: String },
+    Put {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
     /// A peer came up or went down.
     Membership,
 }

@@ -13,11 +13,11 @@
 //! - [`config`]: command line and environment → validated config.
 
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod content;
 pub mod crypto;
 pub mod events;
-pub mod cluster;
 pub mod http;
 pub mod node;
 pub mod runtime;

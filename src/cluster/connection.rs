@@ -13,8 +13,8 @@
 
 use std::time::Duration;
 
-use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use async_tungstenite::tungstenite::Message as WsMessage;
+use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use futures_util::{AsyncRead, AsyncWrite, StreamExt};
 
 use super::messages::{DecodeError, Handshake, Message, PROTOCOL_VERSION, decode, encode};
@@ -128,10 +128,17 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let nonce_c = random32();
-    let hello = Handshake::Hello { version: PROTOCOL_VERSION, node: *me.as_bytes(), nonce: nonce_c, url: my_url.into() };
+    let hello = Handshake::Hello {
+        version: PROTOCOL_VERSION,
+        node: *me.as_bytes(),
+        nonce: nonce_c,
+        url: my_url.into(),
+    };
     send_handshake(ws, &hello).await?;
     let (server, nonce_s) = match recv_handshake(ws).await? {
-        Handshake::Challenge { version, .. } if version != PROTOCOL_VERSION => return Err(LinkError::Version(version)),
+        Handshake::Challenge { version, .. } if version != PROTOCOL_VERSION => {
+            return Err(LinkError::Version(version));
+        }
         Handshake::Challenge { node, nonce, .. } => (node, nonce),
         Handshake::Refused { reason } => return Err(LinkError::Refused(reason)),
         _ => return Err(LinkError::Unexpected),
@@ -156,13 +163,18 @@ where
     })
 }
 
-pub async fn server_handshake<S>(ws: &mut WebSocketStream<S>, keys: &Keys, me: NodeId) -> Result<Authenticated, LinkError>
+pub async fn server_handshake<S>(
+    ws: &mut WebSocketStream<S>,
+    keys: &Keys,
+    me: NodeId,
+) -> Result<Authenticated, LinkError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (client, nonce_c, url) = match recv_handshake(ws).await? {
         Handshake::Hello { version, .. } if version != PROTOCOL_VERSION => {
-            let reason = format!("protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})");
+            let reason =
+                format!("protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})");
             let _ = send_handshake(ws, &Handshake::Refused { reason }).await;
             return Err(LinkError::Version(version));
         }
@@ -170,7 +182,11 @@ where
         _ => return Err(LinkError::Unexpected),
     };
     let nonce_s = random32();
-    send_handshake(ws, &Handshake::Challenge { version: PROTOCOL_VERSION, node: *me.as_bytes(), nonce: nonce_s }).await?;
+    send_handshake(
+        ws,
+        &Handshake::Challenge { version: PROTOCOL_VERSION, node: *me.as_bytes(), nonce: nonce_s },
+    )
+    .await?;
     let t = Transcript { client, server: *me.as_bytes(), nonce_c, nonce_s };
     match recv_handshake(ws).await? {
         Handshake::Proof { mac } if macs_equal(&mac, &t.mac(&keys.peer, b"client")) => {}

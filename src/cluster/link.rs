@@ -38,7 +38,8 @@ pub struct LinkState {
 }
 
 async fn dial(ws_url: &str) -> Result<WebSocketStream<async_std_tcp::TcpStream>, LinkError> {
-    let url = url::Url::parse(ws_url).map_err(|e| LinkError::WebSocket(format!("bad peer URL {ws_url}: {e}")))?;
+    let url =
+        url::Url::parse(ws_url).map_err(|e| LinkError::WebSocket(format!("bad peer URL {ws_url}: {e}")))?;
     let host = url.host_str().ok_or_else(|| LinkError::WebSocket(format!("no host in {ws_url}")))?;
     let port = url.port_or_known_default().unwrap_or(80);
     let tcp = runtime::connect_tcp(host, port).await.map_err(|e| LinkError::WebSocket(e.to_string()))?;
@@ -96,7 +97,10 @@ impl Link {
         lock(&self.pending).insert(id, reply_tx);
         let result = async {
             tx.send(Message::Request { id, body }).await.map_err(|_| LinkError::Closed)?;
-            runtime::timeout(limit, reply_rx.recv()).await.ok_or(LinkError::Timeout)?.map_err(|_| LinkError::Closed)
+            runtime::timeout(limit, reply_rx.recv())
+                .await
+                .ok_or(LinkError::Timeout)?
+                .map_err(|_| LinkError::Closed)
         }
         .await;
         lock(&self.pending).remove(&id);
@@ -113,7 +117,9 @@ impl Link {
         while !self.stopped.load(Ordering::Relaxed) {
             match dial(&ws_url).await {
                 Ok(mut ws) => {
-                    match connection::client_handshake(&mut ws, cluster.keys(), cluster.me(), &cluster.url()).await {
+                    match connection::client_handshake(&mut ws, cluster.keys(), cluster.me(), &cluster.url())
+                        .await
+                    {
                         Ok(auth) => {
                             let peer = auth.peer;
                             if !cluster.claim(peer, &self) {

@@ -47,17 +47,30 @@ pub struct NameUpdate {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// Heartbeat and membership gossip.
-    Ping { members: Vec<Member>, stats: PeerStats },
+    Ping {
+        members: Vec<Member>,
+        stats: PeerStats,
+    },
     /// Store sealed chunks durably; answered once fsynced.
-    PutChunks { chunks: Vec<([u8; 32], Vec<u8>)> },
-    GetChunk { id: [u8; 32] },
-    HasChunks { ids: Vec<[u8; 32]> },
+    PutChunks {
+        chunks: Vec<([u8; 32], Vec<u8>)>,
+    },
+    GetChunk {
+        id: [u8; 32],
+    },
+    HasChunks {
+        ids: Vec<[u8; 32]>,
+    },
     /// Apply name records (last writer wins); answered once durable.
-    ApplyNames { updates: Vec<NameUpdate> },
+    ApplyNames {
+        updates: Vec<NameUpdate>,
+    },
     /// Anti-entropy: the hash of every name bucket.
     Digest,
     /// Anti-entropy: every record in one bucket.
-    ListBucket { bucket: u8 },
+    ListBucket {
+        bucket: u8,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -86,7 +86,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Cluster {
-    pub fn new(store: Store, keys: Keys, clock: Arc<Clock>, events: Arc<Events>, config: ClusterConfig) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        keys: Keys,
+        clock: Arc<Clock>,
+        events: Arc<Events>,
+        config: ClusterConfig,
+    ) -> Arc<Self> {
         let (repair_wake, repair_woken) = async_channel::bounded(1);
         Arc::new(Cluster {
             me: store.node_id(),
@@ -194,7 +200,8 @@ impl Cluster {
     fn learn(self: &Arc<Self>, members: Vec<Member>) {
         for m in members {
             if m.node != *self.me.as_bytes() && !m.url.is_empty() {
-                let known = lock(&self.links).values().any(|l| l.node().is_some_and(|n| *n.as_bytes() == m.node));
+                let known =
+                    lock(&self.links).values().any(|l| l.node().is_some_and(|n| *n.as_bytes() == m.node));
                 if !known {
                     self.ensure_link(&m.url);
                 }
@@ -211,7 +218,11 @@ impl Cluster {
 
     /// Up links with their node ids.
     fn up_links(&self) -> Vec<(NodeId, Arc<Link>)> {
-        lock(&self.links).values().filter(|l| l.is_up()).filter_map(|l| l.node().map(|n| (n, l.clone()))).collect()
+        lock(&self.links)
+            .values()
+            .filter(|l| l.is_up())
+            .filter_map(|l| l.node().map(|n| (n, l.clone())))
+            .collect()
     }
 
     pub fn peers_up(&self) -> usize {
@@ -236,7 +247,13 @@ impl Cluster {
             .values()
             .map(|l| {
                 let st = l.state();
-                PeerView { node: st.node, url: l.url.clone(), up: st.up, last_seen: st.last_seen_ms.map(rfc3339), stats: st.stats }
+                PeerView {
+                    node: st.node,
+                    url: l.url.clone(),
+                    up: st.up,
+                    last_seen: st.last_seen_ms.map(rfc3339),
+                    stats: st.stats,
+                }
             })
             .collect();
         out.sort_by(|a, b| a.url.cmp(&b.url));
@@ -271,7 +288,13 @@ impl Cluster {
             let result = if node == self.me {
                 self.store.put_chunk(id, sealed.to_vec()).await.map(|_| 0).map_err(|e| e.to_string())
             } else if let Some(link) = self.link_of(node) {
-                match link.request(Request::PutChunks { chunks: vec![(*id.as_bytes(), sealed.to_vec())] }, CHUNK_TIMEOUT).await {
+                match link
+                    .request(
+                        Request::PutChunks { chunks: vec![(*id.as_bytes(), sealed.to_vec())] },
+                        CHUNK_TIMEOUT,
+                    )
+                    .await
+                {
                     Ok(Response::Stored { new_bytes }) => Ok(new_bytes),
                     Ok(_) => Err("unexpected response".into()),
                     Err(e) => Err(e.to_string()),
@@ -307,7 +330,9 @@ impl Cluster {
                 }
             };
             let keys = self.keys.clone();
-            let checked = runtime::blocking(move || keys.open_chunk(&id, sealed.clone()).map(|plain| (plain, sealed))).await;
+            let checked =
+                runtime::blocking(move || keys.open_chunk(&id, sealed.clone()).map(|plain| (plain, sealed)))
+                    .await;
             match checked {
                 Ok(pair) => return Ok(pair),
                 Err(e) => log::warn!("peer {node} sent chunk {id} that failed verification: {e}"),
@@ -322,7 +347,9 @@ impl Cluster {
         let requests = self.up_links().into_iter().map(|(node, link)| {
             let update = update.clone();
             async move {
-                if let Err(e) = link.request(Request::ApplyNames { updates: vec![update] }, NAMES_TIMEOUT).await {
+                if let Err(e) =
+                    link.request(Request::ApplyNames { updates: vec![update] }, NAMES_TIMEOUT).await
+                {
                     log::warn!("announcing a name change to {node} failed: {e}");
                 }
             }
@@ -338,7 +365,9 @@ impl Cluster {
             out.push((self.me, self.url(), have.iter().filter(|h| **h).count()));
         }
         for (node, link) in self.up_links() {
-            if let Ok(Response::Have(have)) = link.request(Request::HasChunks { ids: ids.clone() }, NAMES_TIMEOUT).await {
+            if let Ok(Response::Have(have)) =
+                link.request(Request::HasChunks { ids: ids.clone() }, NAMES_TIMEOUT).await
+            {
                 out.push((node, link.url.clone(), have.iter().filter(|h| **h).count()));
             }
         }
@@ -430,18 +459,24 @@ impl Cluster {
                     Err(e) => return Ok(Response::Error(format!("refused chunk: {e}"))),
                 };
                 let before = self.store.have_chunks(chunks.iter().map(|(id, _)| *id).collect()).await?;
-                let new_bytes =
-                    chunks.iter().zip(&before).filter(|(_, had)| !**had).map(|((_, s), _)| s.len() as u64).sum();
+                let new_bytes = chunks
+                    .iter()
+                    .zip(&before)
+                    .filter(|(_, had)| !**had)
+                    .map(|((_, s), _)| s.len() as u64)
+                    .sum();
                 self.store.put_chunks_durable(chunks).await?;
                 Response::Stored { new_bytes }
             }
             Request::GetChunk { id } => {
                 let store = self.store.clone();
-                Response::Chunk(runtime::blocking(move || store.chunk_blocking(ChunkId::from_bytes(id))).await?)
+                Response::Chunk(
+                    runtime::blocking(move || store.chunk_blocking(ChunkId::from_bytes(id))).await?,
+                )
             }
-            Request::HasChunks { ids } => {
-                Response::Have(self.store.have_chunks(ids.into_iter().map(ChunkId::from_bytes).collect()).await?)
-            }
+            Request::HasChunks { ids } => Response::Have(
+                self.store.have_chunks(ids.into_iter().map(ChunkId::from_bytes).collect()).await?,
+            ),
             Request::ApplyNames { updates } => {
                 self.apply_updates(updates).await?;
                 Response::Applied
@@ -462,7 +497,8 @@ impl Cluster {
             };
             batch.push((u.name, u.record, manifest));
         }
-        let names: Vec<(String, bool)> = batch.iter().map(|(n, r, _)| (n.clone(), r.file.is_some())).collect();
+        let names: Vec<(String, bool)> =
+            batch.iter().map(|(n, r, _)| (n.clone(), r.file.is_some())).collect();
         let applied = self.store.apply_names(batch).await?;
         for ((name, live), applied) in names.into_iter().zip(applied) {
             if applied {
@@ -502,11 +538,12 @@ pub async fn store_all(
     cluster: Arc<Cluster>,
     chunks: async_channel::Receiver<(ChunkId, Arc<Vec<u8>>)>,
 ) -> Result<u64, ClusterError> {
-    let mut results = Box::pin(chunks).map(|(id, sealed)| {
-        let cluster = cluster.clone();
-        async move { cluster.store_chunk(id, sealed).await }
-    })
-    .buffer_unordered(4);
+    let mut results = Box::pin(chunks)
+        .map(|(id, sealed)| {
+            let cluster = cluster.clone();
+            async move { cluster.store_chunk(id, sealed).await }
+        })
+        .buffer_unordered(4);
     let mut new_bytes = 0;
     let mut first_error = None;
     while let Some(r) = results.next().await {

@@ -65,7 +65,10 @@ pub async fn step(cluster: &Arc<Cluster>) -> Result<RepairReport, ClusterError> 
 }
 
 /// Drops local chunks whose every owner confirms holding them.
-async fn drop_confirmed(cluster: &Arc<Cluster>, surplus: Vec<(ChunkId, Vec<NodeId>)>) -> Result<u64, ClusterError> {
+async fn drop_confirmed(
+    cluster: &Arc<Cluster>,
+    surplus: Vec<(ChunkId, Vec<NodeId>)>,
+) -> Result<u64, ClusterError> {
     let mut asks: HashMap<NodeId, Vec<ChunkId>> = HashMap::new();
     for (id, owners) in &surplus {
         for o in owners {
@@ -103,7 +106,7 @@ pub async fn run(cluster: Arc<Cluster>, shutdown: async_channel::Receiver<()>) {
     loop {
         let woken = cluster.repair_woken.recv();
         let stop = shutdown.recv();
-        let stopped = futures_lite::future::or(async { !woken.await.is_ok() }, async {
+        let stopped = futures_lite::future::or(async { woken.await.is_err() }, async {
             stop.await.ok();
             true
         });
@@ -115,7 +118,12 @@ pub async fn run(cluster: Arc<Cluster>, shutdown: async_channel::Receiver<()>) {
         match step(&cluster).await {
             Ok(mut r) => {
                 if r.fetched + r.dropped > 0 {
-                    log::info!("repair: fetched {}, dropped {}, {} still missing", r.fetched, r.dropped, r.missing - r.fetched);
+                    log::info!(
+                        "repair: fetched {}, dropped {}, {} still missing",
+                        r.fetched,
+                        r.dropped,
+                        r.missing - r.fetched
+                    );
                 }
                 let mut total = lock(&cluster.repair_report);
                 r.fetched += total.fetched;

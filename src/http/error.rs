@@ -69,9 +69,9 @@ impl From<NodeError> for ApiError {
             NodeError::Body(e) => ApiError::BadRequest(format!("reading the request body failed: {e}")),
             NodeError::Integrity { .. } => ApiError::Internal(e.to_string()),
             NodeError::Storage(e) => e.into(),
-            NodeError::Cluster(e @ (ClusterError::Unavailable { .. } | ClusterError::ChunkUnavailable(_))) => {
-                ApiError::Unavailable(e.to_string())
-            }
+            NodeError::Cluster(
+                e @ (ClusterError::Unavailable { .. } | ClusterError::ChunkUnavailable(_)),
+            ) => ApiError::Unavailable(e.to_string()),
             NodeError::Cluster(ClusterError::Storage(e)) => e.into(),
         }
     }

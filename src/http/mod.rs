@@ -60,7 +60,11 @@ pub fn app(node: Arc<Node>, api_token: Option<String>) -> tide::Server<State> {
 
 /// Binds, starts the cluster with this node's URL, and serves connections until the
 /// listener fails.
-pub async fn serve(node: Arc<Node>, config: &Config, shutdown: async_channel::Receiver<()>) -> anyhow::Result<()> {
+pub async fn serve(
+    node: Arc<Node>,
+    config: &Config,
+    shutdown: async_channel::Receiver<()>,
+) -> anyhow::Result<()> {
     let listener = runtime::net::TcpListener::bind(config.listen).await?;
     let bound = format!("http://{}", listener.local_addr()?);
     // Tests and scripts read this line to learn the port when listening on port 0.

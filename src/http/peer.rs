@@ -4,8 +4,8 @@
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::Role;
-use tide::http::StatusCode;
 use tide::Response;
+use tide::http::StatusCode;
 
 use super::{ApiError, Req};
 use crate::cluster::ws_config;

@@ -6,14 +6,14 @@ use serde_json::json;
 use tide::{Response, StatusCode};
 
 use super::{ApiError, Req, State, json};
-use crate::node::{Event, Node};
+use crate::node::Event;
 use crate::runtime;
 
 /// How often the event stream repeats the status even when nothing changed.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
 
-async fn status_json(node: &Node) -> Result<serde_json::Value, ApiError> {
-    let s = node.status().await?;
+async fn status_json(state: &State) -> Result<serde_json::Value, ApiError> {
+    let s = state.node.status().await?;
     let peers: Vec<_> = s
         .peers
         .iter()
@@ -29,10 +29,12 @@ async fn status_json(node: &Node) -> Result<serde_json::Value, ApiError> {
             })
         })
         .collect();
-    let dedup_ratio = if s.stats.stored_bytes == 0 {
+    // What dedup saves: names' total size over distinct content (encryption overhead and
+    // replication show in stored_bytes, not here).
+    let dedup_ratio = if s.stats.unique_bytes == 0 {
         1.0
     } else {
-        s.stats.logical_bytes as f64 / s.stats.stored_bytes as f64
+        s.stats.logical_bytes as f64 / s.stats.unique_bytes as f64
     };
     Ok(json!({
         "node_id": s.node_id.to_string(),
@@ -46,6 +48,7 @@ async fn status_json(node: &Node) -> Result<serde_json::Value, ApiError> {
         "db_file_bytes": s.db_file_bytes,
         "dedup_ratio": dedup_ratio,
         "max_upload_bytes": s.max_upload_bytes,
+        "auth_required": state.api_token.is_some(),
         "replication": s.replication,
         "url": s.url,
         "peers": peers,
@@ -59,9 +62,7 @@ async fn status_json(node: &Node) -> Result<serde_json::Value, ApiError> {
 }
 
 pub async fn status(req: Req) -> Result<Response, ApiError> {
-    let mut value = status_json(&req.state().node).await?;
-    value["auth_required"] = json!(req.state().api_token.is_some());
-    Ok(json(StatusCode::Ok, &value))
+    Ok(json(StatusCode::Ok, &status_json(req.state()).await?))
 }
 
 pub async fn metrics(req: Req) -> Result<Response, ApiError> {
@@ -82,10 +83,10 @@ pub async fn metrics(req: Req) -> Result<Response, ApiError> {
 
 /// Server-sent events: `file` on every put and delete, `status` on changes and periodically.
 pub async fn events(req: tide::Request<State>, sender: tide::sse::Sender) -> tide::Result<()> {
-    let node = req.state().node.clone();
-    let changes = node.events().subscribe();
+    let state = req.state().clone();
+    let changes = state.node.events().subscribe();
     loop {
-        let status = status_json(&node).await.map_err(|e| tide::Error::from_str(500, e.to_string()))?;
+        let status = status_json(&state).await.map_err(|e| tide::Error::from_str(500, e.to_string()))?;
         sender.send("status", status.to_string(), None).await?;
         // Wait for a change or the period, then send what happened.
         if let Some(Ok(event)) = runtime::timeout(STATUS_EVERY, changes.recv()).await {

@@ -132,7 +132,12 @@ impl Node {
     /// the file before its key). Refused up front when too few nodes are up to take it.
     pub fn upload(self: &Arc<Self>) -> Result<Upload> {
         self.cluster.check_writable()?;
-        Ok(Upload::new(self.store.clone(), self.keys.clone(), self.with_peers().cloned(), self.config.max_upload_bytes))
+        Ok(Upload::new(
+            self.store.clone(),
+            self.keys.clone(),
+            self.with_peers().cloned(),
+            self.config.max_upload_bytes,
+        ))
     }
 
     /// Names staged content, durably, and tells the cluster.
@@ -145,8 +150,9 @@ impl Node {
             modified_ms: unix_ms(),
             stamp,
         };
-        let announce =
-            self.with_peers().map(|_| Cluster::update_with(name.to_string(), record.clone(), Some(&staged.manifest)));
+        let announce = self
+            .with_peers()
+            .map(|_| Cluster::update_with(name.to_string(), record.clone(), Some(&staged.manifest)));
         let outcome = staged.commit(&self.store, name.clone(), record).await?;
         self.events.publish(Event::Put { name: name.to_string() });
         if let Some(update) = announce {
@@ -156,13 +162,7 @@ impl Node {
     }
 
     pub async fn find(&self, name: &FileName) -> Result<Found> {
-        let record = self.store.name(name).await?.ok_or(NodeError::NotFound)?;
-        let id = record.file_id().ok_or(NodeError::NotFound)?;
-        let manifest = self
-            .store
-            .manifest(id)
-            .await?
-            .ok_or_else(|| StorageError::Corrupt(format!("name {name} points at missing manifest {id}")))?;
+        let (record, manifest) = self.store.lookup(name).await?.ok_or(NodeError::NotFound)?;
         Ok(Found { record, manifest })
     }
 
@@ -184,8 +184,13 @@ impl Node {
         }
         self.events.publish(Event::Delete { name: name.to_string() });
         if self.with_peers().is_some() {
-            let tombstone =
-                NameRecord { file: None, size: 0, content_type: String::new(), modified_ms: stamp.wall_ms, stamp };
+            let tombstone = NameRecord {
+                file: None,
+                size: 0,
+                content_type: String::new(),
+                modified_ms: stamp.wall_ms,
+                stamp,
+            };
             self.cluster.announce(Cluster::update_with(name.to_string(), tombstone, None)).await;
         }
         self.collector.wake();
@@ -201,7 +206,8 @@ impl Node {
         let distinct: Vec<_> = found.manifest.distinct_chunks().into_iter().cloned().collect();
         let ids: Vec<ChunkId> = distinct.iter().map(|c| c.id).collect();
         let refs = self.store.chunk_refs(ids.clone()).await?;
-        let shared_bytes = distinct.iter().zip(&refs).filter(|(_, r)| **r > 1).map(|(c, _)| u64::from(c.len)).sum();
+        let shared_bytes =
+            distinct.iter().zip(&refs).filter(|(_, r)| **r > 1).map(|(c, _)| u64::from(c.len)).sum();
         let holders = self.cluster.holders(ids).await;
         Ok(FileInfo { distinct_chunks: distinct.len(), shared_bytes, holders, found })
     }

@@ -45,8 +45,9 @@ impl AsyncBufRead for ByteStream {
 /// Blocking.
 fn fetch_local(store: &Store, keys: &Keys, chunk: &ChunkRef) -> Result<Option<Vec<u8>>> {
     let Some(sealed) = store.chunk_blocking(chunk.id)? else { return Ok(None) };
-    let plain =
-        keys.open_chunk(&chunk.id, sealed).map_err(|source| NodeError::Integrity { chunk: chunk.id, source })?;
+    let plain = keys
+        .open_chunk(&chunk.id, sealed)
+        .map_err(|source| NodeError::Integrity { chunk: chunk.id, source })?;
     Ok(Some(plain))
 }
 
@@ -86,6 +87,12 @@ pub(super) async fn open(
         })
         .collect();
     let (tx, rx) = async_channel::bounded::<Piece>(READ_AHEAD);
+    if let [(chunk, from, to)] = plan.as_slice() {
+        // One piece (most small files): no read-ahead task to start.
+        let plain = fetch(store, keys, cluster, chunk.clone()).await?;
+        tx.try_send(Ok(bytes::Bytes::from(plain).slice(*from..*to))).expect("a new queue has room");
+        return Ok(ByteStream(Box::pin(rx).into_async_read()));
+    }
     let mut pieces = stream::iter(plan)
         .map(move |(chunk, from, to)| {
             let (store, keys, cluster) = (store.clone(), keys.clone(), cluster.clone());

@@ -48,7 +48,12 @@ pub struct Staged {
 }
 
 impl Staged {
-    pub(super) async fn commit(self, store: &Store, name: FileName, record: NameRecord) -> Result<PutOutcome> {
+    pub(super) async fn commit(
+        self,
+        store: &Store,
+        name: FileName,
+        record: NameRecord,
+    ) -> Result<PutOutcome> {
         let outcome = PutOutcome {
             id: self.manifest.id,
             size: self.manifest.size,
@@ -182,8 +187,15 @@ impl Upload {
 }
 
 fn staged(id: FileId, size: u64, chunked: Chunked, extra_new: u64, local: bool) -> Staged {
-    let manifest = Manifest { id, size, chunker: CHUNKER_VERSION, chunks: chunked.chunks, created_ms: unix_ms() };
-    Staged { manifest, new_bytes: chunked.new_bytes + extra_new, inline: Vec::new(), local, _pins: Some(chunked.pins) }
+    let manifest =
+        Manifest { id, size, chunker: CHUNKER_VERSION, chunks: chunked.chunks, created_ms: unix_ms() };
+    Staged {
+        manifest,
+        new_bytes: chunked.new_bytes + extra_new,
+        inline: Vec::new(),
+        local,
+        _pins: Some(chunked.pins),
+    }
 }
 
 /// Content small enough to fit one chunk, hashed and sealed right here.
@@ -196,7 +208,8 @@ fn stage_inline(keys: &Keys, data: &[u8]) -> Staged {
         chunks.push(ChunkRef { id: chunk, len: data.len() as u32 });
         inline.push((chunk, keys.seal_chunk(&chunk, data)));
     }
-    let manifest = Manifest { id, size: data.len() as u64, chunker: CHUNKER_VERSION, chunks, created_ms: unix_ms() };
+    let manifest =
+        Manifest { id, size: data.len() as u64, chunker: CHUNKER_VERSION, chunks, created_ms: unix_ms() };
     // The writer stores the chunk with the commit and counts it if it was new.
     Staged { manifest, new_bytes: 0, inline, local: true, _pins: None }
 }
@@ -229,7 +242,12 @@ fn start_workers(store: Store, keys: Keys, cluster: Option<Arc<Cluster>>) -> Wor
 const SEALERS: usize = 2;
 
 /// Cuts chunks and has them hashed, sealed and handed on by [`SEALERS`] threads. Blocking.
-fn chunk_blocks(store: &Store, keys: &Keys, sink: &Sink, blocks: impl Iterator<Item = Bytes>) -> Result<Chunked> {
+fn chunk_blocks(
+    store: &Store,
+    keys: &Keys,
+    sink: &Sink,
+    blocks: impl Iterator<Item = Bytes>,
+) -> Result<Chunked> {
     let (seal_tx, seal_rx) = async_channel::bounded::<(usize, Bytes)>(STAGE_QUEUE);
     std::thread::scope(|scope| {
         let sealers: Vec<_> = (0..SEALERS)
@@ -255,7 +273,8 @@ fn chunk_blocks(store: &Store, keys: &Keys, sink: &Sink, blocks: impl Iterator<I
         let mut out = Chunked { chunks: Vec::with_capacity(count), new_bytes: 0, pins: store.pins() };
         let mut numbered = Vec::with_capacity(count);
         for sealer in sealers {
-            let sealed = sealer.join().map_err(|_| StorageError::Corrupt("a sealing thread panicked".into()))??;
+            let sealed =
+                sealer.join().map_err(|_| StorageError::Corrupt("a sealing thread panicked".into()))??;
             numbered.extend(sealed.chunks);
             out.new_bytes += sealed.new_bytes;
             out.pins.absorb(sealed.pins);

@@ -216,17 +216,19 @@ impl Store {
         runtime::blocking(move || f(&db)).await
     }
 
-    /// The live record of `name`, if any.
-    pub async fn name(&self, name: &FileName) -> Result<Option<NameRecord>> {
+    /// The live record of `name` and its manifest, read in one transaction.
+    pub async fn lookup(&self, name: &FileName) -> Result<Option<(NameRecord, Manifest)>> {
         let name = name.as_str().to_owned();
         self.read(move |db| {
             let txn = db.begin_read()?;
             let names = txn.open_table(NAMES)?;
-            let Some(raw) = names.get(name.as_str())? else {
-                return Ok(None);
-            };
+            let Some(raw) = names.get(name.as_str())? else { return Ok(None) };
             let record: NameRecord = decode("name record", raw.value())?;
-            Ok(record.file.is_some().then_some(record))
+            let Some(id) = record.file_id() else { return Ok(None) };
+            let manifest = read_manifest(&txn.open_table(MANIFESTS)?, id)?.ok_or_else(|| {
+                StorageError::Corrupt(format!("name {name} points at missing manifest {id}"))
+            })?;
+            Ok(Some((record, manifest)))
         })
         .await
     }
@@ -315,26 +317,16 @@ impl Store {
     }
 
     /// Applies name records from peers (newer stamps win), durably. Returns which applied.
-    pub async fn apply_names(&self, updates: Vec<(String, NameRecord, Option<Manifest>)>) -> Result<Vec<bool>> {
+    pub async fn apply_names(
+        &self,
+        updates: Vec<(String, NameRecord, Option<Manifest>)>,
+    ) -> Result<Vec<bool>> {
         self.submit(|reply| Op::ApplyNames { updates, reply }).await
     }
 
     /// Removes local copies of chunks (their references stay). Returns the bytes freed.
     pub async fn drop_chunks(&self, ids: Vec<ChunkId>) -> Result<u64> {
         self.submit(|reply| Op::DropChunks { ids, reply }).await
-    }
-
-    /// Any record of `name`, tombstones included.
-    pub async fn record(&self, name: String) -> Result<Option<NameRecord>> {
-        self.read(move |db| {
-            let txn = db.begin_read()?;
-            let names = txn.open_table(NAMES)?;
-            match names.get(name.as_str())? {
-                Some(raw) => Ok(Some(decode("name record", raw.value())?)),
-                None => Ok(None),
-            }
-        })
-        .await
     }
 
     /// Every name record (tombstones included) in `bucket`, or in every bucket.

@@ -382,8 +382,13 @@ impl<'t> Tables<'t> {
 
     fn delete(&mut self, name: &str, stamp: StampV1) -> Result<bool> {
         let was_live = self.live_record(name)?.is_some_and(|o| o.file.is_some());
-        let tombstone =
-            NameRecordV2 { file: None, size: 0, content_type: String::new(), modified_ms: stamp.wall_ms, stamp };
+        let tombstone = NameRecordV2 {
+            file: None,
+            size: 0,
+            content_type: String::new(),
+            modified_ms: stamp.wall_ms,
+            stamp,
+        };
         Ok(self.apply_name(name, tombstone, None, false)? && was_live)
     }
 

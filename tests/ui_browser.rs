@@ -1,0 +1,972 @@
+//! The browser UI in a real headless Chromium, driven over the Chrome DevTools
+//! Protocol (CDP) against real nodes.
+//!
+//! The scenarios are what a user does: upload through the file input and watch
+//! the progress bar reach 100 %, find the file in the list, open its details,
+//! copy its id and a curl command, download it through the page and compare
+//! bytes, cancel a (throttled) upload, drop several files, see changes made
+//! elsewhere appear without a reload, delete with the keyboard alone through
+//! the confirmation dialog, see an upload refused by the server in the
+//! server's own words, give the API token once per tab, and watch the cluster
+//! view follow a peer going down. Screenshots land in `target/ui-screenshots/`.
+//!
+//! Needs Debian's `chromium`. Without it the tests skip, except under CI (env
+//! `CI` set), where a missing browser is a failure: CI must install it.
+
+mod common;
+
+use common::TestNode;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader, ErrorKind};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+use tungstenite::{Message, WebSocket};
+
+/// Bound for every wait on the page; generous for a busy two-core machine.
+const WAIT: Duration = Duration::from_secs(20);
+/// Bound for one CDP command to be answered.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a condition is polled while waiting.
+const POLL: Duration = Duration::from_millis(100);
+const MIB: usize = 1024 * 1024;
+
+// ---------------------------------------------------------------------------
+// A minimal CDP client: one WebSocket to the browser, page commands sent in a
+// flattened target session.
+
+struct Cdp {
+    ws: WebSocket<TcpStream>,
+    next_id: u64,
+    /// Uncaught exceptions thrown by page scripts; the test requires none.
+    exceptions: Vec<String>,
+    /// Console errors, kept for failure messages (a refused upload logs one).
+    console: Vec<String>,
+}
+
+impl Cdp {
+    fn connect(ws_url: &str) -> Cdp {
+        let addr = ws_url
+            .strip_prefix("ws://")
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_else(|| panic!("unexpected DevTools address {ws_url:?}"));
+        let stream = TcpStream::connect(addr).expect("connect to Chromium's DevTools port");
+        let (ws, _) = tungstenite::client(ws_url, stream).expect("DevTools WebSocket handshake");
+        // A short read timeout lets `call` check its own deadline between reads.
+        ws.get_ref().set_read_timeout(Some(Duration::from_millis(250))).expect("set read timeout");
+        Cdp { ws, next_id: 0, exceptions: Vec::new(), console: Vec::new() }
+    }
+
+    /// Sends one command and returns its result, noting the events that
+    /// arrive meanwhile. A CDP error is a test failure.
+    fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut message = json!({ "id": id, "method": method, "params": params });
+        if let Some(session) = session {
+            message["sessionId"] = json!(session);
+        }
+        self.ws
+            .send(Message::text(message.to_string()))
+            .unwrap_or_else(|e| panic!("CDP {method}: send failed: {e}"));
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        loop {
+            let message = match self.ws.read() {
+                Ok(message) => message,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                {
+                    assert!(Instant::now() < deadline, "CDP {method}: no answer within {CALL_TIMEOUT:?}");
+                    continue;
+                }
+                Err(e) => panic!("CDP {method}: connection failed: {e}"),
+            };
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let value: Value = serde_json::from_str(text.as_str()).expect("CDP sends JSON");
+            if value["id"].as_u64() == Some(id) {
+                if let Some(error) = value.get("error") {
+                    panic!("CDP {method} failed: {error}");
+                }
+                return value["result"].clone();
+            }
+            self.note_event(&value);
+        }
+    }
+
+    fn note_event(&mut self, event: &Value) {
+        let params = &event["params"];
+        match event["method"].as_str() {
+            Some("Runtime.exceptionThrown") => {
+                let details = &params["exceptionDetails"];
+                let text = details["exception"]["description"]
+                    .as_str()
+                    .or(details["text"].as_str())
+                    .unwrap_or("unknown exception");
+                self.exceptions.push(text.to_string());
+            }
+            Some("Runtime.consoleAPICalled") if params["type"] == "error" => {
+                let args: Vec<String> = params["args"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| match &a["value"] {
+                        Value::Null => a["description"].as_str().unwrap_or("").to_string(),
+                        v => v.to_string(),
+                    })
+                    .collect();
+                self.console.push(args.join(" "));
+            }
+            Some("Log.entryAdded") if params["entry"]["level"] == "error" => {
+                let text = params["entry"]["text"].as_str().unwrap_or("");
+                self.console.push(text.to_string());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A headless Chromium with one page. Closed (then killed) on drop.
+struct Browser {
+    child: Child,
+    cdp: Cdp,
+    session: String,
+    stderr: Arc<Mutex<String>>,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn launch(chromium: &Path) -> Browser {
+        let profile = tempfile::tempdir().expect("temp profile dir");
+        let mut child = Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1280,900",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", chromium.display()));
+
+        // Chromium prints its DevTools address on stderr. Keep draining
+        // stderr afterwards so it never blocks on a full pipe.
+        let stderr_pipe = child.stderr.take().expect("piped stderr");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let log = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                    let _ = tx.send(url.trim().to_string());
+                }
+                let mut log = log.lock().unwrap();
+                if log.len() < 64 * 1024 {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        });
+        let ws_url = match rx.recv_timeout(WAIT) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "chromium printed no DevTools address within {WAIT:?}; stderr:\n{}",
+                    stderr.lock().unwrap()
+                );
+            }
+        };
+
+        let mut browser =
+            Browser { child, cdp: Cdp::connect(&ws_url), session: String::new(), stderr, _profile: profile };
+        let target = browser.cdp.call(None, "Target.createTarget", json!({ "url": "about:blank" }));
+        let target_id = target["targetId"].as_str().expect("targetId").to_string();
+        let attached = browser.cdp.call(
+            None,
+            "Target.attachToTarget",
+            json!({ "targetId": target_id, "flatten": true }),
+        );
+        browser.session = attached["sessionId"].as_str().expect("sessionId").to_string();
+        browser.page("Runtime.enable", json!({}));
+        browser.page("Log.enable", json!({}));
+        browser.page("Page.enable", json!({}));
+        browser
+    }
+
+    /// A command for the page (as opposed to the browser).
+    fn page(&mut self, method: &str, params: Value) -> Value {
+        let session = self.session.clone();
+        self.cdp.call(Some(&session), method, params)
+    }
+
+    /// Evaluates an expression (awaiting a promise) and returns its JSON value.
+    fn eval(&mut self, expression: &str) -> Value {
+        let result = self.page(
+            "Runtime.evaluate",
+            json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
+        );
+        if let Some(details) = result.get("exceptionDetails") {
+            panic!("page script failed: {expression}\n{details:#}");
+        }
+        result["result"]["value"].clone()
+    }
+
+    /// Polls `expression` (awaited if it is a promise) until it is truthy and
+    /// returns its value; fails with `what` and a look at the page after `WAIT`.
+    fn wait_for(&mut self, what: &str, expression: &str) -> Value {
+        let probe = format!(
+            "(async () => {{ try {{ const v = await ({expression}); return v ? {{ ok: true, v }} : {{ ok: false }}; }} \
+             catch (e) {{ return {{ ok: false, err: String(e) }}; }} }})()"
+        );
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let result = self.eval(&probe);
+            if result["ok"] == true {
+                return result["v"].clone();
+            }
+            if Instant::now() >= deadline {
+                let error = result["err"].as_str().unwrap_or("none");
+                panic!(
+                    "timed out after {WAIT:?} waiting for {what}\n  condition: {expression}\n  last error: {error}\n{}",
+                    self.diagnostics()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// What the page shows, for failure messages.
+    fn diagnostics(&mut self) -> String {
+        let text = self.eval("document.body ? document.body.innerText.slice(0, 3000) : ''");
+        format!(
+            "  page text:\n{}\n  exceptions: {:?}\n  console errors: {:?}",
+            text.as_str().unwrap_or(""),
+            self.cdp.exceptions,
+            self.cdp.console
+        )
+    }
+
+    fn goto(&mut self, url: &str) {
+        self.page("Page.navigate", json!({ "url": url }));
+        self.wait_for(
+            &format!("{url} to load"),
+            &format!("location.href === {} && document.readyState === 'complete'", json!(url)),
+        );
+    }
+
+    fn click(&mut self, selector: &str) {
+        let clicked = self.eval(&format!(
+            "(() => {{ const el = document.querySelector({}); if (!el) return false; el.click(); return true; }})()",
+            json!(selector)
+        ));
+        assert_eq!(clicked, true, "nothing to click at {selector}");
+    }
+
+    fn focus(&mut self, selector: &str) {
+        let focused = self.eval(&format!(
+            "(() => {{ const el = document.querySelector({}); if (!el) return false; el.focus(); \
+             return document.activeElement === el; }})()",
+            json!(selector)
+        ));
+        assert_eq!(focused, true, "cannot focus {selector}");
+    }
+
+    /// One key press as the keyboard sends it (keyDown with text, keyUp).
+    fn press(&mut self, key: &str) {
+        let (code, vk, text) = match key {
+            "Enter" => ("Enter", 13, "\r"),
+            "Tab" => ("Tab", 9, ""),
+            "Escape" => ("Escape", 27, ""),
+            other => panic!("press: no mapping for key {other:?}"),
+        };
+        let mut down = json!({
+            "type": if text.is_empty() { "rawKeyDown" } else { "keyDown" },
+            "key": key, "code": code,
+            "windowsVirtualKeyCode": vk, "nativeVirtualKeyCode": vk,
+        });
+        if !text.is_empty() {
+            down["text"] = json!(text);
+            down["unmodifiedText"] = json!(text);
+        }
+        self.page("Input.dispatchKeyEvent", down);
+        self.page(
+            "Input.dispatchKeyEvent",
+            json!({ "type": "keyUp", "key": key, "code": code,
+                    "windowsVirtualKeyCode": vk, "nativeVirtualKeyCode": vk }),
+        );
+    }
+
+    /// Puts files into an `<input type=file>` as the picker would; the page
+    /// sees the usual `change` event.
+    fn set_input_files(&mut self, selector: &str, files: &[&Path]) {
+        let document = self.page("DOM.getDocument", json!({ "depth": 0 }));
+        let root = document["root"]["nodeId"].clone();
+        let found = self.page("DOM.querySelector", json!({ "nodeId": root, "selector": selector }));
+        let node_id = found["nodeId"].as_u64().unwrap_or(0);
+        assert!(node_id != 0, "no file input at {selector}");
+        let files: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+        self.page("DOM.setFileInputFiles", json!({ "nodeId": node_id, "files": files }));
+    }
+
+    fn set_viewport(&mut self, width: u32, height: u32, mobile: bool) {
+        self.page(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile }),
+        );
+    }
+
+    fn set_color_scheme(&mut self, scheme: &str) {
+        self.page(
+            "Emulation.setEmulatedMedia",
+            json!({ "features": [{ "name": "prefers-color-scheme", "value": scheme }] }),
+        );
+    }
+
+    /// Saves a PNG of the whole page under `target/ui-screenshots/`.
+    fn screenshot(&mut self, name: &str) -> PathBuf {
+        // A toast is fixed to the bottom of the window, which lands mid-page
+        // in a full-page picture: dismiss it first.
+        self.eval("document.querySelectorAll('[data-testid=toast]').forEach(t => { t.hidden = true; })");
+        // The full window width (the capture drops the scrollbar) by the
+        // full document height.
+        let size = self.eval("[window.innerWidth, document.documentElement.scrollHeight]");
+        let clip = json!({
+            "x": 0, "y": 0, "scale": 1,
+            "width": size[0].as_f64().unwrap_or(1280.0),
+            "height": size[1].as_f64().unwrap_or(900.0),
+        });
+        let shot = self.page(
+            "Page.captureScreenshot",
+            json!({ "format": "png", "clip": clip, "captureBeyondViewport": true }),
+        );
+        let png = base64_decode(shot["data"].as_str().expect("screenshot data"));
+        assert!(png.starts_with(b"\x89PNG"), "screenshot {name} is not a PNG");
+        let path = screenshot_dir().join(name);
+        std::fs::write(&path, png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        path
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Asking Chromium to close lets it take its helper processes down;
+        // kill it if it has not gone within a few seconds.
+        let close = json!({ "id": u64::MAX, "method": "Browser.close" });
+        let _ = self.cdp.ws.send(Message::text(close.to_string()));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "chromium stderr (last part):\n{}",
+                self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+/// Debian's `/usr/bin/chromium`, or `chromium` on PATH.
+fn find_chromium() -> Option<PathBuf> {
+    let debian = PathBuf::from("/usr/bin/chromium");
+    if debian.is_file() {
+        return Some(debian);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join("chromium")).find(|p| p.is_file())
+}
+
+/// Returns the browser, or `None` when the test should be skipped. Under CI a
+/// missing browser fails the test: a skipped UI test there hides breakage.
+fn chromium_or_skip() -> Option<PathBuf> {
+    if let Some(path) = find_chromium() {
+        return Some(path);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "chromium is not installed but CI is set: the browser UI test must run in CI; \
+             install it first (apt-get install -y chromium)"
+        );
+    }
+    eprintln!("skipping: chromium not installed (apt-get install chromium)");
+    None
+}
+
+fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let dir = target.join("ui-screenshots");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
+}
+
+/// Reproducible bytes that do not compress or dedup (xorshift64*).
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Standard base64 (CDP screenshots); no dependency for one use.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut buffer = 0u32;
+    let mut bits = 0;
+    for c in text.bytes() {
+        let value = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' | b'\n' | b'\r' => continue,
+            other => panic!("bad base64 byte {other:#x}"),
+        };
+        buffer = (buffer << 6) | u32::from(value);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// Waits for a file with exactly `len` bytes to appear in `dir` under `name`
+/// (Chromium writes `*.crdownload` first and renames when done).
+fn wait_for_download(dir: &Path, name: &str, len: usize) -> Vec<u8> {
+    let path = dir.join(name);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(bytes) = std::fs::read(&path)
+            && bytes.len() == len
+        {
+            return bytes;
+        }
+        if Instant::now() >= deadline {
+            let present: Vec<String> = std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+                })
+                .unwrap_or_default();
+            panic!(
+                "download {name:?} ({len} bytes) did not complete within {WAIT:?}; the directory holds {present:?}"
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+/// CSS selector for an element with `data-testid` inside the row or upload
+/// item of `name`.
+fn in_item(kind: &str, name: &str, testid: &str) -> String {
+    format!("[data-testid={kind}][data-name={}] [data-testid={testid}]", json!(name))
+}
+
+/// Waits until the upload of `name` ends and returns its final state and
+/// message.
+fn wait_upload_end(browser: &mut Browser, name: &str) -> (String, String) {
+    let item = format!("document.querySelector('[data-testid=upload-item][data-name={}]')", json!(name));
+    let end = browser.wait_for(
+        &format!("the upload of {name:?} to end"),
+        &format!(
+            "(() => {{ const item = {item}; if (!item || !['done', 'error', 'cancelled'].includes(item.dataset.state)) return null; \
+             return [item.dataset.state, item.querySelector('[data-testid=upload-message]').textContent]; }})()"
+        ),
+    );
+    (end[0].as_str().unwrap_or("").to_string(), end[1].as_str().unwrap_or("").to_string())
+}
+
+/// In-page accessibility smoke check: every control has an accessible name,
+/// ids are unique, dialogs are labelled. Returns the problems found.
+const A11Y_CHECK: &str = r#"(() => {
+  const problems = [];
+  const named = (el) => {
+    if (el.getAttribute('aria-label')) return true;
+    const by = el.getAttribute('aria-labelledby');
+    if (by && by.split(/\s+/).every((id) => document.getElementById(id)?.textContent.trim())) return true;
+    if (el.labels && [...el.labels].some((l) => l.textContent.trim())) return true;
+    return el.textContent.trim().length > 0;
+  };
+  for (const el of document.querySelectorAll('button, a[href], input:not([type=hidden]):not([hidden]), select, textarea, progress')) {
+    if (!named(el)) problems.push(`unnamed ${el.tagName.toLowerCase()} ${el.id || el.className || el.outerHTML.slice(0, 80)}`);
+  }
+  const ids = [...document.querySelectorAll('[id]')].map((el) => el.id);
+  for (const id of new Set(ids)) if (ids.filter((x) => x === id).length > 1) problems.push(`duplicate id ${id}`);
+  for (const d of document.querySelectorAll('dialog')) if (!named(d)) problems.push(`unlabelled dialog ${d.id}`);
+  if (!document.documentElement.lang) problems.push('no lang on <html>');
+  if (!document.querySelector('[aria-live]')) problems.push('no aria-live region');
+  return problems;
+})()"#;
+
+// ---------------------------------------------------------------------------
+// The scenario
+
+#[test]
+fn browser_ui_upload_download_delete_live_and_cluster() {
+    let Some(chromium) = chromium_or_skip() else {
+        return;
+    };
+    // The limit lets the same node take a few-MiB upload and refuse a bigger one.
+    let limit = 8 * MIB;
+    let node = TestNode::start_with(&["--max-upload-size", "8MiB"]);
+    let http = http_agent();
+    let work = tempfile::tempdir().expect("temp dir");
+    let downloads = work.path().join("downloads");
+    std::fs::create_dir(&downloads).unwrap();
+
+    let mut browser = Browser::launch(&chromium);
+    browser.set_viewport(1280, 900, false);
+    browser.set_color_scheme("light");
+    browser.cdp.call(
+        None,
+        "Browser.setDownloadBehavior",
+        json!({ "behavior": "allow", "downloadPath": downloads.display().to_string() }),
+    );
+
+    // Let the copy buttons use the clipboard as they would in a focused tab.
+    browser.cdp.call(
+        None,
+        "Browser.grantPermissions",
+        json!({ "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"], "origin": node.base }),
+    );
+    browser.page("Emulation.setFocusEmulationEnabled", json!({ "enabled": true }));
+
+    // --- The page loads from the node alone and goes live.
+    browser.goto(&node.url("/"));
+    browser.wait_for(
+        "the page to connect to the event stream",
+        "document.getElementById('conn').dataset.state === 'live'",
+    );
+    // Survives only as long as the document does: proves "without a reload".
+    browser.eval("window.__sameDocument = true");
+    browser.wait_for(
+        "the upload limit to show",
+        "document.querySelector('[data-testid=upload-limit]').textContent.includes('8.00 MiB')",
+    );
+
+    // --- Upload through the file input; progress reaches 100 %.
+    let name = "ui test data.bin";
+    let data = random_bytes(3 * MIB + 4321, 0x5eed_0001);
+    let id = sha256_hex(&data);
+    let path = work.path().join(name);
+    std::fs::write(&path, &data).unwrap();
+    browser.set_input_files("[data-testid=file-input]", &[&path]);
+    let (state, message) = wait_upload_end(&mut browser, name);
+    assert_eq!(state, "done", "upload failed: {message}");
+    let progress = browser.eval(&format!(
+        "(() => {{ const p = document.querySelector({}); return [p.value, p.max]; }})()",
+        json!(in_item("upload-item", name, "upload-progress"))
+    ));
+    assert_eq!(progress, json!([100, 100]), "progress bar at the end");
+    let bytes_text = browser.eval(&format!(
+        "document.querySelector({}).textContent",
+        json!(in_item("upload-item", name, "upload-bytes"))
+    ));
+    assert!(bytes_text.as_str().unwrap_or("").contains("(100 %)"), "progress text at the end: {bytes_text}");
+
+    // --- It is in the list, with its size and shortened content id.
+    let row = format!("[data-testid=file-row][data-name={}]", json!(name));
+    let row_text = browser.wait_for(
+        "the uploaded file to appear in the list",
+        &format!("document.querySelector({})?.innerText", json!(row)),
+    );
+    let row_text = row_text.as_str().unwrap_or("");
+    assert!(row_text.contains("3.00 MiB"), "row shows the size: {row_text:?}");
+    assert!(row_text.contains(&id[..12]), "row shows the short id {}: {row_text:?}", &id[..12]);
+
+    // --- Details: size, id, chunks, dedup, holders.
+    browser.click(&format!("{row} [data-testid=file-details]"));
+    let details_id = browser.wait_for(
+        "the details dialog to show the content id",
+        "document.getElementById('details-dialog').open && document.querySelector('[data-testid=details-id]')?.textContent",
+    );
+    assert_eq!(details_id, json!(id), "details show the full id (= sha256 of the bytes)");
+    let details = browser.eval("document.querySelector('[data-testid=details-content]').innerText");
+    let details = details.as_str().unwrap_or("");
+    for expected in ["3.00 MiB", "Chunks", "Dedup savings", "this node"] {
+        assert!(details.contains(expected), "details lack {expected:?}:\n{details}");
+    }
+    browser.press("Escape");
+    browser.wait_for("Escape to close the details dialog", "!document.getElementById('details-dialog').open");
+
+    // --- Copy buttons: the full content id, and a curl command that fetches
+    // the same bytes.
+    browser.click(&format!("{row} [data-testid=copy-id]"));
+    let copied = browser.wait_for(
+        "the content id on the clipboard",
+        &format!("navigator.clipboard.readText().then(t => t === {} && t)", json!(id)),
+    );
+    assert_eq!(copied, json!(id));
+    browser.click(&format!("{row} [data-testid=copy-curl]"));
+    let command = browser.wait_for(
+        "a curl command on the clipboard",
+        "navigator.clipboard.readText().then(t => t.startsWith('curl ') && t)",
+    );
+    let command = command.as_str().unwrap_or("");
+    let file_url = node.url("/api/v1/files/ui%20test%20data.bin");
+    assert!(
+        command.contains(&format!("'{file_url}'")) && command.contains("-o 'ui test data.bin'"),
+        "curl command: {command}"
+    );
+    let mut fetched = http.get(&file_url).call().expect("GET the curl URL");
+    assert_eq!(fetched.status().as_u16(), 200, "GET {file_url}");
+    let fetched = fetched.body_mut().with_config().limit(64 * MIB as u64).read_to_vec().expect("read body");
+    assert_eq!(sha256_hex(&fetched), id, "the curl URL serves other bytes");
+
+    // --- Download through the page's control; same bytes, original name.
+    browser.click(&format!("{row} [data-testid=download]"));
+    let downloaded = wait_for_download(&downloads, name, data.len());
+    assert_eq!(sha256_hex(&downloaded), id, "downloaded bytes differ from the upload");
+
+    // --- Cancel: with the upload throttled to 512 KiB/s, Cancel stops it
+    // part-way; the node keeps nothing of it.
+    let slow_name = "slow upload.bin";
+    let slow_path = work.path().join(slow_name);
+    std::fs::write(&slow_path, random_bytes(6 * MIB, 0x5eed_0003)).unwrap();
+    browser.page("Network.enable", json!({}));
+    browser.page(
+        "Network.emulateNetworkConditions",
+        json!({ "offline": false, "latency": 0, "downloadThroughput": -1, "uploadThroughput": MIB / 2 }),
+    );
+    browser.set_input_files("[data-testid=file-input]", &[&slow_path]);
+    browser.wait_for(
+        "the throttled upload to make progress",
+        &format!(
+            "document.querySelector({})?.value >= 2",
+            json!(in_item("upload-item", slow_name, "upload-progress"))
+        ),
+    );
+    browser.click(&in_item("upload-item", slow_name, "upload-cancel"));
+    let (state, message) = wait_upload_end(&mut browser, slow_name);
+    assert_eq!(state, "cancelled", "cancel: {message}");
+    browser.page(
+        "Network.emulateNetworkConditions",
+        json!({ "offline": false, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1 }),
+    );
+    let get = http.get(node.url("/api/v1/files/slow%20upload.bin")).call().expect("GET after cancel");
+    assert_eq!(get.status().as_u16(), 404, "a cancelled upload must leave no file");
+
+    // --- Several files at once by drag and drop (files made in the page).
+    browser.eval(
+        "(() => { const dt = new DataTransfer(); \
+           dt.items.add(new File(['first dropped file'], 'dropped-1.txt', { type: 'text/plain' })); \
+           dt.items.add(new File(['second dropped file'], 'dropped-2.txt', { type: 'text/plain' })); \
+           const zone = document.querySelector('[data-testid=dropzone]'); \
+           zone.dispatchEvent(new DragEvent('dragenter', { dataTransfer: dt, bubbles: true })); \
+           zone.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true })); })()",
+    );
+    for dropped in ["dropped-1.txt", "dropped-2.txt"] {
+        let (state, message) = wait_upload_end(&mut browser, dropped);
+        assert_eq!(state, "done", "dropped {dropped}: {message}");
+    }
+    let (code, body) = {
+        let mut res = http.get(node.url("/api/v1/files/dropped-2.txt")).call().expect("GET dropped");
+        (res.status().as_u16(), res.body_mut().read_to_string().unwrap_or_default())
+    };
+    assert_eq!((code, body.as_str()), (200, "second dropped file"), "dropped file content");
+
+    // --- A change made elsewhere shows up without a reload (server-sent events).
+    let other = "zz-elsewhere.txt";
+    let put = http
+        .put(node.url(&format!("/api/v1/files/{other}")))
+        .header("Content-Type", "text/plain")
+        .send("uploaded by someone else")
+        .expect("PUT through the API");
+    assert_eq!(put.status().as_u16(), 201, "PUT {other}");
+    browser.wait_for(
+        "a file uploaded through the API to appear without a reload",
+        &format!(
+            "window.__sameDocument && document.querySelector('[data-testid=file-row][data-name={}]')",
+            json!(other)
+        ),
+    );
+
+    // --- Accessibility smoke check, then the main page as a picture.
+    let problems = browser.eval(A11Y_CHECK);
+    assert_eq!(problems, json!([]), "accessibility problems on the main page");
+    let shot = browser.screenshot("main.png");
+    eprintln!("screenshot: {}", shot.display());
+
+    // --- Delete with the keyboard alone: Enter on Delete opens the page's
+    // confirmation with Cancel focused (the safe default); Tab, Enter deletes.
+    browser.focus(&format!("{row} [data-testid=delete]"));
+    browser.press("Enter");
+    browser.wait_for(
+        "the delete confirmation with Cancel focused",
+        "document.getElementById('confirm-dialog').open && \
+         document.activeElement === document.querySelector('[data-testid=confirm-cancel]')",
+    );
+    let question = browser.eval("document.querySelector('[data-testid=confirm-text]').textContent");
+    assert!(question.as_str().unwrap_or("").contains(name), "the confirmation names the file: {question}");
+    browser.press("Tab");
+    browser.wait_for(
+        "Tab to reach the Delete button",
+        "document.activeElement === document.querySelector('[data-testid=confirm-ok]')",
+    );
+    browser.press("Enter");
+    browser.wait_for(
+        "the deleted file to leave the list",
+        &format!(
+            "!document.getElementById('confirm-dialog').open && !document.querySelector({})",
+            json!(row)
+        ),
+    );
+    let get = http.get(node.url("/api/v1/files/ui%20test%20data.bin")).call().expect("GET after delete");
+    assert_eq!(get.status().as_u16(), 404, "the API still serves the deleted file");
+
+    // --- Too large: the page refuses before sending, naming the limit ...
+    let big_name = "too big.bin";
+    let big = random_bytes(limit + MIB, 0x5eed_0002);
+    let big_path = work.path().join(big_name);
+    std::fs::write(&big_path, &big).unwrap();
+    browser.set_input_files("[data-testid=file-input]", &[&big_path]);
+    let (state, message) = wait_upload_end(&mut browser, big_name);
+    assert_eq!(state, "error", "an over-limit upload must fail");
+    assert!(
+        message.contains("Too large") && message.contains("8.00 MiB"),
+        "client-side refusal names the limit: {message:?}"
+    );
+
+    // ... and when the page's own check is bypassed, the server's refusal is
+    // shown in the server's words.
+    browser.eval("window.diststore.skipSizeCheck = true");
+    browser.click(&in_item("upload-item", big_name, "upload-retry"));
+    browser.wait_for(
+        "the retried upload to start",
+        &format!(
+            "document.querySelector('[data-testid=upload-item][data-name={}]').dataset.attempts === '2'",
+            json!(big_name)
+        ),
+    );
+    let (state, message) = wait_upload_end(&mut browser, big_name);
+    assert_eq!(state, "error", "the server must refuse an over-limit upload");
+    let status = browser.eval(&format!(
+        "document.querySelector({}).dataset.status",
+        json!(in_item("upload-item", big_name, "upload-message"))
+    ));
+    assert_eq!(status, "413", "the page saw the server's 413 (message: {message:?})");
+    assert!(
+        !message.is_empty() && !message.starts_with("HTTP 413"),
+        "the page shows the server's error text, not a generic one: {message:?}"
+    );
+    // The same request through the API gives the exact words to compare. A
+    // server that answers 413 before reading the body may reset the
+    // connection under a client that is still sending; browsers cope with
+    // that, a plain client may not, so only compare when it got an answer.
+    match http.put(node.url("/api/v1/files/too%20big.bin")).send(&big[..]) {
+        Ok(mut refused) => {
+            assert_eq!(refused.status().as_u16(), 413, "PUT over the limit");
+            let text = refused.body_mut().read_to_string().expect("413 body");
+            let body: Value = serde_json::from_str(&text).expect("413 body is JSON");
+            assert_eq!(
+                message,
+                body["error"].as_str().expect("413 has an error field"),
+                "the page shows the server's error text as the server words it"
+            );
+        }
+        Err(e) => eprintln!("note: PUT over the limit through ureq: {e} (not compared)"),
+    }
+    browser.eval("window.diststore.skipSizeCheck = false");
+
+    // --- Cluster view: this node up, totals; light, dark and phone pictures.
+    browser.eval("location.hash = '#cluster'");
+    browser.wait_for(
+        "the cluster view to list this node as up",
+        "!document.getElementById('view-cluster').hidden && \
+         document.querySelector('[data-testid=node-row][data-state=up]')",
+    );
+    browser.wait_for(
+        "the totals to count the three files left",
+        "document.querySelector('[data-testid=total-files] dd')?.textContent === '3'",
+    );
+    let problems = browser.eval(A11Y_CHECK);
+    assert_eq!(problems, json!([]), "accessibility problems on the cluster view");
+    browser.screenshot("cluster.png");
+    browser.set_color_scheme("dark");
+    browser.screenshot("cluster-dark.png");
+    browser.set_viewport(390, 844, true);
+    browser.eval("location.hash = '#files'");
+    browser.wait_for("the files view to return", "!document.getElementById('view-files').hidden");
+    browser.screenshot("main-phone-dark.png");
+    let overflow = browser.eval("document.documentElement.scrollWidth - window.innerWidth");
+    assert!(
+        overflow.as_f64().unwrap_or(1.0) <= 0.0,
+        "the page scrolls sideways on a phone-sized screen by {overflow} px"
+    );
+
+    assert!(browser.cdp.exceptions.is_empty(), "page scripts threw: {:?}", browser.cdp.exceptions);
+    assert_eq!(browser.eval("window.__sameDocument"), true, "the page reloaded");
+}
+
+#[test]
+fn browser_ui_asks_for_the_api_token_once_per_session() {
+    let Some(chromium) = chromium_or_skip() else {
+        return;
+    };
+    let token = "ui-test-token";
+    let node = TestNode::start_with(&["--api-token", token]);
+    let work = tempfile::tempdir().expect("temp dir");
+    let downloads = work.path().join("downloads");
+    std::fs::create_dir(&downloads).unwrap();
+
+    let mut browser = Browser::launch(&chromium);
+    browser.set_viewport(1280, 900, false);
+    browser.cdp.call(
+        None,
+        "Browser.setDownloadBehavior",
+        json!({ "behavior": "allow", "downloadPath": downloads.display().to_string() }),
+    );
+    browser.goto(&node.url("/"));
+
+    // The first 401 opens the token dialog; a wrong token is refused in it.
+    browser.wait_for(
+        "the token dialog",
+        "document.getElementById('token-dialog').open && \
+         document.activeElement === document.querySelector('[data-testid=token-input]')",
+    );
+    browser.eval("document.querySelector('[data-testid=token-input]').value = 'wrong'");
+    browser.click("[data-testid=token-ok]");
+    browser.wait_for(
+        "the token dialog to say the token was refused",
+        "document.getElementById('token-dialog').open && !document.getElementById('token-error').hidden",
+    );
+    browser.eval(&format!("document.querySelector('[data-testid=token-input]').value = {}", json!(token)));
+    browser.click("[data-testid=token-ok]");
+    browser.wait_for(
+        "the page to go live with the token (the event stream takes it in the query)",
+        "!document.getElementById('token-dialog').open && \
+         document.getElementById('conn').dataset.state === 'live'",
+    );
+
+    // Uploads send it as a bearer token ...
+    let name = "secret note.txt";
+    let data = b"only for token holders\n".to_vec();
+    let path = work.path().join(name);
+    std::fs::write(&path, &data).unwrap();
+    browser.set_input_files("[data-testid=file-input]", &[&path]);
+    let (state, message) = wait_upload_end(&mut browser, name);
+    assert_eq!(state, "done", "upload with the token failed: {message}");
+
+    // ... and plain links carry it in the query string.
+    let row = format!("[data-testid=file-row][data-name={}]", json!(name));
+    browser.wait_for("the uploaded file in the list", &format!("document.querySelector({})", json!(row)));
+    let href = browser
+        .eval(&format!("document.querySelector({}).href", json!(format!("{row} [data-testid=download]"))));
+    assert!(
+        href.as_str().unwrap_or("").contains(&format!("token={token}")),
+        "download link without the token: {href}"
+    );
+    browser.click(&format!("{row} [data-testid=download]"));
+    let downloaded = wait_for_download(&downloads, name, data.len());
+    assert_eq!(downloaded, data, "downloaded bytes");
+
+    // A reload in the same tab keeps the token: no second question.
+    browser.goto(&node.url("/"));
+    browser.wait_for(
+        "the reloaded page to go live without asking again",
+        "document.getElementById('conn').dataset.state === 'live' && \
+         !document.getElementById('token-dialog').open && \
+         document.querySelector('[data-testid=file-row]')",
+    );
+    assert!(browser.cdp.exceptions.is_empty(), "page scripts threw: {:?}", browser.cdp.exceptions);
+}
+
+#[test]
+fn browser_ui_cluster_view_follows_a_peer_going_down() {
+    let Some(chromium) = chromium_or_skip() else {
+        return;
+    };
+    // Two nodes of one cluster; the page is served by the first.
+    let work = tempfile::tempdir().expect("temp dir");
+    let secret = work.path().join("secret");
+    std::fs::write(&secret, "ui browser test secret").unwrap();
+    let secret = secret.display().to_string();
+    let first = TestNode::start_in(&work.path().join("n0"), &["--secret-file", &secret]);
+    let mut second =
+        TestNode::start_in(&work.path().join("n1"), &["--secret-file", &secret, "--peer", &first.base]);
+
+    let mut browser = Browser::launch(&chromium);
+    browser.set_viewport(1280, 900, false);
+    browser.goto(&first.url("/#cluster"));
+    browser.wait_for(
+        "the cluster view to show both nodes up",
+        "document.querySelectorAll('[data-testid=node-row][data-state=up]').length === 2",
+    );
+    browser.eval("window.__sameDocument = true");
+
+    // A file written through the other node shows up here by itself.
+    let put = http_agent()
+        .put(second.url("/api/v1/files/from-the-other-node.txt"))
+        .send("written on the second node")
+        .expect("PUT on the second node");
+    assert_eq!(put.status().as_u16(), 201, "PUT on the second node");
+    browser.wait_for(
+        "the totals to count the file written elsewhere",
+        "document.querySelector('[data-testid=total-files] dd')?.textContent === '1'",
+    );
+    // Each node's own stored bytes (peers report theirs with heartbeats).
+    browser.wait_for(
+        "both nodes to report the bytes they store",
+        "[...document.querySelectorAll('[data-testid=node-row] td.num')].every(td => td.textContent !== '0 B')",
+    );
+    browser.screenshot("cluster-two-nodes.png");
+
+    // The other node dies: its row turns down without a reload.
+    second.kill9();
+    browser.wait_for(
+        "the dead peer to show as down",
+        "document.querySelectorAll('[data-testid=node-row][data-state=down]').length === 1 && \
+         document.querySelectorAll('[data-testid=node-row][data-state=up]').length === 1",
+    );
+    let row = browser.eval("document.querySelector('[data-testid=node-row][data-state=down]').innerText");
+    assert!(row.as_str().unwrap_or("").contains("Down"), "the down row says so in words: {row}");
+    browser.screenshot("cluster-peer-down.png");
+    browser.eval("location.hash = '#files'");
+    browser.wait_for(
+        "the replicated file in the list",
+        "document.querySelector('[data-testid=file-row][data-name=\"from-the-other-node.txt\"]')",
+    );
+    assert_eq!(browser.eval("window.__sameDocument"), true, "the page reloaded");
+    assert!(browser.cdp.exceptions.is_empty(), "page scripts threw: {:?}", browser.cdp.exceptions);
+}
