@@ -918,11 +918,19 @@
       ['Nodes up', `${up} of ${nodes.length}`, 'nodes-up'],
       ['Chunks', formatCount(s.chunks), 'chunks'],
       ['Upload limit', s.max_upload_bytes ? formatBytes(s.max_upload_bytes) : 'none', 'limit'],
+      ['Repair', repairSummary(s.repair), 'repair'],
       ['This node', `${s.node_id.slice(0, ID_SHORT)} · v${s.version} · up ${formatDuration(s.uptime_secs)}`, 'self'],
     ];
     $('totals').replaceChildren(...totals.map(([k, v, t]) => el('div', { class: 'stat', 'data-testid': `total-${t}` },
       el('dt', {}, k), el('dd', {}, v))));
     $('node-rows').replaceChildren(...nodes.map(nodeRow));
+  }
+
+  // This node's repair loop: chunks it should hold but lacks, and what it has moved so far.
+  function repairSummary(r) {
+    if (!r || !r.passes) return 'not run yet';
+    const pending = r.missing > 0 ? `${formatCount(r.missing)} chunks to fetch` : 'in sync';
+    return `${pending} · ${formatCount(r.fetched)} fetched, ${formatCount(r.dropped)} handed off`;
   }
 
   function nodeRow(n) {
