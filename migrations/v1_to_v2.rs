@@ -1,17 +1,19 @@
 //! Schema 1 → 2.
 //!
-//! Schema 1 mapped a name straight to a file id (`names_v1`: name → 32 bytes) and kept no
-//! totals. Schema 2 gives every name a record (content type, modified time, version stamp,
-//! tombstones for deletes) in `names_v2` and keeps running totals in `meta`.
-//! Manifests, chunks and reference counts kept their formats.
+//! Schema 1 mapped a name straight to a file id (`names_v1`: name → 32 bytes), stored each
+//! sealed chunk as one value (`chunks_v1`) and kept no totals. Schema 2 gives every name a
+//! record (content type, modified time, version stamp, tombstones for deletes) in `names_v2`,
+//! cuts chunks into fixed segments (`chunks_v2`) and keeps running totals in `meta`.
+//! Manifests and reference counts kept their formats.
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::storage::records::{ManifestRecordV1, NameRecordV2, StampV1, decode, encode};
-use crate::storage::{CHUNKS, MANIFESTS, META, NAMES, Result, Stats, schema};
+use crate::storage::{CHUNKS, MANIFESTS, META, NAMES, Result, SEGMENT, Stats, schema};
 
 pub const NAMES_V1: &str = "names_v1";
 const NAMES_V1_TABLE: TableDefinition<&str, [u8; 32]> = TableDefinition::new(NAMES_V1);
+const CHUNKS_V1: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("chunks_v1");
 
 pub fn upgrade(txn: &WriteTransaction) -> Result<()> {
     let mut stats = Stats::default();
@@ -43,15 +45,21 @@ pub fn upgrade(txn: &WriteTransaction) -> Result<()> {
             let (_, raw) = item?;
             stats.unique_bytes += decode::<ManifestRecordV1>("manifest", raw.value())?.size;
         }
-        let chunks = txn.open_table(CHUNKS)?;
-        for item in chunks.iter()? {
-            let (_, sealed) = item?;
-            stats.stored_bytes += sealed.value().len() as u64;
+        let old_chunks = txn.open_table(CHUNKS_V1)?;
+        let mut chunks = txn.open_table(CHUNKS)?;
+        for item in old_chunks.iter()? {
+            let (id, sealed) = item?;
+            let sealed = sealed.value();
+            for (i, segment) in sealed.chunks(SEGMENT).enumerate() {
+                chunks.insert((id.value(), i as u32), segment)?;
+            }
+            stats.stored_bytes += sealed.len() as u64;
             stats.chunks += 1;
         }
         let mut meta = txn.open_table(META)?;
         schema::write_stats(&mut meta, &stats)?;
     }
     txn.delete_table(NAMES_V1_TABLE)?;
+    txn.delete_table(CHUNKS_V1)?;
     Ok(())
 }

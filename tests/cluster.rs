@@ -38,7 +38,8 @@ impl Cluster {
     /// Waits until each of `which` sees every other of `which` up.
     fn wait_connected(&self, which: &[usize]) {
         for &i in which {
-            let want: Vec<String> = which.iter().filter(|&&j| j != i).map(|&j| self.nodes[j].base.clone()).collect();
+            let want: Vec<String> =
+                which.iter().filter(|&&j| j != i).map(|&j| self.nodes[j].base.clone()).collect();
             wait_for(&format!("node {i} to see {} peers up", want.len()), Duration::from_secs(30), || {
                 let s = self.nodes[i].status();
                 let up: Vec<String> = s["peers"]
@@ -143,7 +144,9 @@ fn a_returning_node_catches_up_on_new_files_and_deletes() {
     let started = Instant::now();
     c.nodes[2].restart();
     let expected = c.names(0);
-    wait_for("the returning node to converge", Duration::from_secs(30), || (c.names(2) == expected).then_some(()));
+    wait_for("the returning node to converge", Duration::from_secs(30), || {
+        (c.names(2) == expected).then_some(())
+    });
     eprintln!("catch-up took {:?}", started.elapsed());
     assert_eq!(get(&c.nodes[2].url("/api/v1/files/old-1")).0, 404);
     assert_eq!(read_ok(&c.nodes[2], "old-2"), b"two");
@@ -161,7 +164,9 @@ fn concurrent_writes_to_one_name_converge_to_one_winner() {
     });
     let winner = wait_for("all nodes to agree on one winner", Duration::from_secs(30), || {
         let ids: Vec<String> = (0..3)
-            .map(|i| c.names(i).into_iter().find(|(n, _)| n == "contested").map(|(_, id)| id).unwrap_or_default())
+            .map(|i| {
+                c.names(i).into_iter().find(|(n, _)| n == "contested").map(|(_, id)| id).unwrap_or_default()
+            })
             .collect();
         (ids.iter().all(|id| *id == ids[0]) && !ids[0].is_empty()).then(|| ids[0].clone())
     });
@@ -210,7 +215,10 @@ fn a_peer_with_the_wrong_secret_is_refused_and_learns_nothing() {
     wait_for("the intruder to log its failed handshake", Duration::from_secs(20), || {
         intruder.log_text().contains("handshake failed").then_some(())
     });
-    assert_eq!(intruder.status()["peers"].as_array().unwrap().iter().filter(|p| p["state"] == "up").count(), 0);
+    assert_eq!(
+        intruder.status()["peers"].as_array().unwrap().iter().filter(|p| p["state"] == "up").count(),
+        0
+    );
     assert_eq!(get(&intruder.url("/api/v1/files/private")).0, 404);
     assert_eq!(json(&get(&intruder.url("/api/v1/files")).1)["total"], 0);
     // The members still see only each other.

@@ -22,6 +22,7 @@ use crate::runtime;
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A peer silent this long is down.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -42,9 +43,14 @@ async fn dial(ws_url: &str) -> Result<WebSocketStream<async_std_tcp::TcpStream>,
         url::Url::parse(ws_url).map_err(|e| LinkError::WebSocket(format!("bad peer URL {ws_url}: {e}")))?;
     let host = url.host_str().ok_or_else(|| LinkError::WebSocket(format!("no host in {ws_url}")))?;
     let port = url.port_or_known_default().unwrap_or(80);
-    let tcp = runtime::connect_tcp(host, port).await.map_err(|e| LinkError::WebSocket(e.to_string()))?;
-    let (ws, _) = async_tungstenite::client_async_with_config(ws_url, tcp, Some(ws_config())).await?;
-    Ok(ws)
+    // Bounded: during a partition the kernel would retry a SYN for two minutes, and the link
+    // would stay stuck in that attempt long after the network healed.
+    let connect = async {
+        let tcp = runtime::connect_tcp(host, port).await.map_err(|e| LinkError::WebSocket(e.to_string()))?;
+        let (ws, _) = async_tungstenite::client_async_with_config(ws_url, tcp, Some(ws_config())).await?;
+        Ok(ws)
+    };
+    runtime::timeout(CONNECT_TIMEOUT, connect).await.ok_or(LinkError::Timeout)?
 }
 
 pub struct Link {

@@ -232,6 +232,11 @@ impl Cluster {
             .collect()
     }
 
+    /// Whether this node knows any other member (up or not).
+    pub fn has_members(&self) -> bool {
+        !lock(&self.links).is_empty()
+    }
+
     pub fn peers_up(&self) -> usize {
         self.up_links().len()
     }

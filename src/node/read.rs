@@ -10,7 +10,7 @@ use futures_util::{AsyncBufRead, AsyncRead, StreamExt, TryStreamExt, stream};
 use super::{NodeError, Result};
 use std::sync::Arc;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, ClusterError};
 use crate::content::{ChunkRef, Manifest};
 use crate::crypto::Keys;
 use crate::runtime;
@@ -61,6 +61,8 @@ async fn fetch(store: Store, keys: Keys, cluster: Arc<Cluster>, chunk: ChunkRef)
     let plain = match local {
         Some(plain) => plain,
         None if cluster.peers_up() > 0 => cluster.fetch_chunk(id).await?.0,
+        // In a cluster, the holders are out of reach; alone, the store lost it.
+        None if cluster.has_members() => return Err(ClusterError::ChunkUnavailable(id).into()),
         None => return Err(StorageError::MissingChunk(id).into()),
     };
     if plain.len() != chunk.len as usize {

@@ -12,8 +12,8 @@ use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 
 use super::records::{ManifestRecordV1, NameRecordV2, StampV1, decode, encode};
 use super::{
-    CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, GcReport, MANIFESTS, META, NAMES, Pins, Result, StorageError,
-    read_manifest, schema,
+    CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, GcReport, MANIFESTS, META, NAMES, Pins, Result, SEGMENT,
+    StorageError, has_sealed, read_manifest, schema,
 };
 use crate::content::{ChunkId, FileId, Manifest};
 
@@ -190,7 +190,7 @@ struct Tables<'t> {
     meta: Table<'t, &'static str, &'static [u8]>,
     names: Table<'t, &'static str, &'static [u8]>,
     manifests: Table<'t, [u8; 32], &'static [u8]>,
-    chunks: Table<'t, [u8; 32], &'static [u8]>,
+    chunks: Table<'t, ([u8; 32], u32), &'static [u8]>,
     chunk_refs: Table<'t, [u8; 32], u32>,
     file_refs: Table<'t, [u8; 32], u32>,
     gc_files: Table<'t, [u8; 32], ()>,
@@ -265,10 +265,7 @@ impl<'t> Tables<'t> {
             Op::DropChunks { ids, reply } => {
                 let mut freed = 0;
                 for id in ids {
-                    if let Some(sealed) = self.chunks.remove(id.as_bytes())? {
-                        freed += sealed.value().len() as u64;
-                        self.stats.chunks = self.stats.chunks.saturating_sub(1);
-                    }
+                    freed += self.remove_chunk(&id)?;
                 }
                 self.stats.stored_bytes = self.stats.stored_bytes.saturating_sub(freed);
                 Outcome::Count(reply, Ok(freed))
@@ -276,13 +273,31 @@ impl<'t> Tables<'t> {
         })
     }
 
+    /// Removes a chunk's segments; returns the sealed bytes freed (0 when it was not here).
+    /// Counts the chunk out; the caller accounts the bytes.
+    fn remove_chunk(&mut self, id: &ChunkId) -> Result<u64> {
+        let mut freed = 0;
+        for i in 0.. {
+            match self.chunks.remove((*id.as_bytes(), i))? {
+                Some(segment) => freed += segment.value().len() as u64,
+                None => break,
+            }
+        }
+        if freed > 0 {
+            self.stats.chunks = self.stats.chunks.saturating_sub(1);
+        }
+        Ok(freed)
+    }
+
     /// Stores a chunk unless present; returns the sealed bytes added.
     fn put_chunk(&mut self, id: ChunkId, sealed: &[u8]) -> Result<u64> {
         let key = id.as_bytes();
-        if self.chunks.get(key)?.is_some() {
+        if has_sealed(&self.chunks, &id)? {
             return Ok(0);
         }
-        self.chunks.insert(key, sealed)?;
+        for (i, segment) in sealed.chunks(SEGMENT).enumerate() {
+            self.chunks.insert((*key, i as u32), segment)?;
+        }
         // A chunk enters with no users; until its manifest commits, only a pin keeps it.
         if self.chunk_refs.get(key)?.is_none() {
             self.chunk_refs.insert(key, 0)?;
@@ -322,7 +337,7 @@ impl<'t> Tables<'t> {
             };
             if let (Some(m), true) = (manifest, require_local_chunks) {
                 for chunk in m.distinct_chunks() {
-                    if self.chunks.get(chunk.id.as_bytes())?.is_none() {
+                    if !has_sealed(&self.chunks, &chunk.id)? {
                         return Err(StorageError::MissingChunk(chunk.id));
                     }
                 }
@@ -430,10 +445,9 @@ impl<'t> Tables<'t> {
                 continue;
             }
             self.chunk_refs.remove(&key)?;
-            if let Some(sealed) = self.chunks.remove(&key)? {
-                let len = sealed.value().len() as u64;
+            let len = self.remove_chunk(&ChunkId::from_bytes(key))?;
+            if len > 0 {
                 self.stats.stored_bytes = self.stats.stored_bytes.saturating_sub(len);
-                self.stats.chunks = self.stats.chunks.saturating_sub(1);
                 report.chunks += 1;
                 report.bytes += len;
             }
