@@ -36,5 +36,23 @@ fn main() -> anyhow::Result<()> {
     let changes = node.events().subscribe();
     runtime::spawn(async move { gc_node.collector().run(changes, gc_shutdown).await });
 
+    // SIGTERM or Ctrl-C: finish queued writes and close the database cleanly, so the next
+    // start needs no repair. (A kill -9 loses nothing acknowledged either; it only costs that
+    // check.)
+    let mut signals =
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+            .context("installing signal handlers")?;
+    let closing = node.clone();
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            log::info!("signal {signal}: shutting down");
+            if let Err(e) = runtime::block_on(closing.shutdown()) {
+                log::error!("closing the database: {e}");
+                std::process::exit(1);
+            }
+            std::process::exit(0);
+        }
+    });
+
     runtime::block_on(http::serve(node, &config, shutdown))
 }

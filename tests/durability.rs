@@ -29,6 +29,18 @@ fn files_survive_a_restart() {
 }
 
 #[test]
+fn sigterm_closes_the_database_cleanly() {
+    let mut node = TestNode::start();
+    let data = random_bytes(3 << 20, 21);
+    assert_eq!(put(&node.url("/api/v1/files/kept"), &data).0, 201);
+    let status = node.terminate();
+    assert!(status.success(), "exit status {status}");
+    node.start_again();
+    assert!(!node.log_text().contains("repairing"), "a clean shutdown needed repair:\n{}", node.log_text());
+    assert!(get(&node.url("/api/v1/files/kept")).1 == data);
+}
+
+#[test]
 fn kill_9_during_a_large_upload_loses_nothing_acknowledged() {
     let mut node = TestNode::start();
     // Acknowledged before the crash.

@@ -226,6 +226,11 @@ impl Node {
         })
     }
 
+    /// Finishes queued writes and closes the database cleanly.
+    pub async fn shutdown(&self) -> Result<()> {
+        Ok(self.store.close().await?)
+    }
+
     pub async fn collect_garbage(&self) -> Result<GcReport> {
         Ok(self.collector.step().await?)
     }

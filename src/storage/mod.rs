@@ -207,7 +207,8 @@ pub struct GcReport {
 }
 
 struct Shared {
-    db: Arc<Database>,
+    /// `None` once closed. Readers hold a clone only for one read.
+    db: std::sync::RwLock<Option<Arc<Database>>>,
     ops: async_channel::Sender<Op>,
     pins: Arc<Pins>,
     node_id: NodeId,
@@ -227,7 +228,33 @@ impl Store {
         let db = Arc::new(db);
         let pins = Arc::new(Pins::default());
         let ops = writer::start(db.clone(), pins.clone());
-        Ok(Store { shared: Arc::new(Shared { db, ops, pins, node_id }) })
+        Ok(Store { shared: Arc::new(Shared { db: std::sync::RwLock::new(Some(db)), ops, pins, node_id }) })
+    }
+
+    fn db(&self) -> Result<Arc<Database>> {
+        let db = self.shared.db.read().unwrap_or_else(|p| p.into_inner());
+        db.clone().ok_or(StorageError::WriterGone)
+    }
+
+    /// Finishes queued writes and closes the database cleanly, so the next start needs no
+    /// repair. Reads and writes after this fail.
+    pub async fn close(&self) -> Result<()> {
+        self.submit(|reply| Op::Close { reply }).await?;
+        let Some(db) = self.shared.db.write().unwrap_or_else(|p| p.into_inner()).take() else {
+            return Ok(());
+        };
+        // Reads in flight hold their own reference; let them finish (briefly) before closing.
+        for _ in 0..500 {
+            if Arc::strong_count(&db) == 1 {
+                break;
+            }
+            runtime::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        match Arc::try_unwrap(db) {
+            Ok(db) => runtime::blocking(move || drop(db)).await,
+            Err(_) => log::warn!("reads still running at shutdown; the next start will check the database"),
+        }
+        Ok(())
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -243,7 +270,7 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T> + Send + 'static,
     {
-        let db = self.shared.db.clone();
+        let db = self.db()?;
         runtime::blocking(move || f(&db)).await
     }
 
@@ -274,13 +301,13 @@ impl Store {
 
     /// Sealed bytes of a chunk. Blocking: call from a blocking thread.
     pub fn chunk_blocking(&self, id: ChunkId) -> Result<Option<Vec<u8>>> {
-        let txn = self.shared.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         read_sealed(&txn.open_table(CHUNKS)?, &id)
     }
 
     /// Blocking: call from a blocking thread.
     pub fn has_chunk_blocking(&self, id: ChunkId) -> Result<bool> {
-        let txn = self.shared.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         has_sealed(&txn.open_table(CHUNKS)?, &id)
     }
 

@@ -67,6 +67,10 @@ pub(crate) enum Op {
         updates: Vec<(String, NameRecordV2, Option<Manifest>)>,
         reply: Reply<Vec<bool>>,
     },
+    /// Stop after everything queued before it; answered once the writer is done.
+    Close {
+        reply: Reply<()>,
+    },
     /// Local copies this node no longer has to hold (their holders confirmed theirs).
     DropChunks {
         ids: Vec<ChunkId>,
@@ -111,10 +115,20 @@ pub(crate) fn start(db: Arc<Database>, pins: Arc<Pins>) -> async_channel::Sender
 
 fn run(db: &Database, pins: &Pins, rx: &async_channel::Receiver<Op>) {
     while let Ok(first) = rx.recv_blocking() {
+        if let Op::Close { reply } = first {
+            let _ = reply.try_send(Ok(()));
+            break;
+        }
         let mut bytes = first.bytes();
         let mut batch = vec![first];
+        let mut closing = None;
         while batch.len() < MAX_BATCH_OPS && bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
+                // Ends the loop once this batch is written.
+                Ok(Op::Close { reply }) => {
+                    closing = Some(reply);
+                    break;
+                }
                 Ok(op) => {
                     bytes += op.bytes();
                     batch.push(op);
@@ -138,6 +152,10 @@ fn run(db: &Database, pins: &Pins, rx: &async_channel::Receiver<Op>) {
                     }
                 }
             }
+        }
+        if let Some(reply) = closing {
+            let _ = reply.try_send(Ok(()));
+            break;
         }
     }
     log::debug!("storage writer stopped");
@@ -221,6 +239,11 @@ impl<'t> Tables<'t> {
     /// a refusal of this operation alone is carried in its outcome.
     fn apply(&mut self, op: Op, pins: &Pins) -> Result<Outcome> {
         Ok(match op {
+            // `run` ends the loop at a close; one here has nothing left to do.
+            Op::Close { reply } => {
+                let _ = reply.try_send(Ok(()));
+                Outcome::None
+            }
             Op::PutChunk { id, sealed } => {
                 self.put_chunk(id, &sealed)?;
                 Outcome::None

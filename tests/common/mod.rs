@@ -80,6 +80,19 @@ impl TestNode {
         }
     }
 
+    /// SIGTERM, then waits (bounded) for the process to exit; returns its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("node is running");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        wait_for("the node to exit after SIGTERM", Duration::from_secs(30), || child.try_wait().unwrap())
+    }
+
+    /// Starts the node again on the same directory and port after it stopped.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "node still running");
+        self.restart();
+    }
+
     /// Kills the node (SIGKILL) and starts it again on the same directory and port.
     pub fn restart(&mut self) {
         self.kill9();
