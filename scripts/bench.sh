@@ -9,10 +9,14 @@
 #   3. the node's peak RSS (VmHWM) while the large files stream;
 #   4. the machine's own limits on the same bytes: `openssl dgst -sha256` throughput and
 #      `dd ... conv=fdatasync` write throughput on the data dir's filesystem; the node's numbers
-#      are reported as ratios to them, because absolute MB/s mean nothing across machines.
+#      are reported as ratios to them, because absolute MB/s mean nothing across machines;
+#   5. (cluster section) the same large-file PUT and GET through node 1 of a local 3-node
+#      cluster with replication 2, reported beside the single-node figures of the same run as
+#      ratios to them; plus the stored bytes summed over the nodes (expected ≈ 2 x logical)
+#      and each node's peak RSS.
 #
-# Every repetition gets a fresh node on an empty data dir, so the same random files can be
-# uploaded again without deduplicating against the previous repetition.
+# Every repetition gets a fresh node (and a fresh cluster) on empty data dirs, so the same random
+# files can be uploaded again without deduplicating against the previous repetition.
 #
 # Usage:   scripts/bench.sh
 # Knobs (environment):
@@ -27,12 +31,15 @@
 #                      data dir and the dd test both live there, so it picks the disk measured.
 #   BENCH_BIN          benchmark this diststore binary instead of building the work tree
 #                      (e.g. to compare two versions, or while the tree doesn't build)
+#   BENCH_CLUSTER      1: also run the 3-node cluster section; 0: skip it     (default 1)
 #
 # Units: 1 MB = 10^6 bytes (as dd reports); sizes of files are in MiB.
 #
-# Structure (for adding e.g. a cluster section): start_node / stop_node manage node processes,
-# bench_put_get and bench_small_ops take a node URL and append to the result arrays,
-# machine_limits measures the baselines, report prints the table.
+# Structure: start_node / stop_node manage node processes; bench_put and bench_get measure a node
+# URL and leave their figures in PG_* for the caller to record (bench_single_put_get records
+# them for the single node); bench_small_ops takes a node URL and appends to the result arrays;
+# bench_cluster runs the cluster section of one rep;
+# machine_limits measures the baselines; report (and report_cluster) print the tables.
 
 set -euo pipefail
 export LC_ALL=C # '.' as the decimal point in $EPOCHREALTIME, awk and dd output
@@ -49,6 +56,7 @@ BENCH_WRK_THREADS="${BENCH_WRK_THREADS:-2}"
 BENCH_SMALL_FILES="${BENCH_SMALL_FILES:-1000}"
 BENCH_DIR="${BENCH_DIR:-/tmp}"
 BENCH_BIN="${BENCH_BIN:-}"
+BENCH_CLUSTER="${BENCH_CLUSTER:-1}"
 
 # Targets the report compares against.
 TARGET_PUT_RATIO=0.35   # PUT MB/s / sha256 MB/s
@@ -56,6 +64,9 @@ TARGET_GET_RATIO=0.55   # GET MB/s / sha256 MB/s
 TARGET_PUT_OPS=3000
 TARGET_GET_OPS=15000
 TARGET_RSS_MIB=128
+TARGET_CLUSTER_PUT_RATIO=0.5   # cluster PUT MB/s / single-node PUT MB/s
+CLUSTER_NODES=3                # the cluster section's shape (the ratios' targets assume it)
+CLUSTER_REPLICATION=2
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers
@@ -92,13 +103,16 @@ require_uint() {
 check_tools() {
   local missing=() hint=()
   local tool
-  for tool in cargo curl wrk openssl dd awk sort split head; do
+  local tools=(cargo curl wrk openssl dd awk sort split head)
+  ((BENCH_CLUSTER == 0)) || tools+=(jq) # reads the nodes' status JSON
+  for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
   done
   ((${#missing[@]} == 0)) && return
   for tool in "${missing[@]}"; do
     case "$tool" in
       wrk) hint+=("wrk: apt-get install -y wrk") ;;
+      jq) hint+=("jq: apt-get install -y jq (or BENCH_CLUSTER=0 to skip the cluster section)") ;;
       curl) hint+=("curl: apt-get install -y curl") ;;
       openssl) hint+=("openssl: apt-get install -y openssl") ;;
       dd | sort | split | head) hint+=("$tool: apt-get install -y coreutils") ;;
@@ -136,16 +150,39 @@ build() {
 NODE_PIDS=()  # every node started, for cleanup
 WARNINGS=()
 BIN_DESC=""
+LOAD_START=""
 WORK=""
+
+# alive PID: the process exists and has not exited. (kill -0 alone is not enough: a child of ours
+# that exited stays a zombie until we wait for it, and kill -0 succeeds on a zombie.)
+alive() {
+  local state
+  state="$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" || return 1
+  [[ -n "$state" && "$state" != Z ]]
+}
+
+# kill_node PID: SIGTERM, up to 10 s to exit, then SIGKILL; reaps it. Bounded because a SIGTERM
+# that lands between fork and exec of the node is lost (bash still owns the child then and drops
+# it), and an unbounded `wait` would then hang the benchmark for good.
+kill_node() {
+  local pid="$1" deadline=$((SECONDS + 10))
+  kill "$pid" 2>/dev/null || return 0
+  while alive "$pid"; do
+    if ((SECONDS >= deadline)); then
+      log "node pid $pid ignored SIGTERM for 10 s: SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      break
+    fi
+    # A SIGTERM lost before exec leaves the node running: send it again.
+    kill "$pid" 2>/dev/null || true
+    sleep 0.05
+  done
+  wait "$pid" 2>/dev/null || true
+}
 
 cleanup() {
   local pid
-  for pid in "${NODE_PIDS[@]}"; do
-    if kill -0 "$pid" 2>/dev/null; then
-      kill "$pid" 2>/dev/null || true
-      wait "$pid" 2>/dev/null || true
-    fi
-  done
+  for pid in "${NODE_PIDS[@]}"; do kill_node "$pid"; done
   if [[ -n "$WORK" && -d "$WORK" ]]; then rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -164,13 +201,17 @@ start_node() {
   shift
   local dir="$WORK/$name"
   mkdir -p "$dir"
+  # Created here, not only by the background child's redirections: the loop below may read
+  # stdout.log before the child has got round to opening it.
+  : >"$dir/stdout.log"
+  : >"$dir/stderr.log"
   "$BIN" --listen 127.0.0.1:0 --data-dir "$dir/data" "$@" >"$dir/stdout.log" 2>"$dir/stderr.log" &
   NODE_PID=$!
   NODE_PIDS+=("$NODE_PID")
   NODE_URL=""
   local deadline=$((SECONDS + 30))
   while [[ -z "$NODE_URL" ]]; do
-    if ! kill -0 "$NODE_PID" 2>/dev/null; then
+    if ! alive "$NODE_PID"; then
       cat "$dir/stdout.log" "$dir/stderr.log" >&2 || true
       die "node $name exited during start-up"
     fi
@@ -184,8 +225,11 @@ start_node() {
 # stop_node PID NAME: stops the node and deletes its data, so the disk doesn't fill up over reps.
 stop_node() {
   local pid="$1" name="$2"
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  kill_node "$pid"
+  # Forget it: once reaped, its pid may go to some other program, which cleanup must not signal.
+  local kept=() p
+  for p in "${NODE_PIDS[@]}"; do [[ "$p" == "$pid" ]] || kept+=("$p"); done
+  NODE_PIDS=("${kept[@]}")
   rm -rf "${WORK:?}/$name"
 }
 
@@ -247,14 +291,14 @@ R_PUT_OPS=() R_GET_OPS=() R_PUT_NON2XX=() R_GET_NON2XX=() R_PUT_ERRORS=() R_GET_
 R_PUT_P99_MS=() R_GET_P99_MS=()
 R_SHA_MBS=() R_DD_MBS=()
 
-# bench_put_get URL TAG: PUT every large file under TAG/, then GET them all back; each direction
-# timed as a whole, sequential, the way one client streams a big upload or download.
-bench_put_get() {
-  local url="$1" tag="$2" i code t0 t1 resp new_bytes=0 nb size
+# bench_put URL TAG: PUT every large file under TAG/, sequentially, timed as a whole, the way one
+# client streams a big upload. Sets PG_PUT_MBS and PG_NEW_BYTES (the sum of the responses'
+# new_bytes) for the caller to record.
+bench_put() {
+  local url="$1" tag="$2" i code t0 t1 resp="$WORK/put-response.json" new_bytes=0 nb size
   log "$tag: PUT $BENCH_FILES x $FILE_MIB MiB"
   t0="$(now)"
   for ((i = 0; i < BENCH_FILES; i++)); do
-    resp="$WORK/put-response.json"
     code="$(curl -sS -T "${LARGE_FILES[i]}" "$url/api/v1/files/$tag/f$i" -o "$resp" -w '%{http_code}')"
     [[ "$code" == 201 ]] || die "PUT $tag/f$i: HTTP $code: $(head -c 300 "$resp")"
     nb="$(grep -o '"new_bytes":[0-9]*' "$resp" | cut -d: -f2)"
@@ -263,26 +307,40 @@ bench_put_get() {
     new_bytes=$((new_bytes + ${nb:-0}))
   done
   t1="$(now)"
-  R_PUT_MBS+=("$(mbps "$TOTAL_BYTES" "$(calc "$t1 - $t0")")")
-  # Distinct random data must not deduplicate; if it did, the PUT number is meaningless.
-  if ((new_bytes < TOTAL_BYTES * 9 / 10)); then
-    warn "$tag: PUT stored only $new_bytes new bytes of $TOTAL_BYTES: unexpected dedup?"
-  fi
+  PG_PUT_MBS="$(mbps "$TOTAL_BYTES" "$(calc "$t1 - $t0")")"
+  PG_NEW_BYTES="$new_bytes"
+}
 
+# bench_get URL TAG: GET the files bench_put stored under TAG/ back, timed the same way, then
+# checks one of them byte for byte. Sets PG_GET_MBS.
+bench_get() {
+  local url="$1" tag="$2" i out t0 t1
   log "$tag: GET $BENCH_FILES x $FILE_MIB MiB"
-  local out
   t0="$(now)"
   for ((i = 0; i < BENCH_FILES; i++)); do
     out="$(curl -sS "$url/api/v1/files/$tag/f$i" -o /dev/null -w '%{http_code} %{size_download}')"
     [[ "$out" == "200 $FILE_BYTES" ]] || die "GET $tag/f$i: expected '200 $FILE_BYTES', got '$out'"
   done
   t1="$(now)"
-  R_GET_MBS+=("$(mbps "$TOTAL_BYTES" "$(calc "$t1 - $t0")")")
+  PG_GET_MBS="$(mbps "$TOTAL_BYTES" "$(calc "$t1 - $t0")")"
 
   # Outside the timing: one file back byte for byte, so a fast but wrong GET can't pass.
   local got
   got="$(curl -sS "$url/api/v1/files/$tag/f0" | openssl dgst -sha256 -r | cut -d' ' -f1)"
   [[ "$got" == "$FILE0_SHA256" ]] || die "GET $tag/f0 returned different bytes (sha256 $got)"
+}
+
+# bench_single_put_get URL TAG: the single-node large-file figures of one rep.
+bench_single_put_get() {
+  local url="$1" tag="$2"
+  bench_put "$url" "$tag"
+  R_PUT_MBS+=("$PG_PUT_MBS")
+  # Distinct random data must not deduplicate; if it did, the PUT number is meaningless.
+  if ((PG_NEW_BYTES < TOTAL_BYTES * 9 / 10)); then
+    warn "$tag: PUT stored only $PG_NEW_BYTES new bytes of $TOTAL_BYTES: unexpected dedup?"
+  fi
+  bench_get "$url" "$tag"
+  R_GET_MBS+=("$PG_GET_MBS")
 }
 
 # run_wrk URL ARGS...: runs wrk with the Lua script and sets WRK_* from its WRK_RESULT line.
@@ -298,10 +356,12 @@ run_wrk() {
   for kv in ${line#WRK_RESULT }; do
     printf -v "WRK_${kv%%=*}" '%s' "${kv#*=}"
   done
-  # shellcheck disable=SC2154 # set just above through printf -v
-  WRK_OPS="$(calc "$WRK_requests / ($WRK_duration_us / 1000000)")"
-  WRK_SOCKET_ERRORS=$((WRK_connect + WRK_read + WRK_write + WRK_timeout))
-  WRK_P99_MS="$(calc "$WRK_p99_us / 1000")"
+  # shellcheck disable=SC2154 # WRK_* are set just above through printf -v
+  {
+    WRK_OPS="$(calc "$WRK_requests / ($WRK_duration_us / 1000000)")"
+    WRK_SOCKET_ERRORS=$((WRK_connect + WRK_read + WRK_write + WRK_timeout))
+    WRK_P99_MS="$(calc "$WRK_p99_us / 1000")"
+  }
 }
 
 # bench_small_ops URL TAG: 4 KiB PUTs (a new name each) and 4 KiB GETs over pre-uploaded files.
@@ -345,6 +405,87 @@ machine_limits() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Cluster section: the same large-file workload through node 1 of a local cluster, so that the
+# cost of replication (every chunk sealed once, then sent to and fsynced on R nodes, R-1 of
+# them over a peer link) shows as a ratio to the single node measured in the same rep.
+
+C_PUT_MBS=() C_GET_MBS=() C_STORED_PUT=() C_STORED_GET=() C_RSS_MAX_MIB=()
+C_RSS_NODES=() # per rep, "n1/n2/n3" peak RSS in MiB
+CLUSTER_SECRET=""
+
+# One secret for every cluster of the run (nodes of a cluster must share it); 0600 like a real one.
+make_cluster_secret() {
+  CLUSTER_SECRET="$WORK/cluster-secret"
+  (umask 077 && openssl rand -hex 32 >"$CLUSTER_SECRET")
+}
+
+node_status() { curl -fsS --max-time 5 "$1/api/v1/status"; }
+
+# wait_peers_up URL WANT NAME: until the node at URL reports at least WANT peers up (30 s at most),
+# so that the PUT goes to a cluster that has settled, not to a node still alone.
+wait_peers_up() {
+  local url="$1" want="$2" name="$3" up deadline=$((SECONDS + 30))
+  while :; do
+    up="$(node_status "$url" 2>/dev/null | jq '[.peers[] | select(.state == "up")] | length' 2>/dev/null)" ||
+      up=0
+    ((${up:-0} >= want)) && return 0
+    ((SECONDS < deadline)) || die "cluster node $name sees ${up:-0} of $want peers up after 30 s"
+    sleep 0.1
+  done
+}
+
+# stored_ratio URL...: sets STORED_RATIO to the stored bytes summed over the nodes, as a multiple
+# of the logical bytes of the workload; also checks that every node lists every file (names go to
+# all nodes). Not called in $(...): its warnings must reach WARNINGS.
+stored_ratio() {
+  local url json sum=0 stored files
+  for url in "$@"; do
+    json="$(node_status "$url")" || die "no status from $url"
+    stored="$(jq -r .stored_bytes <<<"$json")" files="$(jq -r .files <<<"$json")"
+    ((files == BENCH_FILES)) || warn "cluster node $url lists $files files, expected $BENCH_FILES"
+    sum=$((sum + stored))
+  done
+  STORED_RATIO="$(calc "$sum / $TOTAL_BYTES")"
+}
+
+# bench_cluster REP: starts a fresh cluster (node 1, then the others joining through it), runs
+# the large-file PUT and GET through node 1, records the figures and stops the cluster.
+bench_cluster() {
+  local rep="$1" i names=() pids=() urls=() args=()
+  for ((i = 1; i <= CLUSTER_NODES; i++)); do
+    names+=("cluster-rep$rep-n$i")
+    args=(--secret-file "$CLUSTER_SECRET" --replication "$CLUSTER_REPLICATION")
+    ((i == 1)) || args+=(--peer "${urls[0]}")
+    start_node "${names[-1]}" "${args[@]}"
+    pids+=("$NODE_PID") urls+=("$NODE_URL")
+  done
+  for ((i = 0; i < CLUSTER_NODES; i++)); do
+    wait_peers_up "${urls[i]}" $((CLUSTER_NODES - 1)) "${names[i]}"
+  done
+  log "cluster-rep$rep: $CLUSTER_NODES nodes up, each sees $((CLUSTER_NODES - 1)) peers"
+
+  local tag="cluster-rep$rep"
+  bench_put "${urls[0]}" "$tag"
+  C_PUT_MBS+=("$PG_PUT_MBS")
+  # After a 201 every chunk is durable on its R holders, so the sum is final right away.
+  stored_ratio "${urls[@]}"
+  C_STORED_PUT+=("$STORED_RATIO")
+  bench_get "${urls[0]}" "$tag"
+  C_GET_MBS+=("$PG_GET_MBS")
+  # Again after the GET: a change would mean node 1 keeps (or drops) what it fetched.
+  stored_ratio "${urls[@]}"
+  C_STORED_GET+=("$STORED_RATIO")
+
+  local rss=()
+  for ((i = 0; i < CLUSTER_NODES; i++)); do rss+=("$(peak_rss_mib "${pids[i]}")"); done
+  C_RSS_NODES+=("$(IFS=/; printf '%s' "${rss[*]}")")
+  C_RSS_MAX_MIB+=("$(max "${rss[@]}")")
+  for ((i = 0; i < CLUSTER_NODES; i++)); do stop_node "${pids[i]}" "${names[i]}"; done
+  log "cluster rep $rep: PUT ${C_PUT_MBS[-1]%.*} MB/s, GET ${C_GET_MBS[-1]%.*} MB/s," \
+    "stored $(printf %.2f "${C_STORED_PUT[-1]}") x logical, peak RSS ${C_RSS_NODES[-1]} MiB"
+}
+
+# ---------------------------------------------------------------------------------------------
 # Report
 
 # verdict VALUE OP TARGET → "ok" / "MISS"
@@ -353,6 +494,7 @@ verdict() {
 }
 
 list() { local v out=""; for v in "$@"; do out+="$(printf '%.1f ' "$v")"; done; printf '%s' "${out% }"; }
+list2() { local v out=""; for v in "$@"; do out+="$(printf '%.3f ' "$v")"; done; printf '%s' "${out% }"; }
 
 report() {
   local put get sha dd put_ops get_ops rss rss_max
@@ -368,6 +510,8 @@ report() {
     "wrk ${BENCH_WRK_THREADS}t/${BENCH_CONNECTIONS}c ${BENCH_DURATION}s, $(nproc) CPUs," \
     "work dir on $(df -P "$WORK" | awk 'NR == 2 { print $1 }') ($(stat -f -c %T "$WORK"))"
   echo "binary: $BIN_DESC"
+  # Others' work on a shared machine moves these numbers more than most code changes do.
+  echo "load average (1/5/15 min) at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
   echo "per rep:"
   printf '  %-22s %s\n' \
@@ -395,11 +539,51 @@ report() {
     printf "$fmt" "peak RSS (MiB)" "$(printf %.1f "$rss")" "max $(printf %.1f "$rss_max")" "" \
       "<= $TARGET_RSS_MIB" "$(verdict "$rss_max" '<=' "$TARGET_RSS_MIB")"
   }
+  ((BENCH_CLUSTER == 0)) || report_cluster "$put" "$get"
   if ((${#WARNINGS[@]} > 0)); then
     echo
     echo "warnings:"
     printf '  - %s\n' "${WARNINGS[@]}"
   fi
+}
+
+# report_cluster SINGLE_PUT SINGLE_GET: the cluster section beside the single-node medians.
+report_cluster() {
+  local s_put="$1" s_get="$2" put get st_put st_get rss_max r_put r_get
+  put="$(median "${C_PUT_MBS[@]}")" get="$(median "${C_GET_MBS[@]}")"
+  st_put="$(median "${C_STORED_PUT[@]}")" st_get="$(median "${C_STORED_GET[@]}")"
+  rss_max="$(max "${C_RSS_MAX_MIB[@]}")"
+  r_put="$(calc "$put / $s_put")" r_get="$(calc "$get / $s_get")"
+  # Ciphertext adds a 16-byte tag per chunk, so R copies come to a hair over R x logical.
+  local lo hi
+  lo="$(calc "$CLUSTER_REPLICATION * 0.95")" hi="$(calc "$CLUSTER_REPLICATION * 1.05")"
+
+  echo
+  echo "DistStore cluster: $CLUSTER_NODES local nodes, replication $CLUSTER_REPLICATION, one shared secret," \
+    "nodes 2..$CLUSTER_NODES joined through node 1;"
+  echo "same $BENCH_FILES x $FILE_MIB MiB files, PUT and GET through node 1, fresh cluster per rep"
+  echo
+  echo "per rep:"
+  printf '  %-22s %s\n' \
+    "PUT large (MB/s)" "$(list "${C_PUT_MBS[@]}")" \
+    "GET large (MB/s)" "$(list "${C_GET_MBS[@]}")" \
+    "stored / logical" "after PUT: $(list2 "${C_STORED_PUT[@]}")  after GET: $(list2 "${C_STORED_GET[@]}")  (sum over the $CLUSTER_NODES nodes)" \
+    "peak RSS (MiB)" "$(printf '%s ' "${C_RSS_NODES[@]}")(node1/node2/node3, after PUT and GET)"
+  echo
+  local fmt='%-22s %10s %10s   %7s   %-10s %s\n'
+  # shellcheck disable=SC2059 # the format is ours
+  {
+    printf "$fmt" metric single cluster ratio target ""
+    printf "$fmt" "PUT ${BENCH_TOTAL_MIB}MiB (MB/s)" "$(printf %.1f "$s_put")" "$(printf %.1f "$put")" \
+      "$(printf %.2f "$r_put")" ">= $TARGET_CLUSTER_PUT_RATIO" "$(verdict "$r_put" '>=' "$TARGET_CLUSTER_PUT_RATIO")"
+    printf "$fmt" "GET ${BENCH_TOTAL_MIB}MiB (MB/s)" "$(printf %.1f "$s_get")" "$(printf %.1f "$get")" \
+      "$(printf %.2f "$r_get")" "" ""
+    printf "$fmt" "stored / logical" "" "$(printf %.3f "$st_put")" "" "≈ $CLUSTER_REPLICATION" \
+      "$(if awk "BEGIN { exit !($st_put >= $lo && $st_put <= $hi) }"; then printf ok; else printf MISS; fi)"
+    printf "$fmt" "  (after the GET)" "" "$(printf %.3f "$st_get")" "" "" ""
+    printf "$fmt" "peak RSS/node (MiB)" "" "max $(printf %.1f "$rss_max")" "" "<= $TARGET_RSS_MIB" \
+      "$(verdict "$rss_max" '<=' "$TARGET_RSS_MIB")"
+  }
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -410,15 +594,18 @@ main() {
     BENCH_WRK_THREADS BENCH_SMALL_FILES; do
     require_uint "$knob"
   done
+  [[ "$BENCH_CLUSTER" == 0 || "$BENCH_CLUSTER" == 1 ]] || die "BENCH_CLUSTER must be 0 or 1, got '$BENCH_CLUSTER'"
   check_tools
   [[ -f "$WRK_LUA" ]] || die "missing $WRK_LUA"
   mkdir -p "$BENCH_DIR"
   WORK="$(mktemp -d "$BENCH_DIR/diststore-bench.XXXXXX")"
   log "work dir $WORK"
+  LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 
   build
   make_large_files
   make_small_files
+  ((BENCH_CLUSTER == 0)) || make_cluster_secret
 
   # One fresh node per rep: an empty store each time, so nothing deduplicates against the
   # previous rep, and VmHWM is this rep's peak. The machine limits are sampled in the same rep
@@ -429,7 +616,7 @@ main() {
     machine_limits
     name="node-rep$rep"
     start_node "$name"
-    bench_put_get "$NODE_URL" "rep$rep"
+    bench_single_put_get "$NODE_URL" "rep$rep"
     R_RSS_MIB+=("$(peak_rss_mib "$NODE_PID")")
     bench_small_ops "$NODE_URL" "rep$rep"
     R_RSS_AFTER_SMALL_MIB+=("$(peak_rss_mib "$NODE_PID")")
@@ -437,6 +624,8 @@ main() {
     log "rep $rep: PUT ${R_PUT_MBS[-1]%.*} MB/s, GET ${R_GET_MBS[-1]%.*} MB/s," \
       "PUT ${R_PUT_OPS[-1]%.*} ops/s, GET ${R_GET_OPS[-1]%.*} ops/s, RSS ${R_RSS_MIB[-1]} MiB," \
       "sha256 ${R_SHA_MBS[-1]%.*} MB/s, dd ${R_DD_MBS[-1]%.*} MB/s"
+    # Same rep, right after the single node: both see the same background load.
+    ((BENCH_CLUSTER == 0)) || bench_cluster "$rep"
   done
 
   report
