@@ -44,6 +44,15 @@ pub struct NameUpdate {
     pub manifest: Option<ManifestRecordV1>,
 }
 
+/// A sealed chunk in transit. Its bytes go as one byte string (`serde_bytes`), not as a
+/// sequence of single bytes: the same wire bytes, a fraction of the encoding work.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SealedChunk {
+    pub id: [u8; 32],
+    #[serde(with = "serde_bytes")]
+    pub sealed: Vec<u8>,
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// Heartbeat and membership gossip.
@@ -53,7 +62,7 @@ pub enum Request {
     },
     /// Store sealed chunks durably; answered once fsynced.
     PutChunks {
-        chunks: Vec<([u8; 32], Vec<u8>)>,
+        chunks: Vec<SealedChunk>,
     },
     GetChunk {
         id: [u8; 32],
@@ -77,7 +86,7 @@ pub enum Request {
 pub enum Response {
     Pong { members: Vec<Member>, stats: PeerStats },
     Stored { new_bytes: u64 },
-    Chunk(Option<Vec<u8>>),
+    Chunk(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
     Have(Vec<bool>),
     Applied,
     Digest(Vec<[u8; 32]>),
@@ -115,6 +124,18 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError>
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn chunk_bytes_encode_as_a_byte_string() {
+        let m = Request::PutChunks { chunks: vec![SealedChunk { id: [1; 32], sealed: vec![9, 8, 7] }] };
+        let mut expected = vec![1, 1];
+        expected.extend([1; 32]);
+        expected.extend([3, 9, 8, 7]);
+        assert_eq!(encode(&m), expected);
+        assert_eq!(decode::<Request>(&expected).unwrap(), m);
+        let r = Response::Chunk(Some(vec![5; 300]));
+        assert_eq!(decode::<Response>(&encode(&r)).unwrap(), r);
+    }
 
     #[test]
     fn round_trip_and_refuse_trailing_bytes() {

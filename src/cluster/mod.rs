@@ -34,6 +34,8 @@ pub use messages::{Member, NameUpdate, PeerStats};
 use messages::{Message, Request, Response};
 pub use repair::RepairReport;
 
+/// Chunk stores an upload keeps in flight across the cluster.
+const STORES_IN_FLIGHT: usize = 8;
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
 const NAMES_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -286,46 +288,52 @@ impl Cluster {
     }
 
     /// Stores a sealed chunk on its R best-ranked live nodes (falling back down the ranking),
-    /// durably on each peer. Returns the bytes new on the first holder.
+    /// durably on each peer, the holders written in parallel. Returns the bytes that were new
+    /// on the best-ranked holder.
     pub async fn store_chunk(&self, id: ChunkId, sealed: Arc<Vec<u8>>) -> Result<u64, ClusterError> {
         self.check_writable()?;
         let live = self.live_nodes();
         let want = self.config.replication.min(live.len());
-        let mut stored = 0;
+        let ranking = placement::rank(&id, &live);
+        let (mut next, mut stored) = (0, 0);
         let mut new_bytes = None;
-        for node in placement::rank(&id, &live) {
-            if stored == want {
-                break;
-            }
-            let result = if node == self.me {
-                self.store.put_chunk(id, sealed.to_vec()).await.map(|_| 0).map_err(|e| e.to_string())
-            } else if let Some(link) = self.link_of(node) {
-                match link
-                    .request(
-                        Request::PutChunks { chunks: vec![(*id.as_bytes(), sealed.to_vec())] },
-                        CHUNK_TIMEOUT,
-                    )
-                    .await
-                {
-                    Ok(Response::Stored { new_bytes }) => Ok(new_bytes),
-                    Ok(_) => Err("unexpected response".into()),
-                    Err(e) => Err(e.to_string()),
+        while stored < want && next < ranking.len() {
+            let round: Vec<NodeId> = ranking[next..].iter().take(want - stored).copied().collect();
+            next += round.len();
+            let results =
+                futures_util::future::join_all(round.iter().map(|node| self.store_on(*node, id, &sealed)))
+                    .await;
+            for (node, result) in round.iter().zip(results) {
+                match result {
+                    Ok(n) => {
+                        stored += 1;
+                        new_bytes.get_or_insert(n);
+                    }
+                    Err(e) => log::warn!("storing chunk {id} on {node} failed: {e}; trying the next node"),
                 }
-            } else {
-                Err("went down".into())
-            };
-            match result {
-                Ok(n) => {
-                    stored += 1;
-                    new_bytes.get_or_insert(n);
-                }
-                Err(e) => log::warn!("storing chunk {id} on {node} failed: {e}; trying the next node"),
             }
         }
         if stored < self.config.min_replicas.max(1) {
             return Err(ClusterError::Unavailable { live: stored, needed: self.config.min_replicas });
         }
         Ok(new_bytes.unwrap_or(0))
+    }
+
+    /// One holder's copy: queued locally (made durable by the file's commit), or durable on a
+    /// peer when it answers.
+    async fn store_on(&self, node: NodeId, id: ChunkId, sealed: &Arc<Vec<u8>>) -> Result<u64, String> {
+        if node == self.me {
+            let had = self.store.have_chunks(vec![id]).await.map_err(|e| e.to_string())?;
+            self.store.put_chunk(id, sealed.to_vec()).await.map_err(|e| e.to_string())?;
+            return Ok(if had.first() == Some(&true) { 0 } else { sealed.len() as u64 });
+        }
+        let link = self.link_of(node).ok_or("went down")?;
+        let chunks = vec![messages::SealedChunk { id: *id.as_bytes(), sealed: sealed.to_vec() }];
+        match link.request(Request::PutChunks { chunks }, CHUNK_TIMEOUT).await {
+            Ok(Response::Stored { new_bytes }) => Ok(new_bytes),
+            Ok(_) => Err("unexpected response".into()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// A chunk this node does not hold, from the live nodes in ranking order (holders first),
@@ -459,9 +467,9 @@ impl Cluster {
                 let checked = runtime::blocking(move || {
                     chunks
                         .into_iter()
-                        .map(|(id, sealed)| {
-                            let id = ChunkId::from_bytes(id);
-                            keys.open_chunk(&id, sealed.clone()).map(|_| (id, sealed))
+                        .map(|c| {
+                            let id = ChunkId::from_bytes(c.id);
+                            keys.open_chunk(&id, c.sealed.clone()).map(|_| (id, c.sealed))
                         })
                         .collect::<Result<Vec<_>, _>>()
                 })
@@ -580,7 +588,7 @@ pub async fn store_all(
             let cluster = cluster.clone();
             async move { cluster.store_chunk(id, sealed).await }
         })
-        .buffer_unordered(4);
+        .buffer_unordered(STORES_IN_FLIGHT);
     let mut new_bytes = 0;
     let mut first_error = None;
     while let Some(r) = results.next().await {
