@@ -3,13 +3,14 @@
 //! Schema 1 mapped a name straight to a file id (`names_v1`: name → 32 bytes), stored each
 //! sealed chunk as one value (`chunks_v1`) and kept no totals. Schema 2 gives every name a
 //! record (content type, modified time, version stamp, tombstones for deletes) in `names_v2`,
-//! cuts chunks into fixed segments (`chunks_v2`) and keeps running totals in `meta`.
+//! cuts chunks into fixed segments (`chunks_v2`) indexed by `chunk_index_v1`, and keeps
+//! running totals in `meta`.
 //! Manifests and reference counts kept their formats.
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::storage::records::{ManifestRecordV1, NameRecordV2, StampV1, decode, encode};
-use crate::storage::{CHUNKS, MANIFESTS, META, NAMES, Result, SEGMENT, Stats, schema};
+use crate::storage::{CHUNK_INDEX, CHUNKS, MANIFESTS, META, NAMES, Result, SEGMENT, Stats, schema};
 
 pub const NAMES_V1: &str = "names_v1";
 const NAMES_V1_TABLE: TableDefinition<&str, [u8; 32]> = TableDefinition::new(NAMES_V1);
@@ -47,12 +48,14 @@ pub fn upgrade(txn: &WriteTransaction) -> Result<()> {
         }
         let old_chunks = txn.open_table(CHUNKS_V1)?;
         let mut chunks = txn.open_table(CHUNKS)?;
+        let mut index = txn.open_table(CHUNK_INDEX)?;
         for item in old_chunks.iter()? {
             let (id, sealed) = item?;
             let sealed = sealed.value();
             for (i, segment) in sealed.chunks(SEGMENT).enumerate() {
                 chunks.insert((id.value(), i as u32), segment)?;
             }
+            index.insert(id.value(), sealed.len() as u32)?;
             stats.stored_bytes += sealed.len() as u64;
             stats.chunks += 1;
         }

@@ -4,7 +4,9 @@ use std::path::Path;
 
 use redb::{Builder, Database, ReadableTable, Table, TableHandle};
 
-use super::{CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, MANIFESTS, META, NAMES, Result, Stats, StorageError};
+use super::{
+    CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, MANIFESTS, META, NAMES, Result, Stats, StorageError,
+};
 use crate::content::NodeId;
 
 /// Version of the whole set of tables and records. Bump it with a step in `migrations/`.
@@ -67,6 +69,7 @@ pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<(Database, NodeId)
         txn.open_table(NAMES)?;
         txn.open_table(MANIFESTS)?;
         txn.open_table(CHUNKS)?;
+        txn.open_table(CHUNK_INDEX)?;
         txn.open_table(CHUNK_REFS)?;
         txn.open_table(FILE_REFS)?;
         txn.open_table(GC_FILES)?;

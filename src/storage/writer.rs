@@ -12,8 +12,8 @@ use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 
 use super::records::{ManifestRecordV1, NameRecordV2, StampV1, decode, encode};
 use super::{
-    CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, GcReport, MANIFESTS, META, NAMES, Pins, Result, SEGMENT,
-    StorageError, has_sealed, read_manifest, schema,
+    CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, GcReport, MANIFESTS, META, NAMES, Pins, Result,
+    SEGMENT, StorageError, has_sealed, read_manifest, schema,
 };
 use crate::content::{ChunkId, FileId, Manifest};
 
@@ -209,6 +209,7 @@ struct Tables<'t> {
     names: Table<'t, &'static str, &'static [u8]>,
     manifests: Table<'t, [u8; 32], &'static [u8]>,
     chunks: Table<'t, ([u8; 32], u32), &'static [u8]>,
+    chunk_index: Table<'t, [u8; 32], u32>,
     chunk_refs: Table<'t, [u8; 32], u32>,
     file_refs: Table<'t, [u8; 32], u32>,
     gc_files: Table<'t, [u8; 32], ()>,
@@ -224,6 +225,7 @@ impl<'t> Tables<'t> {
             names: txn.open_table(NAMES)?,
             manifests: txn.open_table(MANIFESTS)?,
             chunks: txn.open_table(CHUNKS)?,
+            chunk_index: txn.open_table(CHUNK_INDEX)?,
             chunk_refs: txn.open_table(CHUNK_REFS)?,
             file_refs: txn.open_table(FILE_REFS)?,
             gc_files: txn.open_table(GC_FILES)?,
@@ -299,28 +301,24 @@ impl<'t> Tables<'t> {
     /// Removes a chunk's segments; returns the sealed bytes freed (0 when it was not here).
     /// Counts the chunk out; the caller accounts the bytes.
     fn remove_chunk(&mut self, id: &ChunkId) -> Result<u64> {
-        let mut freed = 0;
-        for i in 0.. {
-            match self.chunks.remove((*id.as_bytes(), i))? {
-                Some(segment) => freed += segment.value().len() as u64,
-                None => break,
-            }
+        let Some(len) = self.chunk_index.remove(id.as_bytes())?.map(|v| v.value()) else { return Ok(0) };
+        for i in 0..(len as usize).div_ceil(SEGMENT) {
+            self.chunks.remove((*id.as_bytes(), i as u32))?;
         }
-        if freed > 0 {
-            self.stats.chunks = self.stats.chunks.saturating_sub(1);
-        }
-        Ok(freed)
+        self.stats.chunks = self.stats.chunks.saturating_sub(1);
+        Ok(u64::from(len))
     }
 
     /// Stores a chunk unless present; returns the sealed bytes added.
     fn put_chunk(&mut self, id: ChunkId, sealed: &[u8]) -> Result<u64> {
         let key = id.as_bytes();
-        if has_sealed(&self.chunks, &id)? {
+        if has_sealed(&self.chunk_index, &id)? {
             return Ok(0);
         }
         for (i, segment) in sealed.chunks(SEGMENT).enumerate() {
             self.chunks.insert((*key, i as u32), segment)?;
         }
+        self.chunk_index.insert(key, sealed.len() as u32)?;
         // A chunk enters with no users; until its manifest commits, only a pin keeps it.
         if self.chunk_refs.get(key)?.is_none() {
             self.chunk_refs.insert(key, 0)?;
@@ -360,7 +358,7 @@ impl<'t> Tables<'t> {
             };
             if let (Some(m), true) = (manifest, require_local_chunks) {
                 for chunk in m.distinct_chunks() {
-                    if !has_sealed(&self.chunks, &chunk.id)? {
+                    if !has_sealed(&self.chunk_index, &chunk.id)? {
                         return Err(StorageError::MissingChunk(chunk.id));
                     }
                 }
