@@ -225,10 +225,10 @@ impl Store {
     /// Opens (or creates) the database at `path`, upgrading an older schema, and starts the
     /// writer thread. Blocking.
     pub fn open(path: &Path, cache_bytes: usize) -> Result<Store> {
-        let (db, node_id) = schema::open(path, cache_bytes)?;
+        let (db, node_id, file) = schema::open(path, cache_bytes)?;
         let db = Arc::new(db);
         let pins = Arc::new(Pins::default());
-        let ops = writer::start(db.clone(), pins.clone());
+        let ops = writer::start(db.clone(), pins.clone(), file);
         Ok(Store { shared: Arc::new(Shared { db: std::sync::RwLock::new(Some(db)), ops, pins, node_id }) })
     }
 

@@ -19,13 +19,23 @@ const VERSION_KEY: &str = "schema_version";
 const NODE_ID_KEY: &str = "node_id";
 const STATS_KEY: &str = "stats_v1";
 
-pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<(Database, NodeId)> {
+/// Opens the database; also returns a second handle on its file, for starting writeback early.
+pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<(Database, NodeId, std::fs::File)> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| StorageError::Corrupt(format!("opening {}: {e}", path.display())))?;
+    let writeback =
+        file.try_clone().map_err(|e| StorageError::Corrupt(format!("duplicating a file handle: {e}")))?;
     let db = Builder::new()
         .set_cache_size(cache_bytes)
         .set_repair_callback(|session| {
             log::warn!("database was not closed cleanly; repairing ({:.0}%)", session.progress() * 100.0);
         })
-        .create(path)?;
+        .create_with_backend(redb::backends::FileBackend::new(file)?)?;
     let txn = db.begin_write()?;
     let node_id;
     {
@@ -75,7 +85,7 @@ pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<(Database, NodeId)
         txn.open_table(GC_FILES)?;
     }
     txn.commit()?;
-    Ok((db, node_id))
+    Ok((db, node_id, writeback))
 }
 
 fn read_u64(bytes: &[u8]) -> Result<u64> {
