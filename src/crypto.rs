@@ -159,37 +159,52 @@ impl FrameCipher {
         n.into()
     }
 
+    /// Room to leave at the front of a frame buffer for [`FrameCipher::seal_in_place`].
+    pub const HEADER: usize = 8;
+
     /// `seq ‖ ciphertext ‖ tag`.
     pub fn seal(&mut self, plaintext: &[u8]) -> Vec<u8> {
-        let seq = self.next;
-        self.next += 1;
-        let mut buf = Vec::with_capacity(8 + plaintext.len() + TAG_LEN);
-        buf.extend_from_slice(&seq.to_le_bytes());
-        buf.extend_from_slice(plaintext);
-        let mut body = buf.split_off(8);
-        self.cipher
-            .encrypt_in_place(&Self::nonce(seq), &seq.to_le_bytes(), &mut body)
-            .expect("a frame is far below the AEAD length limit");
-        buf.extend_from_slice(&body);
-        buf
+        let mut frame = Vec::with_capacity(Self::HEADER + plaintext.len() + TAG_LEN);
+        frame.extend_from_slice(&[0; Self::HEADER]);
+        frame.extend_from_slice(plaintext);
+        self.seal_in_place(&mut frame);
+        frame
     }
 
-    pub fn open(&mut self, frame: Vec<u8>) -> Result<Vec<u8>, FrameError> {
-        if frame.len() < 8 + TAG_LEN {
+    /// Seals `frame[HEADER..]` in place: writes the sequence number over the first
+    /// [`Self::HEADER`] bytes and appends the tag. No copy of the payload.
+    pub fn seal_in_place(&mut self, frame: &mut Vec<u8>) {
+        let seq = self.next;
+        self.next += 1;
+        frame[..Self::HEADER].copy_from_slice(&seq.to_le_bytes());
+        let tag = self
+            .cipher
+            .encrypt_inout_detached(
+                &Self::nonce(seq),
+                &seq.to_le_bytes(),
+                (&mut frame[Self::HEADER..]).into(),
+            )
+            .expect("a frame is far below the AEAD length limit");
+        frame.extend_from_slice(&tag);
+    }
+
+    /// Checks and decrypts a frame in place; returns the plaintext's range within it.
+    pub fn open(&mut self, frame: &mut [u8]) -> Result<std::ops::Range<usize>, FrameError> {
+        if frame.len() < Self::HEADER + TAG_LEN {
             return Err(FrameError::Short);
         }
-        let mut frame = frame;
-        let body = frame.split_off(8);
-        let seq = u64::from_le_bytes(frame.try_into().map_err(|_| FrameError::Short)?);
+        let (head, rest) = frame.split_at_mut(Self::HEADER);
+        let seq = u64::from_le_bytes(head.try_into().map_err(|_| FrameError::Short)?);
         if seq != self.next {
             return Err(FrameError::Sequence);
         }
-        let mut body = body;
+        let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| FrameError::Short)?;
         self.cipher
-            .decrypt_in_place(&Self::nonce(seq), &seq.to_le_bytes(), &mut body)
+            .decrypt_inout_detached(&Self::nonce(seq), &seq.to_le_bytes(), body.into(), tag.into())
             .map_err(|_| FrameError::Unauthentic)?;
         self.next += 1;
-        Ok(body)
+        Ok(Self::HEADER..Self::HEADER + body.len())
     }
 }
 
@@ -203,15 +218,16 @@ mod frame_tests {
         let (mut tx, mut rx) = (FrameCipher::new(key), FrameCipher::new(key));
         let a = tx.seal(b"first");
         let b = tx.seal(b"second");
-        assert_eq!(rx.open(a.clone()).unwrap(), b"first");
-        assert_eq!(rx.open(a), Err(FrameError::Sequence));
+        let open = |rx: &mut FrameCipher, mut f: Vec<u8>| rx.open(&mut f).map(|r| f[r].to_vec());
+        assert_eq!(open(&mut rx, a.clone()).unwrap(), b"first");
+        assert_eq!(open(&mut rx, a), Err(FrameError::Sequence));
         let mut bad = b.clone();
         bad[9] ^= 1;
-        assert_eq!(rx.open(bad), Err(FrameError::Unauthentic));
-        assert_eq!(rx.open(b).unwrap(), b"second");
-        assert_eq!(rx.open(vec![1, 2, 3]), Err(FrameError::Short));
+        assert_eq!(open(&mut rx, bad), Err(FrameError::Unauthentic));
+        assert_eq!(open(&mut rx, b).unwrap(), b"second");
+        assert_eq!(open(&mut rx, vec![1, 2, 3]), Err(FrameError::Short));
         let mut other = FrameCipher::new([8u8; 32]);
         let mut rx2 = FrameCipher::new(key);
-        assert_eq!(rx2.open(other.seal(b"x")), Err(FrameError::Unauthentic));
+        assert_eq!(open(&mut rx2, other.seal(b"x")), Err(FrameError::Unauthentic));
     }
 }

@@ -23,6 +23,8 @@ use crate::crypto::{FrameCipher, FrameError, Keys, macs_equal, peer_mac};
 use crate::runtime;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames larger than this are sealed and opened on blocking threads.
+const BLOCKING_FRAME: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -227,7 +229,23 @@ where
 
 impl<S: AsyncRead + AsyncWrite + Unpin> FrameWriter<S> {
     pub async fn send(&mut self, msg: &Message) -> Result<(), LinkError> {
-        let frame = self.cipher.seal(&encode(msg));
+        // Encoded straight after room for the frame header, sealed in place: the payload is
+        // written once and never copied again on its way to the socket.
+        let mut frame = postcard::to_extend(msg, vec![0u8; FrameCipher::HEADER])
+            .map_err(|e| LinkError::WebSocket(e.to_string()))?;
+        let frame = if frame.len() > BLOCKING_FRAME {
+            let mut cipher = std::mem::replace(&mut self.cipher, FrameCipher::new([0; 32]));
+            let (cipher, frame) = runtime::blocking(move || {
+                cipher.seal_in_place(&mut frame);
+                (cipher, frame)
+            })
+            .await;
+            self.cipher = cipher;
+            frame
+        } else {
+            self.cipher.seal_in_place(&mut frame);
+            frame
+        };
         self.sink.send(WsMessage::binary(frame)).await?;
         Ok(())
     }
@@ -241,16 +259,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameReader<S> {
     /// The next message. Any bad frame ends the link: the sequence can't be trusted after it.
     pub async fn recv(&mut self) -> Result<Message, LinkError> {
         loop {
-            let frame = match self.stream.next().await {
+            let frame: Vec<u8> = match self.stream.next().await {
                 None => return Err(LinkError::Closed),
                 Some(Err(e)) => return Err(e.into()),
-                Some(Ok(WsMessage::Binary(b))) => b.to_vec(),
+                Some(Ok(WsMessage::Binary(b))) => b.into(),
                 Some(Ok(WsMessage::Close(_))) => return Err(LinkError::Closed),
                 Some(Ok(WsMessage::Text(_))) => return Err(LinkError::Unexpected),
                 Some(Ok(_)) => continue,
             };
-            let plain = self.cipher.open(frame)?;
-            return Ok(decode(&plain)?);
+            if frame.len() > BLOCKING_FRAME {
+                // Large frames (chunks) are opened and decoded off the executor.
+                let mut cipher = std::mem::replace(&mut self.cipher, FrameCipher::new([0; 32]));
+                let (cipher, result) = runtime::blocking(move || {
+                    let result = open_frame(&mut cipher, frame);
+                    (cipher, result)
+                })
+                .await;
+                self.cipher = cipher;
+                return result;
+            }
+            return open_frame(&mut self.cipher, frame);
         }
     }
+}
+
+fn open_frame(cipher: &mut FrameCipher, mut frame: Vec<u8>) -> Result<Message, LinkError> {
+    let body = cipher.open(&mut frame)?;
+    Ok(decode(&frame[body])?)
 }

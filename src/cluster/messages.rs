@@ -60,7 +60,7 @@ pub enum Request {
         members: Vec<Member>,
         stats: PeerStats,
     },
-    /// Store sealed chunks durably; answered once fsynced.
+    /// Store sealed chunks; answered once queued for writing, durable only after a `Sync`.
     PutChunks {
         chunks: Vec<SealedChunk>,
     },
@@ -80,6 +80,8 @@ pub enum Request {
     ListBucket {
         bucket: u8,
     },
+    /// Make every chunk stored so far durable; answered once fsynced.
+    Sync,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -92,6 +94,7 @@ pub enum Response {
     Digest(Vec<[u8; 32]>),
     Bucket(Vec<NameUpdate>),
     Error(String),
+    Synced,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -35,7 +35,7 @@ use messages::{Message, Request, Response};
 pub use repair::RepairReport;
 
 /// Chunk stores an upload keeps in flight across the cluster.
-const STORES_IN_FLIGHT: usize = 8;
+const STORES_IN_FLIGHT: usize = 16;
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
 const NAMES_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -52,6 +52,8 @@ pub struct ClusterConfig {
 pub enum ClusterError {
     #[error("only {live} node(s) reachable; writes need at least {needed}")]
     Unavailable { live: usize, needed: usize },
+    #[error("node {0} went away before confirming the upload was durable on it")]
+    NotDurable(NodeId),
     #[error("no live node holds chunk {0}")]
     ChunkUnavailable(ChunkId),
     #[error(transparent)]
@@ -288,15 +290,20 @@ impl Cluster {
     }
 
     /// Stores a sealed chunk on its R best-ranked live nodes (falling back down the ranking),
-    /// durably on each peer, the holders written in parallel. Returns the bytes that were new
-    /// on the best-ranked holder.
-    pub async fn store_chunk(&self, id: ChunkId, sealed: Arc<Vec<u8>>) -> Result<u64, ClusterError> {
+    /// the holders written in parallel. Returns the bytes that were new on the best-ranked
+    /// holder, and the peers holding it: they must be synced before the chunk is durable.
+    pub async fn store_chunk(
+        &self,
+        id: ChunkId,
+        sealed: Arc<Vec<u8>>,
+    ) -> Result<(u64, Vec<NodeId>), ClusterError> {
         self.check_writable()?;
         let live = self.live_nodes();
         let want = self.config.replication.min(live.len());
         let ranking = placement::rank(&id, &live);
         let (mut next, mut stored) = (0, 0);
         let mut new_bytes = None;
+        let mut peers = Vec::new();
         while stored < want && next < ranking.len() {
             let round: Vec<NodeId> = ranking[next..].iter().take(want - stored).copied().collect();
             next += round.len();
@@ -308,6 +315,9 @@ impl Cluster {
                     Ok(n) => {
                         stored += 1;
                         new_bytes.get_or_insert(n);
+                        if *node != self.me {
+                            peers.push(*node);
+                        }
                     }
                     Err(e) => log::warn!("storing chunk {id} on {node} failed: {e}; trying the next node"),
                 }
@@ -316,11 +326,24 @@ impl Cluster {
         if stored < self.config.min_replicas.max(1) {
             return Err(ClusterError::Unavailable { live: stored, needed: self.config.min_replicas });
         }
-        Ok(new_bytes.unwrap_or(0))
+        Ok((new_bytes.unwrap_or(0), peers))
     }
 
-    /// One holder's copy: queued locally (made durable by the file's commit), or durable on a
-    /// peer when it answers.
+    /// Makes the chunks stored on `peers` durable there: one fsync per peer per upload rather
+    /// than one per chunk.
+    pub async fn sync_peers(&self, peers: impl IntoIterator<Item = NodeId>) -> Result<(), ClusterError> {
+        let syncs = peers.into_iter().map(|node| async move {
+            let link = self.link_of(node).ok_or(ClusterError::NotDurable(node))?;
+            match link.request(Request::Sync, CHUNK_TIMEOUT).await {
+                Ok(Response::Synced) => Ok(()),
+                _ => Err(ClusterError::NotDurable(node)),
+            }
+        });
+        futures_util::future::try_join_all(syncs).await.map(|_| ())
+    }
+
+    /// One holder's copy: queued locally (made durable by the file's commit), or queued on a
+    /// peer (made durable by [`Cluster::sync_peers`]).
     async fn store_on(&self, node: NodeId, id: ChunkId, sealed: &Arc<Vec<u8>>) -> Result<u64, String> {
         if node == self.me {
             let had = self.store.have_chunks(vec![id]).await.map_err(|e| e.to_string())?;
@@ -486,8 +509,14 @@ impl Cluster {
                     .map(|((_, s), _)| s.len() as u64)
                     .sum();
                 self.hold_received(chunks.iter().map(|(id, _)| *id));
-                self.store.put_chunks_durable(chunks).await?;
+                for (id, sealed) in chunks {
+                    self.store.put_chunk(id, sealed).await?;
+                }
                 Response::Stored { new_bytes }
+            }
+            Request::Sync => {
+                self.store.sync().await?;
+                Response::Synced
             }
             Request::GetChunk { id } => {
                 let store = self.store.clone();
@@ -591,16 +620,21 @@ pub async fn store_all(
         .buffer_unordered(STORES_IN_FLIGHT);
     let mut new_bytes = 0;
     let mut first_error = None;
+    let mut peers = std::collections::HashSet::new();
     while let Some(r) = results.next().await {
         match r {
-            Ok(n) => new_bytes += n,
+            Ok((n, holders)) => {
+                new_bytes += n;
+                peers.extend(holders);
+            }
             Err(e) => {
                 first_error.get_or_insert(e);
             }
         }
     }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(new_bytes),
+    if let Some(e) = first_error {
+        return Err(e);
     }
+    cluster.sync_peers(peers).await?;
+    Ok(new_bytes)
 }

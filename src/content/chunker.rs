@@ -16,14 +16,19 @@ pub const MAX_CHUNK: usize = 1024 * 1024 - 4096;
 /// Splits a stream into chunks. Feed it bytes with [`Chunker::push`]; it hands back each
 /// complete chunk. Cut points depend only on the bytes, never on how they were fed, so
 /// the same content always yields the same chunks.
+///
+/// Chunks are cut straight out of the caller's buffer where they can be; only the bytes
+/// around a buffer boundary are copied (into `pending`), so large pushes copy little.
 #[derive(Default)]
 pub struct Chunker {
+    /// The start of the next chunk when it began in an earlier push; always under
+    /// `MAX_CHUNK` bytes between pushes.
     pending: Vec<u8>,
 }
 
 impl Chunker {
     pub fn new() -> Self {
-        Self { pending: Vec::with_capacity(2 * MAX_CHUNK) }
+        Self { pending: Vec::with_capacity(MAX_CHUNK) }
     }
 
     /// Adds `bytes` and calls `emit` for every chunk that is now complete.
@@ -32,31 +37,43 @@ impl Chunker {
         mut bytes: &[u8],
         emit: &mut impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        while !bytes.is_empty() {
-            // Fill up to one maximum chunk: a cut within it is then final.
-            let room = MAX_CHUNK.saturating_sub(self.pending.len()).max(1);
-            let take = room.min(bytes.len());
+        // First finish what the last push left: fill `pending` up to one maximum chunk (a cut
+        // within it is then final) and cut. Once a cut falls past the old pending bytes, the
+        // rest is still in `bytes`: go on there and drop the copies.
+        while !self.pending.is_empty() {
+            let old = self.pending.len();
+            let take = (MAX_CHUNK - old).min(bytes.len());
             self.pending.extend_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
-            if self.pending.len() >= MAX_CHUNK {
-                self.cut_one(emit)?;
+            if self.pending.len() < MAX_CHUNK {
+                return Ok(()); // `bytes` is used up: wait for more
+            }
+            let end = cut_point(&self.pending);
+            emit(&self.pending[..end])?;
+            if end >= old {
+                bytes = &bytes[end - old..];
+                self.pending.clear();
+            } else {
+                self.pending.truncate(old);
+                self.pending.drain(..end);
             }
         }
+        while bytes.len() >= MAX_CHUNK {
+            let end = cut_point(&bytes[..MAX_CHUNK]);
+            emit(&bytes[..end])?;
+            bytes = &bytes[end..];
+        }
+        self.pending.extend_from_slice(bytes);
         Ok(())
     }
 
     /// Ends the stream, emitting what is left.
-    pub fn finish<E>(mut self, emit: &mut impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
-        while !self.pending.is_empty() {
-            self.cut_one(emit)?;
+    pub fn finish<E>(self, emit: &mut impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        let mut rest = self.pending.as_slice();
+        while !rest.is_empty() {
+            let end = cut_point(rest);
+            emit(&rest[..end])?;
+            rest = &rest[end..];
         }
-        Ok(())
-    }
-
-    fn cut_one<E>(&mut self, emit: &mut impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
-        let end = cut_point(&self.pending);
-        emit(&self.pending[..end])?;
-        self.pending.drain(..end);
         Ok(())
     }
 }

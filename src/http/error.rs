@@ -70,7 +70,9 @@ impl From<NodeError> for ApiError {
             NodeError::Integrity { .. } => ApiError::Internal(e.to_string()),
             NodeError::Storage(e) => e.into(),
             NodeError::Cluster(
-                e @ (ClusterError::Unavailable { .. } | ClusterError::ChunkUnavailable(_)),
+                e @ (ClusterError::Unavailable { .. }
+                | ClusterError::ChunkUnavailable(_)
+                | ClusterError::NotDurable(_)),
             ) => ApiError::Unavailable(e.to_string()),
             NodeError::Cluster(ClusterError::Storage(e)) => e.into(),
         }

@@ -368,6 +368,11 @@ impl Store {
         self.submit(|reply| Op::CommitFile { manifest, name, record, inline, local, reply }).await
     }
 
+    /// Makes every write queued so far durable.
+    pub async fn sync(&self) -> Result<()> {
+        self.submit(|reply| Op::Sync { reply }).await
+    }
+
     /// Stores chunks and fsyncs before answering.
     pub async fn put_chunks_durable(&self, chunks: Vec<(ChunkId, Vec<u8>)>) -> Result<()> {
         self.submit(|reply| Op::PutChunksDurable { chunks, reply }).await

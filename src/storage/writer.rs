@@ -67,6 +67,10 @@ pub(crate) enum Op {
         updates: Vec<(String, NameRecordV2, Option<Manifest>)>,
         reply: Reply<Vec<bool>>,
     },
+    /// Answered once everything queued before it is durable.
+    Sync {
+        reply: Reply<()>,
+    },
     /// Stop after everything queued before it; answered once the writer is done.
     Close {
         reply: Reply<()>,
@@ -290,6 +294,7 @@ impl<'t> Tables<'t> {
                 let report = self.collect(pins)?;
                 Outcome::Gc(reply, Ok(report))
             }
+            Op::Sync { reply } => Outcome::Unit(reply, Ok(())),
             Op::PutChunksDurable { chunks, reply } => {
                 for (id, sealed) in &chunks {
                     self.put_chunk(*id, sealed)?;
