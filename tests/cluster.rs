@@ -241,3 +241,110 @@ fn writes_need_the_configured_minimum_of_live_nodes() {
     assert!(error_of(&body).contains("writes need at least 2"), "{}", error_of(&body));
     assert_eq!(get(&c.nodes[0].url("/api/v1/files/alone")).0, 404);
 }
+
+/// A hand-driven peer: dials a node's peer endpoint and authenticates with `secret`.
+mod raw_peer {
+    use async_tungstenite::WebSocketStream;
+    use diststore::cluster::connection::{self, Authenticated, LinkError};
+    use diststore::content::NodeId;
+    use diststore::crypto::Secret;
+    use diststore::runtime::net::TcpStream;
+
+    pub type Ws = WebSocketStream<TcpStream>;
+
+    pub async fn dial(base: &str) -> Ws {
+        let host_port = base.trim_start_matches("http://");
+        let (host, port) = host_port.rsplit_once(':').unwrap();
+        let tcp = diststore::runtime::connect_tcp(host, port.parse().unwrap()).await.unwrap();
+        let url = format!("ws://{host_port}/api/v1/peer");
+        async_tungstenite::client_async(url, tcp).await.unwrap().0
+    }
+
+    pub async fn handshake(ws: &mut Ws, secret: &[u8]) -> Result<Authenticated, LinkError> {
+        let keys = Secret::new(secret.to_vec()).keys();
+        connection::client_handshake(ws, &keys, NodeId::from_bytes([0xab; 16]), "").await
+    }
+}
+
+#[test]
+fn bad_peer_input_is_refused_and_the_node_keeps_serving() {
+    use async_tungstenite::tungstenite::Message as Ws;
+    use diststore::cluster::connection;
+    use diststore::cluster::messages::{
+        Handshake, Message, PROTOCOL_VERSION, Request, Response, SealedChunk,
+    };
+    use diststore::content::ChunkId;
+    use diststore::crypto::Secret;
+    use futures_util::StreamExt;
+
+    let c = Cluster::start(1, &[]);
+    let node = &c.nodes[0];
+    let secret = b"cluster test secret";
+    let stored_before = node.status()["stored_bytes"].clone();
+    diststore::runtime::block_on(async {
+        // A chunk whose bytes do not match its id, and a valid sealed chunk claimed under
+        // another id: both refused, nothing stored.
+        let mut ws = raw_peer::dial(&node.base).await;
+        let auth = raw_peer::handshake(&mut ws, secret).await.expect("right secret");
+        let (mut tx, mut rx) = connection::split(ws, auth);
+        let keys = Secret::new(secret.to_vec()).keys();
+        let real = ChunkId::of(b"real chunk");
+        let sealed = keys.seal_chunk(&real, b"real chunk");
+        for (id, bytes) in [([1u8; 32], vec![0u8; 100]), (*ChunkId::of(b"other").as_bytes(), sealed)] {
+            let body = Request::PutChunks { chunks: vec![SealedChunk { id, sealed: bytes }] };
+            tx.send(&Message::Request { id: 1, body }).await.unwrap();
+            match rx.recv().await.unwrap() {
+                Message::Response { id: 1, body: Response::Error(e) } => {
+                    assert!(e.contains("refused chunk"), "{e}")
+                }
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        }
+
+        // Garbage after the handshake: the link is dropped.
+        let mut ws = raw_peer::dial(&node.base).await;
+        raw_peer::handshake(&mut ws, secret).await.expect("right secret");
+        ws.send(Ws::binary(vec![
+            0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
+        ]))
+        .await
+        .unwrap();
+        let closed = diststore::runtime::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                match ws.next().await {
+                    None | Some(Err(_)) | Some(Ok(Ws::Close(_))) => return,
+                    Some(Ok(_)) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_some(), "the node kept a link that sent a bad frame");
+
+        // A peer speaking another protocol version is refused with a reason.
+        let mut ws = raw_peer::dial(&node.base).await;
+        let hello = Handshake::Hello {
+            version: PROTOCOL_VERSION + 1,
+            node: [1; 16],
+            nonce: [2; 32],
+            url: String::new(),
+        };
+        ws.send(Ws::binary(diststore::cluster::messages::encode(&hello))).await.unwrap();
+        match ws.next().await {
+            Some(Ok(Ws::Binary(b))) => match diststore::cluster::messages::decode::<Handshake>(&b).unwrap() {
+                Handshake::Refused { reason } => assert!(reason.contains("protocol version"), "{reason}"),
+                other => panic!("expected a refusal, got {other:?}"),
+            },
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+
+        // A peer that stops in the middle of the handshake.
+        let mut ws = raw_peer::dial(&node.base).await;
+        ws.send(Ws::binary(vec![0u8; 3])).await.unwrap();
+        drop(ws);
+    });
+    assert_eq!(node.status()["stored_bytes"], stored_before, "a refused chunk was stored");
+    assert!(node.log_text().contains("refused a peer connection"));
+    // Still serving, to clients and to real peers.
+    put_ok(node, "after-bad-peers", b"fine");
+    assert_eq!(get(&node.url("/health")).0, 200);
+}
