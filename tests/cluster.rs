@@ -291,7 +291,7 @@ fn bad_peer_input_is_refused_and_the_node_keeps_serving() {
         let real = ChunkId::of(b"real chunk");
         let sealed = keys.seal_chunk(&real, b"real chunk");
         for (id, bytes) in [([1u8; 32], vec![0u8; 100]), (*ChunkId::of(b"other").as_bytes(), sealed)] {
-            let body = Request::PutChunks { chunks: vec![SealedChunk { id, sealed: bytes }] };
+            let body = Request::PutChunks { chunks: vec![SealedChunk { id, sealed: bytes.into() }] };
             tx.send(&Message::Request { id: 1, body }).await.unwrap();
             match rx.recv().await.unwrap() {
                 Message::Response { id: 1, body: Response::Error(e) } => {

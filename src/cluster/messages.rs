@@ -49,8 +49,8 @@ pub struct NameUpdate {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct SealedChunk {
     pub id: [u8; 32],
-    #[serde(with = "serde_bytes")]
-    pub sealed: Vec<u8>,
+    /// Shared, not copied, when one chunk goes to several holders.
+    pub sealed: bytes::Bytes,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -130,7 +130,8 @@ mod tests {
 
     #[test]
     fn chunk_bytes_encode_as_a_byte_string() {
-        let m = Request::PutChunks { chunks: vec![SealedChunk { id: [1; 32], sealed: vec![9, 8, 7] }] };
+        let m =
+            Request::PutChunks { chunks: vec![SealedChunk { id: [1; 32], sealed: vec![9, 8, 7].into() }] };
         let mut expected = vec![1, 1];
         expected.extend([1; 32]);
         expected.extend([3, 9, 8, 7]);

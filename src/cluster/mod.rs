@@ -295,7 +295,7 @@ impl Cluster {
     pub async fn store_chunk(
         &self,
         id: ChunkId,
-        sealed: Arc<Vec<u8>>,
+        sealed: bytes::Bytes,
     ) -> Result<(u64, Vec<NodeId>), ClusterError> {
         self.check_writable()?;
         let live = self.live_nodes();
@@ -344,14 +344,14 @@ impl Cluster {
 
     /// One holder's copy: queued locally (made durable by the file's commit), or queued on a
     /// peer (made durable by [`Cluster::sync_peers`]).
-    async fn store_on(&self, node: NodeId, id: ChunkId, sealed: &Arc<Vec<u8>>) -> Result<u64, String> {
+    async fn store_on(&self, node: NodeId, id: ChunkId, sealed: &bytes::Bytes) -> Result<u64, String> {
         if node == self.me {
             let had = self.store.have_chunks(vec![id]).await.map_err(|e| e.to_string())?;
-            self.store.put_chunk(id, sealed.to_vec()).await.map_err(|e| e.to_string())?;
+            self.store.put_chunk(id, sealed.clone()).await.map_err(|e| e.to_string())?;
             return Ok(if had.first() == Some(&true) { 0 } else { sealed.len() as u64 });
         }
         let link = self.link_of(node).ok_or("went down")?;
-        let chunks = vec![messages::SealedChunk { id: *id.as_bytes(), sealed: sealed.to_vec() }];
+        let chunks = vec![messages::SealedChunk { id: *id.as_bytes(), sealed: sealed.clone() }];
         match link.request(Request::PutChunks { chunks }, CHUNK_TIMEOUT).await {
             Ok(Response::Stored { new_bytes }) => Ok(new_bytes),
             Ok(_) => Err("unexpected response".into()),
@@ -493,7 +493,7 @@ impl Cluster {
                     let mut out = Vec::with_capacity(chunks.len());
                     for c in chunks {
                         let id = ChunkId::from_bytes(c.id);
-                        if let Err(e) = keys.open_chunk(&id, c.sealed.clone()) {
+                        if let Err(e) = keys.open_chunk(&id, c.sealed.to_vec()) {
                             return Ok(Err(format!("refused chunk {id}: {e}")));
                         }
                         if !store.has_chunk_blocking(id)? {
@@ -610,7 +610,7 @@ impl Cluster {
 /// Drives a stream of chunk stores with bounded concurrency; the first error wins.
 pub async fn store_all(
     cluster: Arc<Cluster>,
-    chunks: async_channel::Receiver<(ChunkId, Arc<Vec<u8>>)>,
+    chunks: async_channel::Receiver<(ChunkId, bytes::Bytes)>,
 ) -> Result<u64, ClusterError> {
     let mut results = Box::pin(chunks)
         .map(|(id, sealed)| {

@@ -70,7 +70,7 @@ impl Staged {
 enum Sink {
     Local,
     /// To the cluster's replicator task.
-    Cluster(async_channel::Sender<(ChunkId, Arc<Vec<u8>>)>),
+    Cluster(async_channel::Sender<(ChunkId, Bytes)>),
 }
 
 struct Workers {
@@ -312,12 +312,12 @@ fn seal_chunks(
                 if !store.has_chunk_blocking(id)? {
                     let sealed = keys.seal_chunk(&id, &chunk);
                     out.new_bytes += sealed.len() as u64;
-                    store.put_chunk_blocking(id, sealed)?;
+                    store.put_chunk_blocking(id, sealed.into())?;
                 }
             }
             Sink::Cluster(tx) => {
                 // The replicator ended early: its result, awaited in `finish`, says why.
-                if tx.send_blocking((id, Arc::new(keys.seal_chunk(&id, &chunk)))).is_err() {
+                if tx.send_blocking((id, Bytes::from(keys.seal_chunk(&id, &chunk)))).is_err() {
                     return Err(StorageError::WriterGone.into());
                 }
             }

@@ -346,11 +346,11 @@ impl Store {
 
     /// Queues a sealed chunk for writing. Not durable by itself: the commit of the manifest
     /// that uses it is. Blocking: call from a blocking thread.
-    pub fn put_chunk_blocking(&self, id: ChunkId, sealed: Vec<u8>) -> Result<()> {
+    pub fn put_chunk_blocking(&self, id: ChunkId, sealed: bytes::Bytes) -> Result<()> {
         self.shared.ops.send_blocking(Op::PutChunk { id, sealed }).map_err(|_| StorageError::WriterGone)
     }
 
-    pub async fn put_chunk(&self, id: ChunkId, sealed: Vec<u8>) -> Result<()> {
+    pub async fn put_chunk(&self, id: ChunkId, sealed: bytes::Bytes) -> Result<()> {
         self.shared.ops.send(Op::PutChunk { id, sealed }).await.map_err(|_| StorageError::WriterGone)
     }
 

@@ -36,7 +36,7 @@ pub struct Committed {
 pub(crate) enum Op {
     PutChunk {
         id: ChunkId,
-        sealed: Vec<u8>,
+        sealed: bytes::Bytes,
     },
     /// `inline` chunks are stored in the same transaction (small files skip `PutChunk`).
     /// `local`: every chunk must be stored here (a single node); in a cluster the upload
