@@ -348,3 +348,30 @@ fn bad_peer_input_is_refused_and_the_node_keeps_serving() {
     put_ok(node, "after-bad-peers", b"fine");
     assert_eq!(get(&node.url("/health")).0, 200);
 }
+
+#[test]
+fn repair_keeps_two_copies_while_a_node_is_down_and_hands_them_back_when_it_returns() {
+    let mut c = Cluster::start(3, &[]);
+    let data = random_bytes(6 << 20, 31);
+    let v = put_ok(&c.nodes[0], "precious", &data);
+    let sealed = data.len() as u64 + 16 * v["chunks"].as_u64().unwrap();
+    let stored = |c: &Cluster, which: &[usize]| -> u64 {
+        which.iter().map(|&i| c.nodes[i].status()["stored_bytes"].as_u64().unwrap()).sum()
+    };
+    assert_eq!(stored(&c, &[0, 1, 2]), 2 * sealed);
+    c.nodes[2].kill9();
+    // The survivors re-replicate what node 2 held: two copies again, on the two of them.
+    wait_for("two copies on the survivors", Duration::from_secs(60), || {
+        (stored(&c, &[0, 1]) == 2 * sealed).then_some(())
+    });
+    c.nodes[2].restart();
+    c.wait_connected(&[0, 1, 2]);
+    // Node 2 fetches its share back, and the stand-ins drop theirs once it confirms.
+    wait_for("exactly two copies across all three nodes again", Duration::from_secs(90), || {
+        let on_2 = c.nodes[2].status()["stored_bytes"].as_u64().unwrap();
+        (on_2 > 0 && stored(&c, &[0, 1, 2]) == 2 * sealed).then_some(())
+    });
+    for n in &c.nodes {
+        assert!(read_ok(n, "precious") == data);
+    }
+}
