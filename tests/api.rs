@@ -64,6 +64,9 @@ fn head_ranges_and_conditional_requests() {
     assert_eq!(res.headers()["etag"], format!("\"{id}\"").as_str());
     assert_eq!(res.headers()["accept-ranges"], "bytes");
     assert_eq!(res.headers()["content-type"], "text/plain");
+    // Regression: an uploaded HTML page served inline ran scripts on the UI's origin.
+    assert_eq!(res.headers()["content-security-policy"], "sandbox");
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
 
     // A range crossing a chunk boundary.
     let (from, to) = (MAX_CHUNK - 10, MAX_CHUNK + 20);
@@ -147,6 +150,10 @@ fn list_with_prefix_and_paging_then_delete() {
     assert!(error_of(&body).contains("unknown sort"));
     let (code, _) = get(&node.url("/api/v1/files?limit=0"));
     assert_eq!(code, 400);
+    // Regression: a huge offset overflowed (a panic in debug builds).
+    let (code, body) = get(&node.url(&format!("/api/v1/files?offset={}", u64::MAX)));
+    assert_eq!(code, 200);
+    assert_eq!(json(&body)["files"], serde_json::json!([]));
 
     assert_eq!(delete(&node.url("/api/v1/files/docs/03.txt")).0, 204);
     assert_eq!(get(&node.url("/api/v1/files/docs/03.txt")).0, 404);

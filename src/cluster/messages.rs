@@ -86,15 +86,25 @@ pub enum Request {
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    Pong { members: Vec<Member>, stats: PeerStats },
-    Stored { new_bytes: u64 },
+    Pong {
+        members: Vec<Member>,
+        stats: PeerStats,
+    },
+    /// `boot`: the answering process's random start id. A `Sync` answered by another
+    /// process (the holder restarted) cannot vouch for chunks queued before.
+    Stored {
+        new_bytes: u64,
+        boot: u64,
+    },
     Chunk(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
     Have(Vec<bool>),
     Applied,
     Digest(Vec<[u8; 32]>),
     Bucket(Vec<NameUpdate>),
     Error(String),
-    Synced,
+    Synced {
+        boot: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

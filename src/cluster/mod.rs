@@ -83,6 +83,8 @@ pub struct Cluster {
     repair_wake: async_channel::Sender<()>,
     repair_woken: async_channel::Receiver<()>,
     repair_report: Mutex<RepairReport>,
+    /// Random per process start; see `Response::Stored`.
+    boot: u64,
     /// Chunks received from uploading peers, pinned until their manifest has surely arrived:
     /// the collector must not take a chunk whose name is still on its way.
     received: Mutex<HashMap<ChunkId, (std::time::Instant, crate::storage::PinSet)>>,
@@ -116,6 +118,11 @@ impl Cluster {
             repair_wake,
             repair_woken,
             repair_report: Mutex::new(RepairReport::default()),
+            boot: {
+                let mut b = [0u8; 8];
+                getrandom::fill(&mut b).expect("the OS random source works");
+                u64::from_le_bytes(b)
+            },
             received: Mutex::new(HashMap::new()),
         })
     }
@@ -296,7 +303,7 @@ impl Cluster {
         &self,
         id: ChunkId,
         sealed: bytes::Bytes,
-    ) -> Result<(u64, Vec<NodeId>), ClusterError> {
+    ) -> Result<(u64, Vec<(NodeId, u64)>), ClusterError> {
         self.check_writable()?;
         let live = self.live_nodes();
         let want = self.config.replication.min(live.len());
@@ -312,30 +319,34 @@ impl Cluster {
                     .await;
             for (node, result) in round.iter().zip(results) {
                 match result {
-                    Ok(n) => {
+                    Ok((n, boot)) => {
                         stored += 1;
                         new_bytes.get_or_insert(n);
-                        if *node != self.me {
-                            peers.push(*node);
+                        if let Some(boot) = boot {
+                            peers.push((*node, boot));
                         }
                     }
                     Err(e) => log::warn!("storing chunk {id} on {node} failed: {e}; trying the next node"),
                 }
             }
         }
-        if stored < self.config.min_replicas.max(1) {
-            return Err(ClusterError::Unavailable { live: stored, needed: self.config.min_replicas });
+        // Every live node down the ranking was tried: fewer copies than the live nodes allow
+        // is not an acknowledged write.
+        if stored < want {
+            return Err(ClusterError::Unavailable { live: stored, needed: want });
         }
         Ok((new_bytes.unwrap_or(0), peers))
     }
 
     /// Makes the chunks stored on `peers` durable there: one fsync per peer per upload rather
     /// than one per chunk.
-    pub async fn sync_peers(&self, peers: impl IntoIterator<Item = NodeId>) -> Result<(), ClusterError> {
-        let syncs = peers.into_iter().map(|node| async move {
+    /// The same process must answer the `Sync` as stored the chunks: a holder that restarted
+    /// in between may have lost them.
+    pub async fn sync_peers(&self, peers: HashMap<NodeId, u64>) -> Result<(), ClusterError> {
+        let syncs = peers.into_iter().map(|(node, boot)| async move {
             let link = self.link_of(node).ok_or(ClusterError::NotDurable(node))?;
             match link.request(Request::Sync, CHUNK_TIMEOUT).await {
-                Ok(Response::Synced) => Ok(()),
+                Ok(Response::Synced { boot: now }) if now == boot => Ok(()),
                 _ => Err(ClusterError::NotDurable(node)),
             }
         });
@@ -344,16 +355,22 @@ impl Cluster {
 
     /// One holder's copy: queued locally (made durable by the file's commit), or queued on a
     /// peer (made durable by [`Cluster::sync_peers`]).
-    async fn store_on(&self, node: NodeId, id: ChunkId, sealed: &bytes::Bytes) -> Result<u64, String> {
+    /// Returns the new bytes and, for a peer, the boot id it answered with.
+    async fn store_on(
+        &self,
+        node: NodeId,
+        id: ChunkId,
+        sealed: &bytes::Bytes,
+    ) -> Result<(u64, Option<u64>), String> {
         if node == self.me {
             let had = self.store.have_chunks(vec![id]).await.map_err(|e| e.to_string())?;
             self.store.put_chunk(id, sealed.clone()).await.map_err(|e| e.to_string())?;
-            return Ok(if had.first() == Some(&true) { 0 } else { sealed.len() as u64 });
+            return Ok((if had.first() == Some(&true) { 0 } else { sealed.len() as u64 }, None));
         }
         let link = self.link_of(node).ok_or("went down")?;
         let chunks = vec![messages::SealedChunk { id: *id.as_bytes(), sealed: sealed.clone() }];
         match link.request(Request::PutChunks { chunks }, CHUNK_TIMEOUT).await {
-            Ok(Response::Stored { new_bytes }) => Ok(new_bytes),
+            Ok(Response::Stored { new_bytes, boot }) => Ok((new_bytes, Some(boot))),
             Ok(_) => Err("unexpected response".into()),
             Err(e) => Err(e.to_string()),
         }
@@ -512,11 +529,11 @@ impl Cluster {
                 for (id, sealed) in chunks {
                     self.store.put_chunk(id, sealed).await?;
                 }
-                Response::Stored { new_bytes }
+                Response::Stored { new_bytes, boot: self.boot }
             }
             Request::Sync => {
                 self.store.sync().await?;
-                Response::Synced
+                Response::Synced { boot: self.boot }
             }
             Request::GetChunk { id } => {
                 let store = self.store.clone();
@@ -552,6 +569,11 @@ impl Cluster {
     async fn apply_updates(&self, updates: Vec<NameUpdate>) -> Result<(), ClusterError> {
         let mut batch = Vec::with_capacity(updates.len());
         for u in updates {
+            // A name this node's API could neither serve nor delete is refused.
+            if let Err(e) = crate::content::FileName::new(u.name.as_str()) {
+                log::warn!("refused a name record from a peer: {e}");
+                continue;
+            }
             self.clock.observe(&u.record.stamp);
             let manifest = match (u.record.file, u.manifest) {
                 (Some(file), Some(m)) => Some(m.into_manifest(FileId::from_bytes(file))),
@@ -620,15 +642,26 @@ pub async fn store_all(
         .buffer_unordered(STORES_IN_FLIGHT);
     let mut new_bytes = 0;
     let mut first_error = None;
-    let mut peers = std::collections::HashSet::new();
+    let mut peers: HashMap<NodeId, u64> = HashMap::new();
     while let Some(r) = results.next().await {
         match r {
             Ok((n, holders)) => {
                 new_bytes += n;
-                peers.extend(holders);
+                for (node, boot) in holders {
+                    // Two answers from two processes of one node: it restarted mid-upload.
+                    if peers.insert(node, boot).is_some_and(|before| before != boot) {
+                        first_error = Some(ClusterError::NotDurable(node));
+                        break;
+                    }
+                }
+                if first_error.is_some() {
+                    break;
+                }
             }
             Err(e) => {
-                first_error.get_or_insert(e);
+                // Stop here: the upload fails, and the rest of the body need not travel.
+                first_error = Some(e);
+                break;
             }
         }
     }

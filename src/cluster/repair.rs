@@ -116,21 +116,22 @@ pub async fn run(cluster: Arc<Cluster>, shutdown: async_channel::Receiver<()>) {
         // Let a burst of membership changes settle into one pass.
         runtime::sleep(Duration::from_millis(200)).await;
         match step(&cluster).await {
-            Ok(mut r) => {
+            Ok(r) => {
                 if r.fetched + r.dropped > 0 {
                     log::info!(
                         "repair: fetched {}, dropped {}, {} still missing",
                         r.fetched,
                         r.dropped,
-                        r.missing - r.fetched
+                        r.missing.saturating_sub(r.fetched)
                     );
                 }
                 let mut total = lock(&cluster.repair_report);
-                r.fetched += total.fetched;
-                r.dropped += total.dropped;
-                r.passes = total.passes + 1;
-                r.missing -= r.fetched.min(r.missing);
-                *total = r;
+                *total = RepairReport {
+                    missing: r.missing - r.fetched.min(r.missing),
+                    fetched: total.fetched + r.fetched,
+                    dropped: total.dropped + r.dropped,
+                    passes: total.passes + 1,
+                };
             }
             Err(e) => log::error!("repair pass failed: {e}"),
         }

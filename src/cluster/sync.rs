@@ -9,29 +9,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use super::messages::{Request, Response};
 use super::{Cluster, ClusterError, Link, NAMES_TIMEOUT};
 use crate::runtime;
-use crate::storage::{Store, name_bucket};
+use crate::storage::Store;
 
 /// How often each peer pair re-checks, on top of the exchange when a link comes up.
 const PERIOD: Duration = Duration::from_secs(5);
 
 pub async fn digest(store: &Store) -> Result<Vec<[u8; 32]>, ClusterError> {
-    let records = store.records(None).await?;
-    let mut hashers: Vec<Sha256> = (0..256).map(|_| Sha256::new()).collect();
-    // `records` comes in name order, so each bucket hashes in a canonical order.
-    for (name, record) in records {
-        let h = &mut hashers[usize::from(name_bucket(&name))];
-        h.update((name.len() as u64).to_le_bytes());
-        h.update(name.as_bytes());
-        h.update(record.stamp.wall_ms.to_le_bytes());
-        h.update(record.stamp.counter.to_le_bytes());
-        h.update(record.stamp.node);
-    }
-    Ok(hashers.into_iter().map(|h| h.finalize().into()).collect())
+    Ok(store.name_digest().await?)
 }
 
 /// One exchange with one peer. Returns how many records moved (pulled, pushed).

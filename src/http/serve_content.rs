@@ -81,6 +81,10 @@ pub async fn respond(req: &Req, manifest: &Manifest, how: Presentation) -> Resul
     res.insert_header("ETag", etag.as_str());
     res.insert_header("Accept-Ranges", "bytes");
     res.insert_header("Cache-Control", "no-cache");
+    // Stored content is the users', not ours: an uploaded HTML page shown inline must not
+    // run scripts on the UI's origin (where the API token lives), nor be sniffed into one.
+    res.insert_header("Content-Security-Policy", "sandbox");
+    res.insert_header("X-Content-Type-Options", "nosniff");
     if let Some(ms) = how.modified_ms {
         res.insert_header("Last-Modified", http_date(ms));
     }

@@ -89,6 +89,13 @@ pub struct Node {
 impl Node {
     pub fn new(store: Store, keys: Keys, config: NodeConfig, cluster: ClusterConfig) -> Arc<Node> {
         let clock = Arc::new(Clock::new(store.node_id()));
+        // A write after a restart (or a clock step back) must still order after what is
+        // stored, or last-writer-wins would drop it.
+        match store.max_stamp_blocking() {
+            Ok(Some(latest)) => clock.observe(&latest),
+            Ok(None) => {}
+            Err(e) => log::warn!("could not read the latest stamp: {e}"),
+        }
         let events = Arc::new(Events::default());
         let cluster = Cluster::new(store.clone(), keys.clone(), clock.clone(), events.clone(), cluster);
         Arc::new(Node {

@@ -259,16 +259,16 @@ fn chunk_blocks(
         drop(seal_rx);
         let mut count = 0;
         let mut cut = |chunk: &[u8]| -> Result<()> {
-            // Fails only when every sealer stopped; their results say why.
-            let _ = seal_tx.send_blocking((count, Bytes::copy_from_slice(chunk)));
+            // Fails only when every sealer stopped: stop cutting; their results say why.
+            seal_tx
+                .send_blocking((count, Bytes::copy_from_slice(chunk)))
+                .map_err(|_| StorageError::WriterGone)?;
             count += 1;
             Ok(())
         };
         let mut chunker = Chunker::new();
-        for block in blocks {
-            chunker.push(&block, &mut cut)?;
-        }
-        chunker.finish(&mut cut)?;
+        let fed = blocks.into_iter().try_for_each(|block| chunker.push(&block, &mut cut));
+        let fed = fed.and_then(|()| chunker.finish(&mut cut));
         drop(seal_tx);
         let mut out = Chunked { chunks: Vec::with_capacity(count), new_bytes: 0, pins: store.pins() };
         let mut numbered = Vec::with_capacity(count);
@@ -279,6 +279,7 @@ fn chunk_blocks(
             out.new_bytes += sealed.new_bytes;
             out.pins.absorb(sealed.pins);
         }
+        fed?;
         numbered.sort_unstable_by_key(|(i, _)| *i);
         if numbered.len() != count {
             return Err(StorageError::WriterGone.into());

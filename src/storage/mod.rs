@@ -122,13 +122,9 @@ pub struct Stats {
 pub(crate) struct Pins(Mutex<HashMap<ChunkId, usize>>);
 
 impl Pins {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChunkId, usize>> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChunkId, usize>> {
         // A panic while holding this lock cannot leave the map half-updated.
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub(crate) fn contains(&self, id: &ChunkId) -> bool {
-        self.lock().contains_key(id)
     }
 }
 
@@ -409,6 +405,42 @@ impl Store {
         .await
     }
 
+    /// The largest stamp of any stored name record. Blocking (used once, at start).
+    pub fn max_stamp_blocking(&self) -> Result<Option<Stamp>> {
+        let txn = self.db()?.begin_read()?;
+        let names = txn.open_table(NAMES)?;
+        let mut max: Option<Stamp> = None;
+        for item in names.iter()? {
+            let (_, v) = item?;
+            let stamp = decode::<NameRecord>("name record", v.value())?.stamp;
+            max = max.max(Some(stamp));
+        }
+        Ok(max)
+    }
+
+    /// Anti-entropy digest: per bucket of names (see [`name_bucket`]), the SHA-256 of its
+    /// (name, stamp) pairs in name order. Computed on a blocking thread in one read.
+    pub async fn name_digest(&self) -> Result<Vec<[u8; 32]>> {
+        use sha2::{Digest, Sha256};
+        self.read(|db| {
+            let txn = db.begin_read()?;
+            let names = txn.open_table(NAMES)?;
+            let mut hashers: Vec<Sha256> = (0..256).map(|_| Sha256::new()).collect();
+            for item in names.iter()? {
+                let (k, v) = item?;
+                let (name, record) = (k.value(), decode::<NameRecord>("name record", v.value())?);
+                let h = &mut hashers[usize::from(name_bucket(name))];
+                h.update((name.len() as u64).to_le_bytes());
+                h.update(name.as_bytes());
+                h.update(record.stamp.wall_ms.to_le_bytes());
+                h.update(record.stamp.counter.to_le_bytes());
+                h.update(record.stamp.node);
+            }
+            Ok(hashers.into_iter().map(|h| h.finalize().into()).collect())
+        })
+        .await
+    }
+
     /// Chunk ids some stored manifest uses, each with whether this node holds it.
     pub async fn referenced_chunks(&self) -> Result<Vec<(ChunkId, bool)>> {
         self.read(|db| {
@@ -498,7 +530,7 @@ fn list_names(names: &impl ReadableTable<&'static str, &'static [u8]>, q: &ListQ
                 continue;
             }
             // Keep one extra entry past the page to know whether there is a next page.
-            if all.len() < q.offset + limit + 1 {
+            if all.len() < q.offset.saturating_add(limit).saturating_add(1) {
                 all.push(NameEntry { name: name.to_owned(), record });
             }
         } else {

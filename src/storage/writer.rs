@@ -6,6 +6,7 @@
 //! (a file, a delete) commits with fsync, which also makes every earlier batch durable.
 //! Each operation checks before it mutates, so one refused operation never spoils its batch.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
@@ -136,6 +137,7 @@ fn start_writeback(file: &std::fs::File) {
 }
 
 fn run(db: &Database, pins: &Pins, rx: &async_channel::Receiver<Op>, file: &std::fs::File) {
+    let mut lost = false;
     while let Ok(first) = rx.recv_blocking() {
         if let Op::Close { reply } = first {
             let _ = reply.try_send(Ok(()));
@@ -159,7 +161,18 @@ fn run(db: &Database, pins: &Pins, rx: &async_channel::Receiver<Op>, file: &std:
             }
         }
         let durable = batch.iter().any(Op::acknowledges);
-        match apply_batch(db, pins, batch, durable) {
+        // A collection holds the pins from its check through its commit: an upload that pins a
+        // chunk after the check then sees it gone (and stores it again), never a removal
+        // that has not committed yet.
+        let pinned = batch.iter().any(|op| matches!(op, Op::Collect { .. })).then(|| pins.lock());
+        let result = apply_batch(db, pinned.as_deref(), batch, durable, lost);
+        drop(pinned);
+        // A durable commit that went through makes everything before it durable again.
+        lost = match &result {
+            Ok(_) => lost && !durable,
+            Err(_) => lost || !durable,
+        };
+        match result {
             Ok(outcomes) => outcomes.into_iter().for_each(send),
             Err((e, outcomes)) => {
                 log::error!("storage write failed: {e}");
@@ -187,6 +200,10 @@ fn run(db: &Database, pins: &Pins, rx: &async_channel::Receiver<Op>, file: &std:
     log::debug!("storage writer stopped");
 }
 
+fn lost_writes() -> StorageError {
+    StorageError::Corrupt("an earlier unsynced write failed; chunks queued before it may be lost".into())
+}
+
 fn clone_err(e: &StorageError) -> StorageError {
     StorageError::Corrupt(format!("write failed: {e}"))
 }
@@ -204,11 +221,14 @@ fn send(outcome: Outcome) {
     }
 }
 
+/// `lost`: an unsynced batch failed since the last durable commit, so chunks queued before
+/// it may be gone; acknowledging them now would be a lie.
 fn apply_batch(
     db: &Database,
-    pins: &Pins,
+    pinned: Option<&HashMap<ChunkId, usize>>,
     batch: Vec<Op>,
     durable: bool,
+    lost: bool,
 ) -> std::result::Result<Vec<Outcome>, (StorageError, Vec<Outcome>)> {
     let mut outcomes = Vec::with_capacity(batch.len());
     let result = (|| -> Result<()> {
@@ -216,8 +236,9 @@ fn apply_batch(
         txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
         {
             let mut t = Tables::open(&txn)?;
+            t.lost = lost;
             for op in batch {
-                outcomes.push(t.apply(op, pins)?);
+                outcomes.push(t.apply(op, pinned)?);
             }
             t.save_stats()?;
         }
@@ -240,6 +261,7 @@ struct Tables<'t> {
     file_refs: Table<'t, [u8; 32], u32>,
     gc_files: Table<'t, [u8; 32], ()>,
     stats: super::Stats,
+    lost: bool,
 }
 
 impl<'t> Tables<'t> {
@@ -256,6 +278,7 @@ impl<'t> Tables<'t> {
             file_refs: txn.open_table(FILE_REFS)?,
             gc_files: txn.open_table(GC_FILES)?,
             stats,
+            lost: false,
         })
     }
 
@@ -265,7 +288,7 @@ impl<'t> Tables<'t> {
 
     /// Applies one operation. An `Err` here is a storage failure that aborts the batch;
     /// a refusal of this operation alone is carried in its outcome.
-    fn apply(&mut self, op: Op, pins: &Pins) -> Result<Outcome> {
+    fn apply(&mut self, op: Op, pinned: Option<&HashMap<ChunkId, usize>>) -> Result<Outcome> {
         Ok(match op {
             // `run` ends the loop at a close; one here has nothing left to do.
             Op::Close { reply } => {
@@ -275,6 +298,9 @@ impl<'t> Tables<'t> {
             Op::PutChunk { id, sealed } => {
                 self.put_chunk(id, &sealed)?;
                 Outcome::None
+            }
+            Op::CommitFile { reply, local: false, .. } if self.lost => {
+                Outcome::Commit(reply, Err(lost_writes()))
             }
             Op::CommitFile { manifest, name, record, inline, local, reply } => {
                 let mut new_bytes = 0;
@@ -291,9 +317,10 @@ impl<'t> Tables<'t> {
                 Outcome::Bool(reply, Ok(removed))
             }
             Op::Collect { reply } => {
-                let report = self.collect(pins)?;
+                let report = self.collect(pinned.unwrap_or(&HashMap::new()))?;
                 Outcome::Gc(reply, Ok(report))
             }
+            Op::Sync { reply } if self.lost => Outcome::Unit(reply, Err(lost_writes())),
             Op::Sync { reply } => Outcome::Unit(reply, Ok(())),
             Op::PutChunksDurable { chunks, reply } => {
                 for (id, sealed) in &chunks {
@@ -377,7 +404,16 @@ impl<'t> Tables<'t> {
         }
         let mut link = None;
         if let Some(file) = record.file {
-            let known = self.manifests.get(&file)?.is_some();
+            let known = match self.manifests.get(&file)? {
+                Some(raw) => Some(decode::<ManifestRecordV1>("manifest", raw.value())?.size),
+                None => None,
+            };
+            if known.is_some_and(|size| size != record.size) {
+                return Err(StorageError::Corrupt(format!(
+                    "record of {name:?} disagrees with its manifest's size"
+                )));
+            }
+            let known = known.is_some();
             let manifest = match manifest {
                 _ if known => None,
                 Some(m) if *m.id.as_bytes() == file && m.size == record.size && m.is_consistent() => Some(m),
@@ -443,8 +479,13 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
+    /// Deletes a live name (a tombstone replaces it). An unknown or already deleted name
+    /// changes nothing.
     fn delete(&mut self, name: &str, stamp: StampV1) -> Result<bool> {
         let was_live = self.live_record(name)?.is_some_and(|o| o.file.is_some());
+        if !was_live {
+            return Ok(false);
+        }
         let tombstone = NameRecordV2 {
             file: None,
             size: 0,
@@ -455,7 +496,7 @@ impl<'t> Tables<'t> {
         Ok(self.apply_name(name, tombstone, None, false)? && was_live)
     }
 
-    fn collect(&mut self, pins: &Pins) -> Result<GcReport> {
+    fn collect(&mut self, pinned: &HashMap<ChunkId, usize>) -> Result<GcReport> {
         let mut report = GcReport::default();
         let queued: Vec<[u8; 32]> =
             self.gc_files.iter()?.map(|item| item.map(|(k, _)| k.value())).collect::<Result<_, _>>()?;
@@ -464,8 +505,15 @@ impl<'t> Tables<'t> {
             if self.file_refs.get(&file)?.map_or(0, |v| v.value()) > 0 {
                 continue; // named again since
             }
-            let Some(manifest) = read_manifest(&self.manifests, FileId::from_bytes(file))? else {
-                continue;
+            let manifest = match read_manifest(&self.manifests, FileId::from_bytes(file)) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                // One bad record must not stop collection (or the writes batched with it).
+                Err(e @ StorageError::Corrupt(_)) => {
+                    log::error!("gc: skipping manifest {}: {e}", FileId::from_bytes(file));
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             self.manifests.remove(&file)?;
             self.file_refs.remove(&file)?;
@@ -489,7 +537,7 @@ impl<'t> Tables<'t> {
             })
             .collect::<Result<_, _>>()?;
         for key in unused {
-            if pins.contains(&ChunkId::from_bytes(key)) {
+            if pinned.contains_key(&ChunkId::from_bytes(key)) {
                 continue;
             }
             self.chunk_refs.remove(&key)?;
