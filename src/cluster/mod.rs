@@ -34,6 +34,10 @@ pub use messages::{Member, NameUpdate, PeerStats};
 use messages::{Message, Request, Response};
 pub use repair::RepairReport;
 
+/// Unauthenticated peer handshakes served at once.
+const MAX_HANDSHAKES: usize = 16;
+/// Requests one peer may have in progress on this node at once.
+const HANDLERS_PER_LINK: usize = 32;
 /// Chunk stores an upload keeps in flight across the cluster.
 const STORES_IN_FLIGHT: usize = 16;
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -85,6 +89,9 @@ pub struct Cluster {
     repair_report: Mutex<RepairReport>,
     /// Random per process start; see `Response::Stored`.
     boot: u64,
+    /// Slots for unauthenticated handshakes: a send takes one, a receive gives it back.
+    handshakes: async_channel::Sender<()>,
+    handshakes_done: async_channel::Receiver<()>,
     /// Chunks received from uploading peers, pinned until their manifest has surely arrived:
     /// the collector must not take a chunk whose name is still on its way.
     received: Mutex<HashMap<ChunkId, (std::time::Instant, crate::storage::PinSet)>>,
@@ -106,6 +113,7 @@ impl Cluster {
         config: ClusterConfig,
     ) -> Arc<Self> {
         let (repair_wake, repair_woken) = async_channel::bounded(1);
+        let handshake_slots = async_channel::bounded(MAX_HANDSHAKES);
         Arc::new(Cluster {
             me: store.node_id(),
             url: Mutex::new(String::new()),
@@ -118,6 +126,8 @@ impl Cluster {
             repair_wake,
             repair_woken,
             repair_report: Mutex::new(RepairReport::default()),
+            handshakes: handshake_slots.0,
+            handshakes_done: handshake_slots.1,
             boot: {
                 let mut b = [0u8; 8];
                 getrandom::fill(&mut b).expect("the OS random source works");
@@ -439,7 +449,15 @@ impl Cluster {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let auth = match connection::server_handshake(&mut ws, &self.keys, self.me).await {
+        // Anyone can open this endpoint: bound how many unauthenticated handshakes (each may
+        // buffer one message) run at once.
+        if self.handshakes.try_send(()).is_err() {
+            log::warn!("refused a peer connection: too many handshakes in progress");
+            return;
+        }
+        let handshake = connection::server_handshake(&mut ws, &self.keys, self.me).await;
+        let _ = self.handshakes_done.try_recv();
+        let auth = match handshake {
             Ok(auth) => auth,
             Err(e) => {
                 log::warn!("refused a peer connection: {e}");
@@ -463,13 +481,19 @@ impl Cluster {
             writer.close().await;
         };
         let handler = self.clone();
+        // Requests a peer may have in progress at once; past this, its link waits.
+        let (busy, done) = async_channel::bounded::<()>(HANDLERS_PER_LINK);
         let read = async move {
             loop {
                 match reader.recv().await {
                     Ok(Message::Request { id, body }) => {
-                        let (cluster, tx) = (handler.clone(), tx.clone());
+                        if busy.send(()).await.is_err() {
+                            break;
+                        }
+                        let (cluster, tx, done) = (handler.clone(), tx.clone(), done.clone());
                         runtime::spawn(async move {
                             let body = cluster.handle(body).await;
+                            let _ = done.try_recv();
                             let _ = tx.send(Message::Response { id, body }).await;
                         });
                     }
