@@ -82,6 +82,11 @@ pub enum Request {
     },
     /// Make every chunk stored so far durable; answered once fsynced.
     Sync,
+    /// A stored manifest, for anti-entropy (buckets list records without them, so a bucket's
+    /// answer stays small however large its files).
+    GetManifest {
+        id: [u8; 32],
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -105,6 +110,7 @@ pub enum Response {
     Synced {
         boot: u64,
     },
+    Manifest(Option<ManifestRecordV1>),
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

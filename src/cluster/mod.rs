@@ -573,7 +573,21 @@ impl Cluster {
                 Response::Applied
             }
             Request::Digest => Response::Digest(sync::digest(&self.store).await?),
-            Request::ListBucket { bucket } => Response::Bucket(self.bucket_updates(bucket).await?),
+            Request::ListBucket { bucket } => Response::Bucket(
+                self.store
+                    .records(Some(bucket))
+                    .await?
+                    .into_iter()
+                    .map(|(name, record)| NameUpdate { name, record, manifest: None })
+                    .collect(),
+            ),
+            Request::GetManifest { id } => Response::Manifest(
+                self.store
+                    .manifest(FileId::from_bytes(id))
+                    .await?
+                    .as_ref()
+                    .map(ManifestRecordV1::from_manifest),
+            ),
         })
     }
 
@@ -626,16 +640,6 @@ impl Cluster {
             }
         }
         Ok(())
-    }
-
-    /// Every record of a bucket, live ones with their manifests.
-    async fn bucket_updates(&self, bucket: u8) -> Result<Vec<NameUpdate>, ClusterError> {
-        let records = self.store.records(Some(bucket)).await?;
-        let mut out = Vec::with_capacity(records.len());
-        for (name, record) in records {
-            out.push(self.update_for(name, record).await?);
-        }
-        Ok(out)
     }
 
     /// A name update carrying the manifest a live record points at.

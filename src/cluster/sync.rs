@@ -50,18 +50,29 @@ pub async fn exchange(cluster: &Arc<Cluster>, link: &Link) -> Result<(usize, usi
                 push.push(cluster.update_for(name.clone(), record.clone()).await?);
             }
         }
-        let pull: Vec<_> = their_records
+        let mut pull: Vec<_> = their_records
             .into_iter()
             .filter(|u| ours.get(&u.name).is_none_or(|r| r.stamp < u.record.stamp))
             .collect();
+        // Manifests travel one per message: a bucket of large files would not fit in one.
+        for update in &mut pull {
+            let Some(file) = update.record.file_id() else { continue };
+            if cluster.store.manifest(file).await?.is_none() {
+                match link.request(Request::GetManifest { id: *file.as_bytes() }, NAMES_TIMEOUT).await {
+                    Ok(Response::Manifest(m)) => update.manifest = m,
+                    _ => continue, // applying it without its manifest is refused; next round
+                }
+            }
+        }
         pulled += pull.len();
         pushed += push.len();
         if !pull.is_empty() {
             cluster.apply_updates(pull).await?;
         }
-        if !push.is_empty() {
-            if let Err(e) = link.request(Request::ApplyNames { updates: push }, NAMES_TIMEOUT).await {
+        for update in push {
+            if let Err(e) = link.request(Request::ApplyNames { updates: vec![update] }, NAMES_TIMEOUT).await {
                 log::debug!("pushing names to {}: {e}", link.url);
+                break;
             }
         }
     }
