@@ -375,3 +375,46 @@ fn repair_keeps_two_copies_while_a_node_is_down_and_hands_them_back_when_it_retu
         assert!(read_ok(n, "precious") == data);
     }
 }
+
+/// Regression: chunks a peer sent ahead of their manifest were protected only in memory, so a
+/// holder restarting before the manifest arrived collected them as garbage.
+#[test]
+fn chunks_received_ahead_of_their_manifest_survive_a_restart() {
+    use diststore::cluster::connection;
+    use diststore::cluster::messages::{Message, Request, Response, SealedChunk};
+    use diststore::content::ChunkId;
+    use diststore::crypto::Secret;
+
+    let mut c = Cluster::start(1, &[]);
+    let secret = b"cluster test secret";
+    let plain = random_bytes(100_000, 41);
+    let id = ChunkId::of(&plain);
+    let sealed = Secret::new(secret.to_vec()).keys().seal_chunk(&id, &plain);
+    let sealed_len = sealed.len() as u64;
+    let node = &c.nodes[0];
+    diststore::runtime::block_on(async {
+        let mut ws = raw_peer::dial(&node.base).await;
+        let auth = raw_peer::handshake(&mut ws, secret).await.expect("right secret");
+        let (mut tx, mut rx) = connection::split(ws, auth);
+        let body =
+            Request::PutChunks { chunks: vec![SealedChunk { id: *id.as_bytes(), sealed: sealed.into() }] };
+        tx.send(&Message::Request { id: 1, body }).await.unwrap();
+        assert!(matches!(
+            rx.recv().await.unwrap(),
+            Message::Response { id: 1, body: Response::Stored { .. } }
+        ));
+        tx.send(&Message::Request { id: 2, body: Request::Sync }).await.unwrap();
+        assert!(matches!(
+            rx.recv().await.unwrap(),
+            Message::Response { id: 2, body: Response::Synced { .. } }
+        ));
+    });
+    assert_eq!(c.nodes[0].status()["stored_bytes"], sealed_len);
+    c.nodes[0].restart();
+    // A collection runs at start and after a delete; the waiting chunk must outlive both.
+    put_ok(&c.nodes[0], "trigger", b"t");
+    assert_eq!(delete(&c.nodes[0].url("/api/v1/files/trigger")).0, 204);
+    wait_for("the deleted file to be collected and the waiting chunk kept", Duration::from_secs(60), || {
+        (c.nodes[0].status()["stored_bytes"] == sealed_len).then_some(())
+    });
+}

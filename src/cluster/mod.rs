@@ -92,13 +92,7 @@ pub struct Cluster {
     /// Slots for unauthenticated handshakes: a send takes one, a receive gives it back.
     handshakes: async_channel::Sender<()>,
     handshakes_done: async_channel::Receiver<()>,
-    /// Chunks received from uploading peers, pinned until their manifest has surely arrived:
-    /// the collector must not take a chunk whose name is still on its way.
-    received: Mutex<HashMap<ChunkId, (std::time::Instant, crate::storage::PinSet)>>,
 }
-
-/// How long a chunk received from a peer is kept without a manifest naming it.
-const RECEIVED_GRACE: Duration = Duration::from_secs(15 * 60);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -133,7 +127,6 @@ impl Cluster {
                 getrandom::fill(&mut b).expect("the OS random source works");
                 u64::from_le_bytes(b)
             },
-            received: Mutex::new(HashMap::new()),
         })
     }
 
@@ -549,9 +542,8 @@ impl Cluster {
                     Ok(c) => c,
                     Err(refusal) => return Ok(Response::Error(refusal)),
                 };
-                self.hold_received(chunks.iter().map(|(id, _)| *id));
                 for (id, sealed) in chunks {
-                    self.store.put_chunk(id, sealed).await?;
+                    self.store.put_received_chunk(id, sealed).await?;
                 }
                 Response::Stored { new_bytes, boot: self.boot }
             }
@@ -591,18 +583,6 @@ impl Cluster {
         })
     }
 
-    /// Pins chunks received from a peer until a manifest naming them arrives (or a grace
-    /// period passes: the upload failed, and the chunks are garbage).
-    fn hold_received(&self, ids: impl Iterator<Item = ChunkId>) {
-        let mut received = lock(&self.received);
-        received.retain(|_, (at, _)| at.elapsed() < RECEIVED_GRACE);
-        for id in ids {
-            let mut pin = self.store.pins();
-            pin.pin(id);
-            received.insert(id, (std::time::Instant::now(), pin));
-        }
-    }
-
     /// Applies name records from a peer; publishes what changed.
     async fn apply_updates(&self, updates: Vec<NameUpdate>) -> Result<(), ClusterError> {
         let mut batch = Vec::with_capacity(updates.len());
@@ -621,19 +601,7 @@ impl Cluster {
         }
         let names: Vec<(String, bool)> =
             batch.iter().map(|(n, r, _)| (n.clone(), r.file.is_some())).collect();
-        let named: Vec<ChunkId> = batch
-            .iter()
-            .filter_map(|(_, _, m)| m.as_ref())
-            .flat_map(|m| m.chunks.iter().map(|c| c.id))
-            .collect();
         let applied = self.store.apply_names(batch).await?;
-        // Their manifests now reference these chunks: the collector leaves them alone unpinned.
-        {
-            let mut received = lock(&self.received);
-            for id in named {
-                received.remove(&id);
-            }
-        }
         for ((name, live), applied) in names.into_iter().zip(applied) {
             if applied {
                 self.events.publish(if live { Event::Put { name } } else { Event::Delete { name } });

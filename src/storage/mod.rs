@@ -63,6 +63,11 @@ pub(crate) fn has_sealed(index: &impl ReadableTable<[u8; 32], u32>, id: &ChunkId
 pub(crate) const CHUNK_REFS: TableDefinition<[u8; 32], u32> = TableDefinition::new("chunk_refs_v1");
 /// How many live names point at each manifest.
 pub(crate) const FILE_REFS: TableDefinition<[u8; 32], u32> = TableDefinition::new("file_refs_v1");
+/// Chunks received from a peer before any manifest here names them, with when (unix ms).
+/// The collector leaves them for [`RECEIVED_GRACE_MS`]: their manifest is on its way. Kept on
+/// disk so that a restart in between does not make them garbage.
+pub(crate) const RECEIVED: TableDefinition<[u8; 32], u64> = TableDefinition::new("received_v1");
+pub(crate) const RECEIVED_GRACE_MS: u64 = 15 * 60 * 1000;
 /// Manifests whose last name went away, for the collector.
 pub(crate) const GC_FILES: TableDefinition<[u8; 32], ()> = TableDefinition::new("gc_files_v1");
 
@@ -348,6 +353,12 @@ impl Store {
 
     pub async fn put_chunk(&self, id: ChunkId, sealed: bytes::Bytes) -> Result<()> {
         self.shared.ops.send(Op::PutChunk { id, sealed }).await.map_err(|_| StorageError::WriterGone)
+    }
+
+    /// Stores a chunk a peer sent ahead of its manifest; the collector spares it for a
+    /// while (see [`RECEIVED`]). Durable with the next `sync`.
+    pub async fn put_received_chunk(&self, id: ChunkId, sealed: bytes::Bytes) -> Result<()> {
+        self.shared.ops.send(Op::PutReceived { id, sealed }).await.map_err(|_| StorageError::WriterGone)
     }
 
     /// Stores `manifest` (if new) and points `name` at it, durably. Every chunk of the manifest

@@ -5,7 +5,8 @@ use std::path::Path;
 use redb::{Builder, Database, ReadableTable, Table, TableHandle};
 
 use super::{
-    CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, MANIFESTS, META, NAMES, Result, Stats, StorageError,
+    CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, MANIFESTS, META, NAMES, RECEIVED, Result, Stats,
+    StorageError,
 };
 use crate::content::NodeId;
 
@@ -83,6 +84,7 @@ pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<(Database, NodeId,
         txn.open_table(CHUNK_REFS)?;
         txn.open_table(FILE_REFS)?;
         txn.open_table(GC_FILES)?;
+        txn.open_table(RECEIVED)?;
     }
     txn.commit()?;
     Ok((db, node_id, writeback))

@@ -13,9 +13,10 @@ use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 
 use super::records::{ManifestRecordV1, NameRecordV2, StampV1, decode, encode};
 use super::{
-    CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, GcReport, MANIFESTS, META, NAMES, Pins, Result,
-    SEGMENT, StorageError, has_sealed, read_manifest, schema,
+    CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, GcReport, MANIFESTS, META, NAMES, Pins, RECEIVED,
+    RECEIVED_GRACE_MS, Result, SEGMENT, StorageError, has_sealed, read_manifest, schema,
 };
+use crate::clock::unix_ms;
 use crate::content::{ChunkId, FileId, Manifest};
 
 const MAX_BATCH_OPS: usize = 512;
@@ -68,6 +69,11 @@ pub(crate) enum Op {
         updates: Vec<(String, NameRecordV2, Option<Manifest>)>,
         reply: Reply<Vec<bool>>,
     },
+    /// A chunk from a peer, ahead of its manifest.
+    PutReceived {
+        id: ChunkId,
+        sealed: bytes::Bytes,
+    },
     /// Answered once everything queued before it is durable.
     Sync {
         reply: Reply<()>,
@@ -86,7 +92,7 @@ pub(crate) enum Op {
 impl Op {
     fn bytes(&self) -> usize {
         match self {
-            Op::PutChunk { sealed, .. } => sealed.len(),
+            Op::PutChunk { sealed, .. } | Op::PutReceived { sealed, .. } => sealed.len(),
             Op::CommitFile { inline, .. } => 256 + inline.iter().map(|(_, s)| s.len()).sum::<usize>(),
             Op::PutChunksDurable { chunks, .. } => chunks.iter().map(|(_, s)| s.len()).sum::<usize>(),
             _ => 256,
@@ -94,7 +100,7 @@ impl Op {
     }
 
     fn acknowledges(&self) -> bool {
-        !matches!(self, Op::PutChunk { .. })
+        !matches!(self, Op::PutChunk { .. } | Op::PutReceived { .. })
     }
 }
 
@@ -260,6 +266,7 @@ struct Tables<'t> {
     chunk_refs: Table<'t, [u8; 32], u32>,
     file_refs: Table<'t, [u8; 32], u32>,
     gc_files: Table<'t, [u8; 32], ()>,
+    received: Table<'t, [u8; 32], u64>,
     stats: super::Stats,
     lost: bool,
 }
@@ -277,6 +284,7 @@ impl<'t> Tables<'t> {
             chunk_refs: txn.open_table(CHUNK_REFS)?,
             file_refs: txn.open_table(FILE_REFS)?,
             gc_files: txn.open_table(GC_FILES)?,
+            received: txn.open_table(RECEIVED)?,
             stats,
             lost: false,
         })
@@ -297,6 +305,13 @@ impl<'t> Tables<'t> {
             }
             Op::PutChunk { id, sealed } => {
                 self.put_chunk(id, &sealed)?;
+                Outcome::None
+            }
+            Op::PutReceived { id, sealed } => {
+                self.put_chunk(id, &sealed)?;
+                if self.chunk_refs.get(id.as_bytes())?.is_none_or(|r| r.value() == 0) {
+                    self.received.insert(id.as_bytes(), unix_ms())?;
+                }
                 Outcome::None
             }
             Op::CommitFile { reply, local: false, .. } if self.lost => {
@@ -459,6 +474,9 @@ impl<'t> Tables<'t> {
             let k = chunk.id.as_bytes();
             let refs = self.chunk_refs.get(k)?.map_or(0, |v| v.value());
             self.chunk_refs.insert(k, refs + 1)?;
+            if refs == 0 {
+                self.received.remove(k)?;
+            }
         }
         self.stats.unique_bytes += manifest.size;
         Ok(())
@@ -536,9 +554,18 @@ impl<'t> Tables<'t> {
                 Err(e) => Some(Err(e)),
             })
             .collect::<Result<_, _>>()?;
+        let now = unix_ms();
         for key in unused {
             if pinned.contains_key(&ChunkId::from_bytes(key)) {
                 continue;
+            }
+            // From a peer whose manifest has not arrived yet: not garbage until the grace ends.
+            let received_at = self.received.get(&key)?.map(|v| v.value());
+            if let Some(at) = received_at {
+                if now.saturating_sub(at) < RECEIVED_GRACE_MS {
+                    continue;
+                }
+                self.received.remove(&key)?;
             }
             self.chunk_refs.remove(&key)?;
             let len = self.remove_chunk(&ChunkId::from_bytes(key))?;
