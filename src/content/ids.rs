@@ -25,10 +25,6 @@ macro_rules! digest_id {
             pub const fn as_bytes(&self) -> &[u8; 32] {
                 &self.0
             }
-
-            pub fn to_hex(&self) -> String {
-                hex::encode(self.0)
-            }
         }
 
         impl fmt::Display for $name {

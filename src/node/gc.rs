@@ -13,19 +13,11 @@ const PERIOD: Duration = Duration::from_secs(60);
 
 pub struct Collector {
     store: Store,
-    wake: async_channel::Sender<()>,
-    woken: async_channel::Receiver<()>,
 }
 
 impl Collector {
     pub fn new(store: Store) -> Self {
-        let (wake, woken) = async_channel::bounded(1);
-        Self { store, wake, woken }
-    }
-
-    /// Asks for a pass soon (after a delete).
-    pub fn wake(&self) {
-        let _ = self.wake.try_send(());
+        Self { store }
     }
 
     /// One pass.
@@ -42,14 +34,15 @@ impl Collector {
         Ok(report)
     }
 
-    /// Runs passes when woken, after deletes (local or from peers), and every minute, until
+    /// Runs a pass at start, after deletes (local or from peers), and every minute, until
     /// `shutdown` closes.
     pub async fn run(&self, changes: async_channel::Receiver<Event>, shutdown: async_channel::Receiver<()>) {
         loop {
             if let Err(e) = self.step().await {
                 log::error!("gc pass failed: {e}");
             }
-            let woken = futures_lite::future::or(self.woken.recv(), async {
+            // Deletes (here or from peers) are what make garbage: wake on them.
+            let woken = async {
                 loop {
                     match changes.recv().await {
                         Ok(Event::Delete { .. }) => return Ok(()),
@@ -57,7 +50,7 @@ impl Collector {
                         Err(e) => return Err(e),
                     }
                 }
-            });
+            };
             let stop = shutdown.recv();
             let next = futures_lite::future::or(async { woken.await.is_ok() }, async {
                 stop.await.ok();

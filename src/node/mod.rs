@@ -17,7 +17,7 @@ use crate::cluster::{Cluster, ClusterConfig, ClusterError, PeerView, RepairRepor
 use crate::content::{ChunkId, FileId, FileName, Manifest, NameError, NodeId};
 use crate::crypto::{CryptoError, Keys};
 pub use crate::events::{Event, Events};
-use crate::storage::{GcReport, ListPage, ListQuery, NameRecord, Stats, StorageError, Store};
+use crate::storage::{ListPage, ListQuery, NameRecord, Stats, StorageError, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -200,7 +200,6 @@ impl Node {
             };
             self.cluster.announce(Cluster::update_with(name.to_string(), tombstone, None)).await;
         }
-        self.collector.wake();
         Ok(())
     }
 
@@ -236,9 +235,5 @@ impl Node {
     /// Finishes queued writes and closes the database cleanly.
     pub async fn shutdown(&self) -> Result<()> {
         Ok(self.store.close().await?)
-    }
-
-    pub async fn collect_garbage(&self) -> Result<GcReport> {
-        Ok(self.collector.step().await?)
     }
 }

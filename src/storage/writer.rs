@@ -179,20 +179,10 @@ fn run(db: &Database, pins: &Pins, rx: &async_channel::Receiver<Op>, file: &std:
             Err(_) => lost || !durable,
         };
         match result {
-            Ok(outcomes) => outcomes.into_iter().for_each(send),
+            Ok(outcomes) => outcomes.into_iter().for_each(|o| o.answer(None)),
             Err((e, outcomes)) => {
                 log::error!("storage write failed: {e}");
-                for outcome in outcomes {
-                    match outcome {
-                        Outcome::None => {}
-                        Outcome::Bool(reply, _) => drop(reply.try_send(Err(clone_err(&e)))),
-                        Outcome::Commit(reply, _) => drop(reply.try_send(Err(clone_err(&e)))),
-                        Outcome::Unit(reply, _) => drop(reply.try_send(Err(clone_err(&e)))),
-                        Outcome::Bools(reply, _) => drop(reply.try_send(Err(clone_err(&e)))),
-                        Outcome::Count(reply, _) => drop(reply.try_send(Err(clone_err(&e)))),
-                        Outcome::Gc(reply, _) => drop(reply.try_send(Err(clone_err(&e)))),
-                    }
-                }
+                outcomes.into_iter().for_each(|o| o.answer(Some(&e)));
             }
         }
         if !durable {
@@ -214,16 +204,22 @@ fn clone_err(e: &StorageError) -> StorageError {
     StorageError::Corrupt(format!("write failed: {e}"))
 }
 
-fn send(outcome: Outcome) {
-    // A caller that went away (client disconnected) no longer needs its answer.
-    match outcome {
-        Outcome::None => {}
-        Outcome::Bool(reply, r) => drop(reply.try_send(r)),
-        Outcome::Commit(reply, r) => drop(reply.try_send(r)),
-        Outcome::Unit(reply, r) => drop(reply.try_send(r)),
-        Outcome::Bools(reply, r) => drop(reply.try_send(r)),
-        Outcome::Count(reply, r) => drop(reply.try_send(r)),
-        Outcome::Gc(reply, r) => drop(reply.try_send(r)),
+impl Outcome {
+    /// Sends the answer, or `failure` when the batch did not commit. A caller that went away
+    /// (a client disconnected) no longer needs it.
+    fn answer(self, failure: Option<&StorageError>) {
+        fn pick<T>(r: Result<T>, failure: Option<&StorageError>) -> Result<T> {
+            failure.map_or(r, |e| Err(clone_err(e)))
+        }
+        match self {
+            Outcome::None => {}
+            Outcome::Bool(reply, r) => drop(reply.try_send(pick(r, failure))),
+            Outcome::Commit(reply, r) => drop(reply.try_send(pick(r, failure))),
+            Outcome::Unit(reply, r) => drop(reply.try_send(pick(r, failure))),
+            Outcome::Bools(reply, r) => drop(reply.try_send(pick(r, failure))),
+            Outcome::Count(reply, r) => drop(reply.try_send(pick(r, failure))),
+            Outcome::Gc(reply, r) => drop(reply.try_send(pick(r, failure))),
+        }
     }
 }
 
