@@ -157,7 +157,7 @@ pub fn spawn_node(
     let (tx, rx) = mpsc::channel();
     let stdout = child.stdout.take().unwrap();
     let mut out_log = log_file.try_clone().unwrap();
-    std::thread::spawn(move || {
+    let out_thread = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let _ = writeln!(out_log, "{line}");
             if let Some(url) = line.strip_prefix("diststore listening on ") {
@@ -167,7 +167,7 @@ pub fn spawn_node(
     });
     let mut stderr = child.stderr.take().unwrap();
     let mut err_log = log_file;
-    std::thread::spawn(move || {
+    let err_thread = std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = stderr.read(&mut buf) {
             if n == 0 {
@@ -182,7 +182,9 @@ pub fn spawn_node(
             return Ok((child, url));
         }
         if let Ok(Some(status)) = child.try_wait() {
-            std::thread::sleep(Duration::from_millis(100));
+            // The copiers end at end of output: join them so the log is complete.
+            let _ = out_thread.join();
+            let _ = err_thread.join();
             let text = std::fs::read_to_string(log).unwrap_or_default();
             return Err(format!("exited with {status}:\n{text}"));
         }
