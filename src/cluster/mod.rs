@@ -38,6 +38,8 @@ pub use repair::RepairReport;
 const MAX_HANDSHAKES: usize = 16;
 /// Requests one peer may have in progress on this node at once.
 const HANDLERS_PER_LINK: usize = 32;
+/// Chunks sent to one holder in one request, when that many are ready.
+const CHUNKS_PER_REQUEST: usize = 4;
 /// Chunk stores an upload keeps in flight across the cluster.
 const STORES_IN_FLIGHT: usize = 16;
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -299,46 +301,63 @@ impl Cluster {
         Ok(())
     }
 
-    /// Stores a sealed chunk on its R best-ranked live nodes (falling back down the ranking),
-    /// the holders written in parallel. Returns the bytes that were new on the best-ranked
-    /// holder, and the peers holding it: they must be synced before the chunk is durable.
-    pub async fn store_chunk(
+    /// Stores sealed chunks, each on its R best-ranked live nodes (falling back down its
+    /// ranking). The chunks bound for one node go in one request, and the nodes are written in
+    /// parallel. Returns the new bytes (averaged over the copies) and the peers that took
+    /// chunks, with their boot ids: they must be synced before the chunks are durable.
+    pub async fn store_group(
         &self,
-        id: ChunkId,
-        sealed: bytes::Bytes,
+        chunks: Vec<(ChunkId, bytes::Bytes)>,
     ) -> Result<(u64, Vec<(NodeId, u64)>), ClusterError> {
         self.check_writable()?;
         let live = self.live_nodes();
         let want = self.config.replication.min(live.len());
-        let ranking = placement::rank(&id, &live);
-        let (mut next, mut stored) = (0, 0);
-        let mut new_bytes = None;
-        let mut peers = Vec::new();
-        while stored < want && next < ranking.len() {
-            let round: Vec<NodeId> = ranking[next..].iter().take(want - stored).copied().collect();
-            next += round.len();
-            let results =
-                futures_util::future::join_all(round.iter().map(|node| self.store_on(*node, id, &sealed)))
-                    .await;
-            for (node, result) in round.iter().zip(results) {
+        let rankings: Vec<Vec<NodeId>> = chunks.iter().map(|(id, _)| placement::rank(id, &live)).collect();
+        let mut stored = vec![0usize; chunks.len()];
+        let mut next = vec![0usize; chunks.len()];
+        let (mut new_bytes, mut peers) = (0u64, Vec::new());
+        loop {
+            // This round: each chunk short of copies goes to the next nodes of its ranking.
+            let mut by_node: HashMap<NodeId, Vec<usize>> = HashMap::new();
+            for (i, ranking) in rankings.iter().enumerate() {
+                let mut short = want.saturating_sub(stored[i]);
+                while short > 0 && next[i] < ranking.len() {
+                    by_node.entry(ranking[next[i]]).or_default().push(i);
+                    next[i] += 1;
+                    short -= 1;
+                }
+            }
+            if by_node.is_empty() {
+                break;
+            }
+            let rounds = by_node.into_iter().map(|(node, idx)| {
+                let items: Vec<(ChunkId, bytes::Bytes)> = idx.iter().map(|&i| chunks[i].clone()).collect();
+                async move { (node, idx, self.store_on(node, items).await) }
+            });
+            for (node, idx, result) in futures_util::future::join_all(rounds).await {
                 match result {
                     Ok((n, boot)) => {
-                        stored += 1;
-                        new_bytes.get_or_insert(n);
+                        idx.iter().for_each(|&i| stored[i] += 1);
+                        new_bytes += n;
                         if let Some(boot) = boot {
-                            peers.push((*node, boot));
+                            peers.push((node, boot));
                         }
                     }
-                    Err(e) => log::warn!("storing chunk {id} on {node} failed: {e}; trying the next node"),
+                    Err(e) => log::warn!(
+                        "storing {} chunks on {node} failed: {e}; trying the next nodes",
+                        idx.len()
+                    ),
                 }
             }
         }
-        // Every live node down the ranking was tried: fewer copies than the live nodes allow
+        // Every live node down each ranking was tried: fewer copies than the live nodes allow
         // is not an acknowledged write.
-        if stored < want {
-            return Err(ClusterError::Unavailable { live: stored, needed: want });
+        if let Some(&fewest) = stored.iter().min() {
+            if fewest < want {
+                return Err(ClusterError::Unavailable { live: fewest, needed: want });
+            }
         }
-        Ok((new_bytes.unwrap_or(0), peers))
+        Ok((new_bytes / want.max(1) as u64, peers))
     }
 
     /// Makes the chunks stored on `peers` durable there: one fsync per peer per upload rather
@@ -356,22 +375,32 @@ impl Cluster {
         futures_util::future::try_join_all(syncs).await.map(|_| ())
     }
 
-    /// One holder's copy: queued locally (made durable by the file's commit), or queued on a
-    /// peer (made durable by [`Cluster::sync_peers`]).
-    /// Returns the new bytes and, for a peer, the boot id it answered with.
+    /// One holder's copies: queued locally (made durable by the file's commit), or queued on
+    /// a peer (made durable by [`Cluster::sync_peers`]). Returns the new bytes and, for a peer,
+    /// the boot id it answered with.
     async fn store_on(
         &self,
         node: NodeId,
-        id: ChunkId,
-        sealed: &bytes::Bytes,
+        items: Vec<(ChunkId, bytes::Bytes)>,
     ) -> Result<(u64, Option<u64>), String> {
         if node == self.me {
-            let had = self.store.have_chunks(vec![id]).await.map_err(|e| e.to_string())?;
-            self.store.put_chunk(id, sealed.clone()).await.map_err(|e| e.to_string())?;
-            return Ok((if had.first() == Some(&true) { 0 } else { sealed.len() as u64 }, None));
+            let had = self
+                .store
+                .have_chunks(items.iter().map(|(id, _)| *id).collect())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut new_bytes = 0;
+            for ((id, sealed), had) in items.into_iter().zip(had) {
+                new_bytes += if had { 0 } else { sealed.len() as u64 };
+                self.store.put_chunk(id, sealed).await.map_err(|e| e.to_string())?;
+            }
+            return Ok((new_bytes, None));
         }
         let link = self.link_of(node).ok_or("went down")?;
-        let chunks = vec![messages::SealedChunk { id: *id.as_bytes(), sealed: sealed.clone() }];
+        let chunks = items
+            .into_iter()
+            .map(|(id, sealed)| messages::SealedChunk { id: *id.as_bytes(), sealed })
+            .collect();
         match link.request(Request::PutChunks { chunks }, CHUNK_TIMEOUT).await {
             Ok(Response::Stored { new_bytes, boot }) => Ok((new_bytes, Some(boot))),
             Ok(_) => Err("unexpected response".into()),
@@ -631,11 +660,12 @@ pub async fn store_all(
     chunks: async_channel::Receiver<(ChunkId, bytes::Bytes)>,
 ) -> Result<u64, ClusterError> {
     let mut results = Box::pin(chunks)
-        .map(|(id, sealed)| {
+        .ready_chunks(CHUNKS_PER_REQUEST)
+        .map(|group| {
             let cluster = cluster.clone();
-            async move { cluster.store_chunk(id, sealed).await }
+            async move { cluster.store_group(group).await }
         })
-        .buffer_unordered(STORES_IN_FLIGHT);
+        .buffer_unordered(STORES_IN_FLIGHT / CHUNKS_PER_REQUEST);
     let mut new_bytes = 0;
     let mut first_error = None;
     let mut peers: HashMap<NodeId, u64> = HashMap::new();
