@@ -593,7 +593,7 @@ impl Cluster {
                 self.apply_updates(updates).await?;
                 Response::Applied
             }
-            Request::Digest => Response::Digest(sync::digest(&self.store).await?),
+            Request::Digest => Response::Digest(self.store.name_digest().await?),
             Request::ListBucket { bucket } => Response::Bucket(
                 self.store
                     .records(Some(bucket))

@@ -12,14 +12,9 @@ use std::time::Duration;
 use super::messages::{Request, Response};
 use super::{Cluster, ClusterError, Link, NAMES_TIMEOUT};
 use crate::runtime;
-use crate::storage::Store;
 
 /// How often each peer pair re-checks, on top of the exchange when a link comes up.
 const PERIOD: Duration = Duration::from_secs(5);
-
-pub async fn digest(store: &Store) -> Result<Vec<[u8; 32]>, ClusterError> {
-    Ok(store.name_digest().await?)
-}
 
 /// One exchange with one peer. Returns how many records moved (pulled, pushed).
 pub async fn exchange(cluster: &Arc<Cluster>, link: &Link) -> Result<(usize, usize), ClusterError> {
@@ -31,7 +26,7 @@ pub async fn exchange(cluster: &Arc<Cluster>, link: &Link) -> Result<(usize, usi
             return Ok((0, 0));
         }
     };
-    let ours = digest(&cluster.store).await?;
+    let ours = cluster.store.name_digest().await?;
     let (mut pulled, mut pushed) = (0, 0);
     for bucket in 0..=255u8 {
         if theirs[usize::from(bucket)] == ours[usize::from(bucket)] {

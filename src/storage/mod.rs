@@ -144,9 +144,7 @@ impl PinSet {
         *self.store.shared.pins.lock().entry(id).or_default() += 1;
         self.ids.push(id);
     }
-}
 
-impl PinSet {
     /// Takes over another set's pins.
     pub fn absorb(&mut self, mut other: PinSet) {
         self.ids.append(&mut other.ids);

@@ -47,8 +47,8 @@ pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<(Database, NodeId,
         };
         let version = match found {
             Some(v) => v,
-            // A database without a version is either new or from before versions were
-            // recorded (schema 1 recorded them too, so only new).
+            // No version recorded: schema 1 if its names table is there (a partial schema 1
+            // file), else a new database.
             None if txn.list_tables()?.any(|t| t.name() == migrations::v1_to_v2::NAMES_V1) => 1,
             None => SCHEMA_VERSION,
         };
