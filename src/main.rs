@@ -37,7 +37,7 @@ fn main() -> anyhow::Result<()> {
     let db_path = config.data_dir.join(DB_FILE);
     let store = Store::open(&db_path, config.cache_bytes)
         .with_context(|| format!("opening database {}", db_path.display()))?;
-    let node_config = NodeConfig { max_upload_bytes: config.max_upload_bytes, db_path };
+    let node_config = NodeConfig { max_upload_bytes: config.max_upload_bytes };
     let node = Node::new(store, keys, node_config, config.cluster.clone());
     log::info!("node {} with data in {}", node.node_id(), config.data_dir.display());
 

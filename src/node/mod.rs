@@ -41,7 +41,6 @@ pub type Result<T, E = NodeError> = std::result::Result<T, E>;
 
 pub struct NodeConfig {
     pub max_upload_bytes: u64,
-    pub db_path: std::path::PathBuf,
 }
 
 /// A file as found by name.
@@ -224,7 +223,7 @@ impl Node {
             url: self.cluster.url(),
             uptime_secs: self.started.elapsed().as_secs(),
             stats: self.store.stats().await?,
-            db_file_bytes: Store::file_bytes(&self.config.db_path),
+            db_file_bytes: self.store.file_bytes().await,
             max_upload_bytes: self.config.max_upload_bytes,
             replication: self.cluster.replication(),
             peers: self.cluster.peers(),

@@ -212,6 +212,7 @@ struct Shared {
     ops: async_channel::Sender<Op>,
     pins: Arc<Pins>,
     node_id: NodeId,
+    path: std::path::PathBuf,
 }
 
 /// Handle to the store; cheap to clone.
@@ -228,7 +229,9 @@ impl Store {
         let db = Arc::new(db);
         let pins = Arc::new(Pins::default());
         let ops = writer::start(db.clone(), pins.clone(), file);
-        Ok(Store { shared: Arc::new(Shared { db: std::sync::RwLock::new(Some(db)), ops, pins, node_id }) })
+        let shared =
+            Shared { db: std::sync::RwLock::new(Some(db)), ops, pins, node_id, path: path.to_path_buf() };
+        Ok(Store { shared: Arc::new(shared) })
     }
 
     fn db(&self) -> Result<Arc<Database>> {
@@ -492,8 +495,9 @@ impl Store {
     }
 
     /// Size of the database file on disk.
-    pub fn file_bytes(path: &Path) -> u64 {
-        std::fs::metadata(path).map_or(0, |m| m.len())
+    pub async fn file_bytes(&self) -> u64 {
+        let path = self.shared.path.clone();
+        runtime::blocking(move || std::fs::metadata(path).map_or(0, |m| m.len())).await
     }
 }
 
