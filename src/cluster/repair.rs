@@ -32,18 +32,25 @@ pub async fn step(cluster: &Arc<Cluster>) -> Result<RepairReport, ClusterError> 
     let live = cluster.live_nodes();
     let want = cluster.config.replication.min(live.len());
     let mut report = RepairReport::default();
-    let mut fetch = Vec::new();
-    // For chunks held here but owned elsewhere: the owners that must confirm.
-    let mut surplus: Vec<(ChunkId, Vec<NodeId>)> = Vec::new();
-    for (id, held) in cluster.store.referenced_chunks().await? {
-        let owners: Vec<NodeId> = placement::rank(&id, &live).into_iter().take(want).collect();
-        let mine = owners.contains(&cluster.me);
-        if mine && !held {
-            fetch.push(id);
-        } else if !mine && held {
-            surplus.push((id, owners));
+    let referenced = cluster.store.referenced_chunks().await?;
+    let (me, nodes) = (cluster.me, live.clone());
+    // Ranking hashes every chunk against every node: a blocking thread's work at scale.
+    let (fetch, surplus) = runtime::blocking(move || {
+        let mut fetch = Vec::new();
+        // For chunks held here but owned elsewhere: the owners that must confirm.
+        let mut surplus: Vec<(ChunkId, Vec<NodeId>)> = Vec::new();
+        for (id, held) in referenced {
+            let owners: Vec<NodeId> = placement::rank(&id, &nodes).into_iter().take(want).collect();
+            let mine = owners.contains(&me);
+            if mine && !held {
+                fetch.push(id);
+            } else if !mine && held {
+                surplus.push((id, owners));
+            }
         }
-    }
+        (fetch, surplus)
+    })
+    .await;
     report.missing = fetch.len() as u64;
     for batch in fetch.chunks(FETCH_BATCH) {
         let mut got = Vec::new();
