@@ -292,7 +292,7 @@ fn bad_peer_input_is_refused_and_the_node_keeps_serving() {
         let sealed = keys.seal_chunk(&real, b"real chunk");
         for (id, bytes) in [([1u8; 32], vec![0u8; 100]), (*ChunkId::of(b"other").as_bytes(), sealed)] {
             let body = Request::PutChunks { chunks: vec![SealedChunk { id, sealed: bytes.into() }] };
-            tx.send(&Message::Request { id: 1, body }).await.unwrap();
+            tx.send(Message::Request { id: 1, body }).await.unwrap();
             match rx.recv().await.unwrap() {
                 Message::Response { id: 1, body: Response::Error(e) } => {
                     assert!(e.contains("refused chunk"), "{e}")
@@ -319,6 +319,19 @@ fn bad_peer_input_is_refused_and_the_node_keeps_serving() {
         })
         .await;
         assert!(closed.is_some(), "the node kept a link that sent a bad frame");
+
+        // Chunk bytes travel as attachments after their frame: one too large, or too many of
+        // them, and the link is dropped instead of buffered.
+        let oversized = vec![SealedChunk { id: [3; 32], sealed: vec![0u8; 5 << 20].into() }];
+        let too_many = (0..17u8).map(|i| SealedChunk { id: [i; 32], sealed: vec![i; 64].into() }).collect();
+        for chunks in [oversized, too_many] {
+            let mut ws = raw_peer::dial(&node.base).await;
+            let auth = raw_peer::handshake(&mut ws, secret).await.expect("right secret");
+            let (mut tx, mut rx) = connection::split(ws, auth);
+            tx.send(Message::Request { id: 1, body: Request::PutChunks { chunks } }).await.unwrap();
+            let answer = diststore::runtime::timeout(std::time::Duration::from_secs(10), rx.recv()).await;
+            assert!(matches!(answer, Some(Err(_))), "expected the link dropped, got {answer:?}");
+        }
 
         // A peer speaking another protocol version is refused with a reason.
         let mut ws = raw_peer::dial(&node.base).await;
@@ -398,12 +411,12 @@ fn chunks_received_ahead_of_their_manifest_survive_a_restart() {
         let (mut tx, mut rx) = connection::split(ws, auth);
         let body =
             Request::PutChunks { chunks: vec![SealedChunk { id: *id.as_bytes(), sealed: sealed.into() }] };
-        tx.send(&Message::Request { id: 1, body }).await.unwrap();
+        tx.send(Message::Request { id: 1, body }).await.unwrap();
         assert!(matches!(
             rx.recv().await.unwrap(),
             Message::Response { id: 1, body: Response::Stored { .. } }
         ));
-        tx.send(&Message::Request { id: 2, body: Request::Sync }).await.unwrap();
+        tx.send(Message::Request { id: 2, body: Request::Sync }).await.unwrap();
         assert!(matches!(
             rx.recv().await.unwrap(),
             Message::Response { id: 2, body: Response::Synced { .. } }

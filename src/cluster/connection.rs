@@ -9,15 +9,18 @@
 //!    → `Proof { mac_s }`: HMAC(peer key, "server", transcript); the client checks it.
 //!
 //! Both then derive one key per direction from the transcript; every later message is a
-//! sealed, sequence-numbered frame ([`FrameCipher`]).
+//! sealed, sequence-numbered frame ([`FrameCipher`]), followed by the chunk bytes it carries,
+//! one binary WebSocket message each ([`Message::take_attachments`]).
 
 use std::time::Duration;
 
 use async_tungstenite::tungstenite::Message as WsMessage;
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
-use futures_util::{AsyncRead, AsyncWrite, StreamExt};
+use futures_util::{AsyncRead, AsyncWrite, SinkExt, StreamExt};
 
-use super::messages::{DecodeError, Handshake, Message, PROTOCOL_VERSION, decode, encode};
+use super::messages::{
+    DecodeError, Handshake, MAX_ATTACHMENT, MAX_ATTACHMENTS, Message, PROTOCOL_VERSION, decode, encode,
+};
 use crate::content::NodeId;
 use crate::crypto::{FrameCipher, FrameError, Keys, macs_equal, peer_mac};
 use crate::runtime;
@@ -228,10 +231,13 @@ where
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> FrameWriter<S> {
-    pub async fn send(&mut self, msg: &Message) -> Result<(), LinkError> {
+    /// Sends a message and its attachments as one unit: the link's one writer owns the sink,
+    /// so nothing interleaves.
+    pub async fn send(&mut self, mut msg: Message) -> Result<(), LinkError> {
+        let attachments = msg.take_attachments();
         // Encoded straight after room for the frame header, sealed in place: the payload is
         // written once and never copied again on its way to the socket.
-        let mut frame = postcard::to_extend(msg, vec![0u8; FrameCipher::HEADER])
+        let mut frame = postcard::to_extend(&msg, vec![0u8; FrameCipher::HEADER])
             .map_err(|e| LinkError::WebSocket(e.to_string()))?;
         let frame = if frame.len() > BLOCKING_FRAME {
             let mut cipher = std::mem::replace(&mut self.cipher, FrameCipher::new([0; 32]));
@@ -246,7 +252,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameWriter<S> {
             self.cipher.seal_in_place(&mut frame);
             frame
         };
-        self.sink.send(WsMessage::binary(frame)).await?;
+        self.sink.feed(WsMessage::binary(frame)).await?;
+        for bytes in attachments {
+            self.sink.feed(WsMessage::Binary(bytes)).await?;
+        }
+        self.sink.flush().await?;
         Ok(())
     }
 
@@ -256,29 +266,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameWriter<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> FrameReader<S> {
-    /// The next message. Any bad frame ends the link: the sequence can't be trusted after it.
+    /// The next message, with its attachments. Any bad frame ends the link: the sequence can't
+    /// be trusted after it.
     pub async fn recv(&mut self) -> Result<Message, LinkError> {
+        let frame = self.next_binary().await?;
+        let mut msg = if frame.len() > BLOCKING_FRAME {
+            // Large frames (name batches) are opened and decoded off the executor.
+            let mut cipher = std::mem::replace(&mut self.cipher, FrameCipher::new([0; 32]));
+            let (cipher, result) = runtime::blocking(move || {
+                let result = open_frame(&mut cipher, frame.into());
+                (cipher, result)
+            })
+            .await;
+            self.cipher = cipher;
+            result?
+        } else {
+            open_frame(&mut self.cipher, frame.into())?
+        };
+        let count = msg.attachment_count();
+        if count > MAX_ATTACHMENTS {
+            return Err(DecodeError::new(format!("{count} attachments, at most {MAX_ATTACHMENTS}")).into());
+        }
+        let mut attachments = Vec::with_capacity(count);
+        for _ in 0..count {
+            let bytes = self.next_binary().await?;
+            if bytes.len() > MAX_ATTACHMENT {
+                return Err(DecodeError::new(format!("a {} byte attachment", bytes.len())).into());
+            }
+            attachments.push(bytes);
+        }
+        msg.put_attachments(attachments)?;
+        Ok(msg)
+    }
+
+    async fn next_binary(&mut self) -> Result<bytes::Bytes, LinkError> {
         loop {
-            let frame: Vec<u8> = match self.stream.next().await {
+            match self.stream.next().await {
                 None => return Err(LinkError::Closed),
                 Some(Err(e)) => return Err(e.into()),
-                Some(Ok(WsMessage::Binary(b))) => b.into(),
+                Some(Ok(WsMessage::Binary(b))) => return Ok(b),
                 Some(Ok(WsMessage::Close(_))) => return Err(LinkError::Closed),
                 Some(Ok(WsMessage::Text(_))) => return Err(LinkError::Unexpected),
                 Some(Ok(_)) => continue,
-            };
-            if frame.len() > BLOCKING_FRAME {
-                // Large frames (chunks) are opened and decoded off the executor.
-                let mut cipher = std::mem::replace(&mut self.cipher, FrameCipher::new([0; 32]));
-                let (cipher, result) = runtime::blocking(move || {
-                    let result = open_frame(&mut cipher, frame);
-                    (cipher, result)
-                })
-                .await;
-                self.cipher = cipher;
-                return result;
             }
-            return open_frame(&mut self.cipher, frame);
         }
     }
 }

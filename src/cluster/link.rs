@@ -173,7 +173,7 @@ impl Link {
 
         let write = async {
             while let Ok(msg) = rx.recv().await {
-                if let Err(e) = writer.send(&msg).await {
+                if let Err(e) = writer.send(msg).await {
                     return e;
                 }
             }

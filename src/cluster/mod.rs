@@ -410,7 +410,7 @@ impl Cluster {
 
     /// A chunk this node does not hold, from the live nodes in ranking order (holders first),
     /// verified. A peer sending bad bytes is skipped.
-    pub async fn fetch_chunk(&self, id: ChunkId) -> Result<(Vec<u8>, Vec<u8>), ClusterError> {
+    pub async fn fetch_chunk(&self, id: ChunkId) -> Result<(Vec<u8>, bytes::Bytes), ClusterError> {
         for node in placement::rank(&id, &self.live_nodes()) {
             let Some(link) = self.link_of(node) else { continue };
             let sealed = match link.request(Request::GetChunk { id: *id.as_bytes() }, CHUNK_TIMEOUT).await {
@@ -423,7 +423,7 @@ impl Cluster {
             };
             let keys = self.keys.clone();
             let checked =
-                runtime::blocking(move || keys.open_chunk(&id, sealed.clone()).map(|plain| (plain, sealed)))
+                runtime::blocking(move || keys.open_chunk(&id, sealed.to_vec()).map(|plain| (plain, sealed)))
                     .await;
             match checked {
                 Ok(pair) => return Ok(pair),
@@ -496,7 +496,7 @@ impl Cluster {
         let (tx, rx) = async_channel::bounded::<Message>(64);
         let write = async move {
             while let Ok(msg) = rx.recv().await {
-                if writer.send(&msg).await.is_err() {
+                if writer.send(msg).await.is_err() {
                     break;
                 }
             }
@@ -556,7 +556,7 @@ impl Cluster {
                     let mut out = Vec::with_capacity(chunks.len());
                     for c in chunks {
                         let id = ChunkId::from_bytes(c.id);
-                        if let Err(e) = keys.open_chunk(&id, c.sealed.to_vec()) {
+                        if let Err(e) = keys.verify_chunk(&id, &c.sealed) {
                             return Ok(Err(format!("refused chunk {id}: {e}")));
                         }
                         if !store.has_chunk_blocking(id)? {
@@ -583,7 +583,9 @@ impl Cluster {
             Request::GetChunk { id } => {
                 let store = self.store.clone();
                 Response::Chunk(
-                    runtime::blocking(move || store.chunk_blocking(ChunkId::from_bytes(id))).await?,
+                    runtime::blocking(move || store.chunk_blocking(ChunkId::from_bytes(id)))
+                        .await?
+                        .map(bytes::Bytes::from),
                 )
             }
             Request::HasChunks { ids } => Response::Have(

@@ -382,7 +382,7 @@ impl Store {
     }
 
     /// Stores chunks and fsyncs before answering.
-    pub async fn put_chunks_durable(&self, chunks: Vec<(ChunkId, Vec<u8>)>) -> Result<()> {
+    pub async fn put_chunks_durable(&self, chunks: Vec<(ChunkId, bytes::Bytes)>) -> Result<()> {
         self.submit(|reply| Op::PutChunksDurable { chunks, reply }).await
     }
 

@@ -61,7 +61,7 @@ pub(crate) enum Op {
     },
     /// Chunks from a peer or from repair, acknowledged once fsynced.
     PutChunksDurable {
-        chunks: Vec<(ChunkId, Vec<u8>)>,
+        chunks: Vec<(ChunkId, bytes::Bytes)>,
         reply: Reply<()>,
     },
     /// Name records from peers, last writer wins; manifests ride along with live records.
