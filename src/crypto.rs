@@ -66,10 +66,15 @@ impl Keys {
     pub fn seal_chunk(&self, id: &ChunkId, plaintext: &[u8]) -> Vec<u8> {
         let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
         buf.extend_from_slice(plaintext);
-        self.data
-            .encrypt_in_place(&chunk_nonce(id), id.as_bytes(), &mut buf)
-            .expect("a chunk is far below the AEAD length limit");
+        self.seal_chunk_in_place(id, &mut buf);
         buf
+    }
+
+    /// Encrypts a chunk where it lies and appends the tag: no copy when `buf` has room for it.
+    pub fn seal_chunk_in_place(&self, id: &ChunkId, buf: &mut Vec<u8>) {
+        self.data
+            .encrypt_in_place(&chunk_nonce(id), id.as_bytes(), buf)
+            .expect("a chunk is far below the AEAD length limit");
     }
 
     /// Decrypts, authenticates and re-hashes a chunk. Bytes from disk or a peer are

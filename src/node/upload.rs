@@ -17,7 +17,7 @@ use crate::clock::unix_ms;
 use crate::cluster::{self, Cluster};
 use crate::content::chunker::{CHUNKER_VERSION, Chunker};
 use crate::content::{ChunkId, ChunkRef, FileId, FileName, Manifest};
-use crate::crypto::Keys;
+use crate::crypto::{Keys, TAG_LEN};
 use crate::runtime::{self, JoinHandle};
 use crate::storage::{NameRecord, PinSet, StorageError, Store};
 
@@ -248,7 +248,7 @@ fn chunk_blocks(
     sink: &Sink,
     blocks: impl Iterator<Item = Bytes>,
 ) -> Result<Chunked> {
-    let (seal_tx, seal_rx) = async_channel::bounded::<(usize, Bytes)>(STAGE_QUEUE);
+    let (seal_tx, seal_rx) = async_channel::bounded::<(usize, Vec<u8>)>(STAGE_QUEUE);
     std::thread::scope(|scope| {
         let sealers: Vec<_> = (0..SEALERS)
             .map(|_| {
@@ -259,10 +259,11 @@ fn chunk_blocks(
         drop(seal_rx);
         let mut count = 0;
         let mut cut = |chunk: &[u8]| -> Result<()> {
+            // The chunk's one copy, with room for the tag: it is sealed where it lies.
+            let mut owned = Vec::with_capacity(chunk.len() + TAG_LEN);
+            owned.extend_from_slice(chunk);
             // Fails only when every sealer stopped: stop cutting; their results say why.
-            seal_tx
-                .send_blocking((count, Bytes::copy_from_slice(chunk)))
-                .map_err(|_| StorageError::WriterGone)?;
+            seal_tx.send_blocking((count, owned)).map_err(|_| StorageError::WriterGone)?;
             count += 1;
             Ok(())
         };
@@ -300,10 +301,10 @@ fn seal_chunks(
     store: &Store,
     keys: &Keys,
     sink: &Sink,
-    rx: &async_channel::Receiver<(usize, Bytes)>,
+    rx: &async_channel::Receiver<(usize, Vec<u8>)>,
 ) -> Result<SealedShare> {
     let mut out = SealedShare { chunks: Vec::new(), new_bytes: 0, pins: store.pins() };
-    while let Ok((index, chunk)) = rx.recv_blocking() {
+    while let Ok((index, mut chunk)) = rx.recv_blocking() {
         let id = ChunkId::of(&chunk);
         out.chunks.push((index, ChunkRef { id, len: chunk.len() as u32 }));
         // Pin before looking: a chunk seen as stored must stay stored until the commit.
@@ -311,14 +312,15 @@ fn seal_chunks(
         match sink {
             Sink::Local => {
                 if !store.has_chunk_blocking(id)? {
-                    let sealed = keys.seal_chunk(&id, &chunk);
-                    out.new_bytes += sealed.len() as u64;
-                    store.put_chunk_blocking(id, sealed.into())?;
+                    keys.seal_chunk_in_place(&id, &mut chunk);
+                    out.new_bytes += chunk.len() as u64;
+                    store.put_chunk_blocking(id, chunk.into())?;
                 }
             }
             Sink::Cluster(tx) => {
+                keys.seal_chunk_in_place(&id, &mut chunk);
                 // The replicator ended early: its result, awaited in `finish`, says why.
-                if tx.send_blocking((id, Bytes::from(keys.seal_chunk(&id, &chunk)))).is_err() {
+                if tx.send_blocking((id, Bytes::from(chunk))).is_err() {
                     return Err(StorageError::WriterGone.into());
                 }
             }
