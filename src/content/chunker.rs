@@ -17,17 +17,14 @@ pub const MAX_CHUNK: usize = 1024 * 1024 - 4096;
 /// complete chunk. Cut points depend only on the bytes, never on how they were fed, so
 /// the same content always yields the same chunks.
 ///
-/// Chunks are cut straight out of the caller's buffer where they can be; only the one chunk
-/// spanning two pushes is gathered in `pending`, so large pushes copy little.
+/// Chunks are cut straight out of the caller's buffer where they can be; only the bytes
+/// around a buffer boundary are copied (into `pending`), so large pushes copy little.
 #[derive(Default)]
 pub struct Chunker {
-    /// The start of the next chunk when it began in an earlier push, with no cut found in
-    /// it yet; always under `MAX_CHUNK` bytes between pushes.
+    /// The start of the next chunk when it began in an earlier push; always under
+    /// `MAX_CHUNK` bytes between pushes.
     pending: Vec<u8>,
 }
-
-/// How far past the pending bytes to look for a cut before looking further.
-const FILL_STEP: usize = 128 * 1024;
 
 impl Chunker {
     pub fn new() -> Self {
@@ -40,25 +37,17 @@ impl Chunker {
         mut bytes: &[u8],
         emit: &mut impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        // First finish what the last push left: gather bytes after it, a step at a time, until
-        // a cut is final (see `final_cut`). Once a cut falls past the old pending bytes, the
+        // First finish what the last push left: fill `pending` up to one maximum chunk (a cut
+        // within it is then final) and cut. Once a cut falls past the old pending bytes, the
         // rest is still in `bytes`: go on there and drop the copies.
         while !self.pending.is_empty() {
             let old = self.pending.len();
-            let mut window = old;
-            let end = loop {
-                let next = (window + FILL_STEP).min(MAX_CHUNK);
-                let Some(more) = bytes.get(window - old..next - old) else {
-                    // `bytes` is used up with no final cut: keep it all and wait for more.
-                    self.pending.extend_from_slice(&bytes[window - old..]);
-                    return Ok(());
-                };
-                self.pending.extend_from_slice(more);
-                window = next;
-                if let Some(end) = final_cut(&self.pending) {
-                    break end;
-                }
-            };
+            let take = (MAX_CHUNK - old).min(bytes.len());
+            self.pending.extend_from_slice(&bytes[..take]);
+            if self.pending.len() < MAX_CHUNK {
+                return Ok(()); // `bytes` is used up: wait for more
+            }
+            let end = cut_point(&self.pending);
             emit(&self.pending[..end])?;
             if end >= old {
                 bytes = &bytes[end - old..];
@@ -68,8 +57,8 @@ impl Chunker {
                 self.pending.drain(..end);
             }
         }
-        // Then cut in place while cuts are final; only a chunk without one is kept.
-        while let Some(end) = final_cut(&bytes[..bytes.len().min(MAX_CHUNK)]) {
+        while bytes.len() >= MAX_CHUNK {
+            let end = cut_point(&bytes[..MAX_CHUNK]);
             emit(&bytes[..end])?;
             bytes = &bytes[end..];
         }
@@ -87,14 +76,6 @@ impl Chunker {
         }
         Ok(())
     }
-}
-
-/// The first chunk's length if `data` settles it, whatever bytes follow: a cut short of the
-/// end (FastCDC scans forward from the minimum size with masks that depend only on the
-/// position, so bytes after a cut cannot move it), or a full `MAX_CHUNK`.
-fn final_cut(data: &[u8]) -> Option<usize> {
-    let end = cut_point(data);
-    (end < data.len() || data.len() == MAX_CHUNK).then_some(end)
 }
 
 /// Length of the first chunk of `data` (all of it when shorter than the minimum).
