@@ -100,8 +100,11 @@ impl Keys {
         let (body, tag) =
             sealed.split_at_checked(sealed.len().wrapping_sub(TAG_LEN)).ok_or(CryptoError::Unauthentic)?;
         PLAIN.with_borrow_mut(|plain| {
-            plain.clear();
-            plain.resize(body.len(), 0);
+            // Grown once, never cleared: the decryption overwrites what it uses.
+            if plain.len() < body.len() {
+                plain.resize(body.len(), 0);
+            }
+            let plain = &mut plain[..body.len()];
             let buf =
                 aes_gcm_siv::aead::inout::InOutBuf::new(body, plain).map_err(|_| CryptoError::Unauthentic)?;
             let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| CryptoError::Unauthentic)?;

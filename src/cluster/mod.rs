@@ -552,28 +552,29 @@ impl Cluster {
                 // which chunks are new here, in one trip to a blocking thread.
                 let (keys, store) = (self.keys.clone(), self.store.clone());
                 let checked = runtime::blocking(move || {
-                    let mut new_bytes = 0;
-                    let mut out = Vec::with_capacity(chunks.len());
-                    for c in chunks {
-                        let id = ChunkId::from_bytes(c.id);
-                        if let Err(e) = keys.verify_chunk(&id, &c.sealed) {
+                    let chunks: Vec<(ChunkId, bytes::Bytes)> =
+                        chunks.into_iter().map(|c| (ChunkId::from_bytes(c.id), c.sealed)).collect();
+                    for (id, sealed) in &chunks {
+                        if let Err(e) = keys.verify_chunk(id, sealed) {
                             return Ok(Err(format!("refused chunk {id}: {e}")));
                         }
-                        if !store.has_chunk_blocking(id)? {
-                            new_bytes += c.sealed.len() as u64;
-                        }
-                        out.push((id, c.sealed));
                     }
-                    Ok::<_, StorageError>(Ok((out, new_bytes)))
+                    let ids: Vec<ChunkId> = chunks.iter().map(|(id, _)| *id).collect();
+                    let had = store.have_chunks_blocking(&ids)?;
+                    let new_bytes = chunks
+                        .iter()
+                        .zip(had)
+                        .filter(|(_, had)| !had)
+                        .map(|((_, sealed), _)| sealed.len() as u64)
+                        .sum::<u64>();
+                    Ok::<_, StorageError>(Ok((chunks, new_bytes)))
                 })
                 .await?;
                 let (chunks, new_bytes) = match checked {
                     Ok(c) => c,
                     Err(refusal) => return Ok(Response::Error(refusal)),
                 };
-                for (id, sealed) in chunks {
-                    self.store.put_received_chunk(id, sealed).await?;
-                }
+                self.store.put_received_chunks(chunks).await?;
                 Response::Stored { new_bytes, boot: self.boot }
             }
             Request::Sync => {

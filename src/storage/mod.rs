@@ -310,8 +310,14 @@ impl Store {
 
     /// Blocking: call from a blocking thread.
     pub fn has_chunk_blocking(&self, id: ChunkId) -> Result<bool> {
+        Ok(self.have_chunks_blocking(&[id])?[0])
+    }
+
+    /// Blocking: call from a blocking thread. One read transaction for all of `ids`.
+    pub fn have_chunks_blocking(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
         let txn = self.db()?.begin_read()?;
-        has_sealed(&txn.open_table(CHUNK_INDEX)?, &id)
+        let chunks = txn.open_table(CHUNK_INDEX)?;
+        ids.iter().map(|id| has_sealed(&chunks, id)).collect()
     }
 
     /// How many stored files use each of `ids` (0 when unknown).
@@ -356,10 +362,10 @@ impl Store {
         self.shared.ops.send(Op::PutChunk { id, sealed }).await.map_err(|_| StorageError::WriterGone)
     }
 
-    /// Stores a chunk a peer sent ahead of its manifest; the collector spares it for a
+    /// Stores chunks a peer sent ahead of their manifest; the collector spares them for a
     /// while (see [`RECEIVED`]). Durable with the next `sync`.
-    pub async fn put_received_chunk(&self, id: ChunkId, sealed: bytes::Bytes) -> Result<()> {
-        self.shared.ops.send(Op::PutReceived { id, sealed }).await.map_err(|_| StorageError::WriterGone)
+    pub async fn put_received_chunks(&self, chunks: Vec<(ChunkId, bytes::Bytes)>) -> Result<()> {
+        self.shared.ops.send(Op::PutReceived { chunks }).await.map_err(|_| StorageError::WriterGone)
     }
 
     /// Stores `manifest` (if new) and points `name` at it, durably. Every chunk of the manifest
@@ -474,12 +480,8 @@ impl Store {
 
     /// Which of `ids` this node holds.
     pub async fn have_chunks(&self, ids: Vec<ChunkId>) -> Result<Vec<bool>> {
-        self.read(move |db| {
-            let txn = db.begin_read()?;
-            let chunks = txn.open_table(CHUNK_INDEX)?;
-            ids.iter().map(|id| has_sealed(&chunks, id)).collect()
-        })
-        .await
+        let store = self.clone();
+        runtime::blocking(move || store.have_chunks_blocking(&ids)).await
     }
 
     /// Replaces `name` with a tombstone stamped `stamp`, durably. Returns whether a live name

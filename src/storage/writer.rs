@@ -71,8 +71,7 @@ pub(crate) enum Op {
     },
     /// A chunk from a peer, ahead of its manifest.
     PutReceived {
-        id: ChunkId,
-        sealed: bytes::Bytes,
+        chunks: Vec<(ChunkId, bytes::Bytes)>,
     },
     /// Answered once everything queued before it is durable.
     Sync {
@@ -92,9 +91,11 @@ pub(crate) enum Op {
 impl Op {
     fn bytes(&self) -> usize {
         match self {
-            Op::PutChunk { sealed, .. } | Op::PutReceived { sealed, .. } => sealed.len(),
+            Op::PutChunk { sealed, .. } => sealed.len(),
             Op::CommitFile { inline, .. } => 256 + inline.iter().map(|(_, s)| s.len()).sum::<usize>(),
-            Op::PutChunksDurable { chunks, .. } => chunks.iter().map(|(_, s)| s.len()).sum::<usize>(),
+            Op::PutChunksDurable { chunks, .. } | Op::PutReceived { chunks } => {
+                chunks.iter().map(|(_, s)| s.len()).sum::<usize>()
+            }
             _ => 256,
         }
     }
@@ -303,10 +304,13 @@ impl<'t> Tables<'t> {
                 self.put_chunk(id, &sealed)?;
                 Outcome::None
             }
-            Op::PutReceived { id, sealed } => {
-                self.put_chunk(id, &sealed)?;
-                if self.chunk_refs.get(id.as_bytes())?.is_none_or(|r| r.value() == 0) {
-                    self.received.insert(id.as_bytes(), unix_ms())?;
+            Op::PutReceived { chunks } => {
+                let now = unix_ms();
+                for (id, sealed) in &chunks {
+                    self.put_chunk(*id, sealed)?;
+                    if self.chunk_refs.get(id.as_bytes())?.is_none_or(|r| r.value() == 0) {
+                        self.received.insert(id.as_bytes(), now)?;
+                    }
                 }
                 Outcome::None
             }
