@@ -697,6 +697,10 @@ pub async fn store_all(
     if let Some(e) = first_error {
         return Err(e);
     }
-    cluster.sync_peers(peers).await?;
+    // This node's copies are flushed meanwhile: the file's commit then has only its own
+    // records left to make durable.
+    let (remote, local) = futures_lite::future::zip(cluster.sync_peers(peers), cluster.store.sync()).await;
+    remote?;
+    local?;
     Ok(new_bytes)
 }
