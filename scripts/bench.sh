@@ -152,6 +152,7 @@ NODE_PIDS=()  # every node started, for cleanup
 WARNINGS=()
 BIN_DESC=""
 LOAD_START=""
+MEM_START=""
 WORK=""
 
 # alive PID: the process exists and has not exited. (kill -0 alone is not enough: a child of ours
@@ -513,6 +514,9 @@ report() {
   echo "binary: $BIN_DESC"
   # Others' work on a shared machine moves these numbers more than most code changes do.
   echo "load average (1/5/15 min) at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  # So does a page cache that fills memory: then every timed write first has the kernel
+  # reclaim pages, and the cluster (twice the data written on this one machine) pays twice.
+  echo "memory at start: $MEM_START"
   echo
   echo "per rep:"
   printf '  %-22s %s\n' \
@@ -602,6 +606,8 @@ main() {
   WORK="$(mktemp -d "$BENCH_DIR/diststore-bench.XXXXXX")"
   log "work dir $WORK"
   LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
+  MEM_START="$(awk '/^MemTotal:/ { t = $2 } /^MemFree:/ { f = $2 } /^Cached:/ { c = $2 }
+    END { printf "%.1f GiB free, %.1f GiB page cache of %.1f GiB", f / 2^20, c / 2^20, t / 2^20 }' /proc/meminfo)"
 
   build
   make_large_files
