@@ -363,6 +363,34 @@ fn bad_peer_input_is_refused_and_the_node_keeps_serving() {
 }
 
 #[test]
+fn a_peer_that_goes_silent_is_dropped() {
+    use async_tungstenite::tungstenite::Message as Ws;
+    use futures_util::StreamExt;
+
+    let c = Cluster::start(1, &[]);
+    let node = &c.nodes[0];
+    diststore::runtime::block_on(async {
+        // Authenticated, then nothing: not even the heartbeat every real peer sends each second.
+        let mut ws = raw_peer::dial(&node.base).await;
+        raw_peer::handshake(&mut ws, b"cluster test secret").await.expect("right secret");
+        let started = std::time::Instant::now();
+        let closed = diststore::runtime::timeout(std::time::Duration::from_secs(30), async {
+            loop {
+                match ws.next().await {
+                    None | Some(Err(_)) | Some(Ok(Ws::Close(_))) => return,
+                    Some(Ok(_)) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_some(), "the node kept a silent link for 30 s");
+        assert!(started.elapsed() >= std::time::Duration::from_secs(10), "dropped a live link early");
+    });
+    assert!(node.log_text().contains("silent for"));
+    put_ok(node, "after-a-silent-peer", b"fine");
+}
+
+#[test]
 fn repair_keeps_two_copies_while_a_node_is_down_and_hands_them_back_when_it_returns() {
     let mut c = Cluster::start(3, &[]);
     let data = random_bytes(6 << 20, 31);

@@ -20,6 +20,9 @@ use crate::content::NodeId;
 use crate::runtime;
 
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// An inbound link silent this long (its dialer pings every second) has a dead or stalled
+/// peer, possibly mid-message: the accepting side drops it.
+pub const INBOUND_SILENCE: Duration = Duration::from_secs(15);
 /// A peer silent this long is down.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);

@@ -507,7 +507,11 @@ impl Cluster {
         let (busy, done) = async_channel::bounded::<()>(HANDLERS_PER_LINK);
         let read = async move {
             loop {
-                match reader.recv().await {
+                let Some(received) = runtime::timeout(link::INBOUND_SILENCE, reader.recv()).await else {
+                    log::warn!("link from peer {peer} dropped: silent for {:?}", link::INBOUND_SILENCE);
+                    break;
+                };
+                match received {
                     Ok(Message::Request { id, body }) => {
                         if busy.send(()).await.is_err() {
                             break;
