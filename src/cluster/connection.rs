@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use async_tungstenite::tungstenite::Message as WsMessage;
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
+use bytes::{Bytes, BytesMut};
 use futures_util::{AsyncRead, AsyncWrite, SinkExt, StreamExt};
 
 use super::messages::{
@@ -237,24 +238,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameWriter<S> {
         let attachments = msg.take_attachments();
         // Encoded straight after room for the frame header, sealed in place: the payload is
         // written once and never copied again on its way to the socket.
-        let mut frame = postcard::to_extend(&msg, vec![0u8; FrameCipher::HEADER])
+        let frame = postcard::to_extend(&msg, vec![0u8; FrameCipher::HEADER])
             .map_err(|e| LinkError::WebSocket(e.to_string()))?;
-        let frame = if frame.len() > BLOCKING_FRAME {
+        let size = frame.len() + attachments.iter().map(|a| a.len()).sum::<usize>();
+        let seal = move |cipher: &mut FrameCipher, mut frame: Vec<u8>| {
+            let seq = cipher.seal_in_place(&mut frame);
+            let key = cipher.attachment_key();
+            // A copy: the same sealed chunk may be on its way to another holder too.
+            let attachments: Vec<Vec<u8>> = (0u32..)
+                .zip(attachments)
+                .map(|(index, bytes)| {
+                    let mut bytes = bytes.to_vec();
+                    key.apply(seq, index, &mut bytes);
+                    bytes
+                })
+                .collect();
+            (frame, attachments)
+        };
+        let (frame, attachments) = if size > BLOCKING_FRAME {
             let mut cipher = std::mem::replace(&mut self.cipher, FrameCipher::new([0; 32]));
-            let (cipher, frame) = runtime::blocking(move || {
-                cipher.seal_in_place(&mut frame);
-                (cipher, frame)
+            let (cipher, sealed) = runtime::blocking(move || {
+                let sealed = seal(&mut cipher, frame);
+                (cipher, sealed)
             })
             .await;
             self.cipher = cipher;
-            frame
+            sealed
         } else {
-            self.cipher.seal_in_place(&mut frame);
-            frame
+            seal(&mut self.cipher, frame)
         };
         self.sink.feed(WsMessage::binary(frame)).await?;
         for bytes in attachments {
-            self.sink.feed(WsMessage::Binary(bytes)).await?;
+            self.sink.feed(WsMessage::binary(bytes)).await?;
         }
         self.sink.flush().await?;
         Ok(())
@@ -267,10 +282,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameWriter<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> FrameReader<S> {
     /// The next message, with its attachments. Any bad frame ends the link: the sequence can't
-    /// be trusted after it.
+    /// be trusted after it. Not cancel-safe (the cipher is away while a large frame opens): a
+    /// caller that gives up on it must drop the link.
     pub async fn recv(&mut self) -> Result<Message, LinkError> {
         let frame = self.next_binary().await?;
-        let mut msg = if frame.len() > BLOCKING_FRAME {
+        let (seq, mut msg) = if frame.len() > BLOCKING_FRAME {
             // Large frames (name batches) are opened and decoded off the executor.
             let mut cipher = std::mem::replace(&mut self.cipher, FrameCipher::new([0; 32]));
             let (cipher, result) = runtime::blocking(move || {
@@ -295,11 +311,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameReader<S> {
             }
             attachments.push(bytes);
         }
+        let size = attachments.iter().map(|a| a.len()).sum::<usize>();
+        let key = self.cipher.attachment_key();
+        let decrypt = move || -> Vec<Bytes> {
+            (0u32..)
+                .zip(attachments)
+                .map(|(index, bytes)| {
+                    // Received bytes are this link's alone: no copy when nothing else holds them.
+                    let mut bytes = bytes.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+                    key.apply(seq, index, &mut bytes);
+                    bytes.freeze()
+                })
+                .collect()
+        };
+        let attachments = if size > BLOCKING_FRAME { runtime::blocking(decrypt).await } else { decrypt() };
         msg.put_attachments(attachments)?;
         Ok(msg)
     }
 
-    async fn next_binary(&mut self) -> Result<bytes::Bytes, LinkError> {
+    async fn next_binary(&mut self) -> Result<Bytes, LinkError> {
         loop {
             match self.stream.next().await {
                 None => return Err(LinkError::Closed),
@@ -313,7 +343,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameReader<S> {
     }
 }
 
-fn open_frame(cipher: &mut FrameCipher, mut frame: Vec<u8>) -> Result<Message, LinkError> {
-    let body = cipher.open(&mut frame)?;
-    Ok(decode(&frame[body])?)
+/// Opens and decodes a frame; returns its sequence number too (attachments are keyed by it).
+fn open_frame(cipher: &mut FrameCipher, mut frame: Vec<u8>) -> Result<(u64, Message), LinkError> {
+    let (seq, body) = cipher.open(&mut frame)?;
+    Ok((seq, decode(&frame[body])?))
 }

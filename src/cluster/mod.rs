@@ -40,6 +40,7 @@ const MAX_HANDSHAKES: usize = 16;
 const HANDLERS_PER_LINK: usize = 32;
 /// Chunks sent to one holder in one request, when that many are ready.
 const CHUNKS_PER_REQUEST: usize = 4;
+const _: () = assert!(CHUNKS_PER_REQUEST <= messages::MAX_ATTACHMENTS);
 /// Chunk stores an upload keeps in flight across the cluster.
 const STORES_IN_FLIGHT: usize = 16;
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -303,8 +304,9 @@ impl Cluster {
 
     /// Stores sealed chunks, each on its R best-ranked live nodes (falling back down its
     /// ranking). The chunks bound for one node go in one request, and the nodes are written in
-    /// parallel. Returns the new bytes (averaged over the copies) and the peers that took
-    /// chunks, with their boot ids: they must be synced before the chunks are durable.
+    /// parallel. Returns the new bytes (averaged over the copies) and the holders that took
+    /// chunks (this node among them, if it did), with their boot ids: they must be synced
+    /// before the chunks are durable.
     pub async fn store_group(
         &self,
         chunks: Vec<(ChunkId, bytes::Bytes)>,
@@ -339,9 +341,7 @@ impl Cluster {
                     Ok((n, boot)) => {
                         idx.iter().for_each(|&i| stored[i] += 1);
                         new_bytes += n;
-                        if let Some(boot) = boot {
-                            peers.push((node, boot));
-                        }
+                        peers.push((node, boot));
                     }
                     Err(e) => log::warn!(
                         "storing {} chunks on {node} failed: {e}; trying the next nodes",
@@ -360,12 +360,17 @@ impl Cluster {
         Ok((new_bytes / want.max(1) as u64, peers))
     }
 
-    /// Makes the chunks stored on `peers` durable there: one fsync per peer per upload rather
-    /// than one per chunk.
+    /// Makes the chunks stored on `peers` (this node possibly among them) durable there, all at
+    /// once: one fsync per holder per upload rather than one per chunk.
     /// The same process must answer the `Sync` as stored the chunks: a holder that restarted
     /// in between may have lost them.
     pub async fn sync_peers(&self, peers: HashMap<NodeId, u64>) -> Result<(), ClusterError> {
         let syncs = peers.into_iter().map(|(node, boot)| async move {
+            if node == self.me {
+                // Flushed beside the others: the file's commit then has only its own records
+                // left to make durable.
+                return Ok(self.store.sync().await?);
+            }
             let link = self.link_of(node).ok_or(ClusterError::NotDurable(node))?;
             match link.request(Request::Sync, CHUNK_TIMEOUT).await {
                 Ok(Response::Synced { boot: now }) if now == boot => Ok(()),
@@ -375,14 +380,13 @@ impl Cluster {
         futures_util::future::try_join_all(syncs).await.map(|_| ())
     }
 
-    /// One holder's copies: queued locally (made durable by the file's commit), or queued on
-    /// a peer (made durable by [`Cluster::sync_peers`]). Returns the new bytes and, for a peer,
-    /// the boot id it answered with.
+    /// One holder's copies, queued on this node or on a peer; [`Cluster::sync_peers`] makes
+    /// them durable. Returns the new bytes and the holder's boot id.
     async fn store_on(
         &self,
         node: NodeId,
         items: Vec<(ChunkId, bytes::Bytes)>,
-    ) -> Result<(u64, Option<u64>), String> {
+    ) -> Result<(u64, u64), String> {
         if node == self.me {
             let had = self
                 .store
@@ -394,7 +398,7 @@ impl Cluster {
                 new_bytes += if had { 0 } else { sealed.len() as u64 };
                 self.store.put_chunk(id, sealed).await.map_err(|e| e.to_string())?;
             }
-            return Ok((new_bytes, None));
+            return Ok((new_bytes, self.boot));
         }
         let link = self.link_of(node).ok_or("went down")?;
         let chunks = items
@@ -402,7 +406,7 @@ impl Cluster {
             .map(|(id, sealed)| messages::SealedChunk { id: *id.as_bytes(), sealed })
             .collect();
         match link.request(Request::PutChunks { chunks }, CHUNK_TIMEOUT).await {
-            Ok(Response::Stored { new_bytes, boot }) => Ok((new_bytes, Some(boot))),
+            Ok(Response::Stored { new_bytes, boot }) => Ok((new_bytes, boot)),
             Ok(_) => Err("unexpected response".into()),
             Err(e) => Err(e.to_string()),
         }
@@ -508,7 +512,7 @@ impl Cluster {
         let read = async move {
             loop {
                 let Some(received) = runtime::timeout(link::INBOUND_SILENCE, reader.recv()).await else {
-                    log::warn!("link from peer {peer} dropped: silent for {:?}", link::INBOUND_SILENCE);
+                    log::warn!("link from peer {peer} dropped: no message for {:?}", link::INBOUND_SILENCE);
                     break;
                 };
                 match received {
@@ -701,10 +705,6 @@ pub async fn store_all(
     if let Some(e) = first_error {
         return Err(e);
     }
-    // This node's copies are flushed meanwhile: the file's commit then has only its own
-    // records left to make durable.
-    let (remote, local) = futures_lite::future::zip(cluster.sync_peers(peers), cluster.store.sync()).await;
-    remote?;
-    local?;
+    cluster.sync_peers(peers).await?;
     Ok(new_bytes)
 }

@@ -140,8 +140,11 @@ pub async fn run(cluster: Arc<Cluster>, shutdown: async_channel::Receiver<()>) {
                     passes: total.passes + 1,
                 };
             }
-            // The writer stops first when the node shuts down: not a failure worth an alarm.
-            Err(ClusterError::Storage(crate::storage::StorageError::WriterGone)) => return,
+            // The database closes first when the node shuts down: not a failure worth an alarm.
+            Err(ClusterError::Storage(crate::storage::StorageError::WriterGone)) => {
+                log::debug!("repair stops: the database is closed");
+                return;
+            }
             Err(e) => log::error!("repair pass failed: {e}"),
         }
     }
