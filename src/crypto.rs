@@ -217,14 +217,30 @@ impl AttachmentKey {
     /// Encrypts or decrypts (the same XOR) attachment `index` of frame `seq`, in place. The
     /// IV, `seq ‖ index ‖ block counter`, never repeats under one key.
     pub fn apply(&self, seq: u64, index: u32, buf: &mut [u8]) {
+        use ctr::cipher::StreamCipher;
+        self.stream(seq, index)
+            .try_apply_keystream(buf)
+            .expect("an attachment is far below CTR's 64 GiB of keystream");
+    }
+
+    /// [`AttachmentKey::apply`] into a new buffer, in one pass: for bytes shared elsewhere.
+    pub fn apply_to_copy(&self, seq: u64, index: u32, input: &[u8]) -> Vec<u8> {
+        use ctr::cipher::StreamCipher;
+        let mut out = vec![0u8; input.len()];
+        let buf = ctr::cipher::InOutBuf::new(input, &mut out).expect("equal lengths");
+        self.stream(seq, index)
+            .try_apply_keystream_inout(buf)
+            .expect("an attachment is far below CTR's 64 GiB of keystream");
+        out
+    }
+
+    fn stream(&self, seq: u64, index: u32) -> ctr::Ctr32BE<aes::Aes256> {
         use aes_gcm_siv::aead::array::Array;
-        use ctr::cipher::{KeyIvInit, StreamCipher};
+        use ctr::cipher::KeyIvInit;
         let mut iv = [0u8; 16];
         iv[..8].copy_from_slice(&seq.to_be_bytes());
         iv[8..12].copy_from_slice(&index.to_be_bytes());
         ctr::Ctr32BE::<aes::Aes256>::new(&Array(self.0), &Array(iv))
-            .try_apply_keystream(buf)
-            .expect("an attachment is far below CTR's 64 GiB of keystream");
     }
 }
 
@@ -336,6 +352,7 @@ mod frame_tests {
         let mut back = a.clone();
         rx.attachment_key().apply(3, 0, &mut back);
         assert_eq!(back, plain);
+        assert_eq!(rx.attachment_key().apply_to_copy(3, 0, &a), plain);
         // Another attachment of the frame, another frame, another link: other keystreams.
         assert_ne!(encrypt(3, 1), a);
         assert_ne!(encrypt(4, 0), a);

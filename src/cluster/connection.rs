@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_tungstenite::tungstenite::Message as WsMessage;
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{AsyncRead, AsyncWrite, SinkExt, StreamExt};
 
 use super::messages::{
@@ -244,14 +244,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameWriter<S> {
         let seal = move |cipher: &mut FrameCipher, mut frame: Vec<u8>| {
             let seq = cipher.seal_in_place(&mut frame);
             let key = cipher.attachment_key();
-            // A copy: the same sealed chunk may be on its way to another holder too.
+            // Into a copy: the same sealed chunk may be on its way to another holder too.
             let attachments: Vec<Vec<u8>> = (0u32..)
                 .zip(attachments)
-                .map(|(index, bytes)| {
-                    let mut bytes = bytes.to_vec();
-                    key.apply(seq, index, &mut bytes);
-                    bytes
-                })
+                .map(|(index, bytes)| key.apply_to_copy(seq, index, &bytes))
                 .collect();
             (frame, attachments)
         };
@@ -317,10 +313,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameReader<S> {
             (0u32..)
                 .zip(attachments)
                 .map(|(index, bytes)| {
-                    // Received bytes are this link's alone: no copy when nothing else holds them.
-                    let mut bytes = bytes.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-                    key.apply(seq, index, &mut bytes);
-                    bytes.freeze()
+                    // In place when nothing else holds the received bytes.
+                    match bytes.try_into_mut() {
+                        Ok(mut bytes) => {
+                            key.apply(seq, index, &mut bytes);
+                            bytes.freeze()
+                        }
+                        Err(shared) => key.apply_to_copy(seq, index, &shared).into(),
+                    }
                 })
                 .collect()
         };
