@@ -61,6 +61,15 @@ pub struct SealedChunk {
     pub sealed: Bytes,
 }
 
+/// What a holder's `Sync` can vouch for. A `Synced` whose epoch differs from the `Stored`
+/// before it cannot vouch for those chunks: the holder restarted in between (`boot` is the
+/// process's random start id), or a batch of queued chunks failed to commit there.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HolderEpoch {
+    pub boot: u64,
+    pub write_failures: u64,
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// Heartbeat and membership gossip.
@@ -103,11 +112,10 @@ pub enum Response {
         members: Vec<Member>,
         stats: PeerStats,
     },
-    /// `boot`: the answering process's random start id. A `Sync` answered by another
-    /// process (the holder restarted) cannot vouch for chunks queued before.
+    /// Queued; `epoch` as it was before queueing.
     Stored {
         new_bytes: u64,
-        boot: u64,
+        epoch: HolderEpoch,
     },
     /// The sealed chunk, if held; an attachment on the wire like [`SealedChunk::sealed`].
     Chunk(Option<Bytes>),
@@ -116,8 +124,9 @@ pub enum Response {
     Digest(Vec<[u8; 32]>),
     Bucket(Vec<NameUpdate>),
     Error(String),
+    /// Durable; `epoch` as it is now.
     Synced {
-        boot: u64,
+        epoch: HolderEpoch,
     },
     Manifest(Option<ManifestRecordV1>),
 }

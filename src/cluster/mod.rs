@@ -30,8 +30,8 @@ use crate::storage::{NameRecord, StorageError, Store};
 use connection::LinkError;
 use link::Link;
 pub use link::ws_config;
+use messages::{HolderEpoch, Message, Request, Response};
 pub use messages::{Member, NameUpdate, PeerStats};
-use messages::{Message, Request, Response};
 pub use repair::RepairReport;
 
 /// Unauthenticated peer handshakes served at once.
@@ -90,7 +90,7 @@ pub struct Cluster {
     repair_wake: async_channel::Sender<()>,
     repair_woken: async_channel::Receiver<()>,
     repair_report: Mutex<RepairReport>,
-    /// Random per process start; see `Response::Stored`.
+    /// Random per process start; see [`HolderEpoch`].
     boot: u64,
     /// Slots for unauthenticated handshakes: a send takes one, a receive gives it back.
     handshakes: async_channel::Sender<()>,
@@ -305,12 +305,17 @@ impl Cluster {
     /// Stores sealed chunks, each on its R best-ranked live nodes (falling back down its
     /// ranking). The chunks bound for one node go in one request, and the nodes are written in
     /// parallel. Returns the new bytes (averaged over the copies) and the holders that took
-    /// chunks (this node among them, if it did), with their boot ids: they must be synced
+    /// chunks (this node among them, if it did), with their epochs: they must be synced
+    /// This node as a holder, now: read before queueing chunks (see [`HolderEpoch`]).
+    fn epoch(&self) -> HolderEpoch {
+        HolderEpoch { boot: self.boot, write_failures: self.store.write_failures() }
+    }
+
     /// before the chunks are durable.
     pub async fn store_group(
         &self,
         chunks: Vec<(ChunkId, bytes::Bytes)>,
-    ) -> Result<(u64, Vec<(NodeId, u64)>), ClusterError> {
+    ) -> Result<(u64, Vec<(NodeId, HolderEpoch)>), ClusterError> {
         self.check_writable()?;
         let live = self.live_nodes();
         let want = self.config.replication.min(live.len());
@@ -338,10 +343,10 @@ impl Cluster {
             });
             for (node, idx, result) in futures_util::future::join_all(rounds).await {
                 match result {
-                    Ok((n, boot)) => {
+                    Ok((n, epoch)) => {
                         idx.iter().for_each(|&i| stored[i] += 1);
                         new_bytes += n;
-                        peers.push((node, boot));
+                        peers.push((node, epoch));
                     }
                     Err(e) => log::warn!(
                         "storing {} chunks on {node} failed: {e}; trying the next nodes",
@@ -362,32 +367,35 @@ impl Cluster {
 
     /// Makes the chunks stored on `peers` (this node possibly among them) durable there, all at
     /// once: one fsync per holder per upload rather than one per chunk.
-    /// The same process must answer the `Sync` as stored the chunks: a holder that restarted
-    /// in between may have lost them.
-    pub async fn sync_peers(&self, peers: HashMap<NodeId, u64>) -> Result<(), ClusterError> {
-        let syncs = peers.into_iter().map(|(node, boot)| async move {
-            if node == self.me {
+    /// Each holder must answer with the epoch it stored them under: a holder that restarted,
+    /// or failed to commit queued chunks, in between may have lost them.
+    pub async fn sync_peers(&self, peers: HashMap<NodeId, HolderEpoch>) -> Result<(), ClusterError> {
+        let syncs = peers.into_iter().map(|(node, epoch)| async move {
+            let now = if node == self.me {
                 // Flushed beside the others: the file's commit then has only its own records
                 // left to make durable.
-                return Ok(self.store.sync().await?);
-            }
-            let link = self.link_of(node).ok_or(ClusterError::NotDurable(node))?;
-            match link.request(Request::Sync, CHUNK_TIMEOUT).await {
-                Ok(Response::Synced { boot: now }) if now == boot => Ok(()),
-                _ => Err(ClusterError::NotDurable(node)),
-            }
+                HolderEpoch { boot: self.boot, write_failures: self.store.sync().await? }
+            } else {
+                let link = self.link_of(node).ok_or(ClusterError::NotDurable(node))?;
+                match link.request(Request::Sync, CHUNK_TIMEOUT).await {
+                    Ok(Response::Synced { epoch }) => epoch,
+                    _ => return Err(ClusterError::NotDurable(node)),
+                }
+            };
+            if now == epoch { Ok(()) } else { Err(ClusterError::NotDurable(node)) }
         });
         futures_util::future::try_join_all(syncs).await.map(|_| ())
     }
 
     /// One holder's copies, queued on this node or on a peer; [`Cluster::sync_peers`] makes
-    /// them durable. Returns the new bytes and the holder's boot id.
+    /// them durable. Returns the new bytes and the holder's epoch from before they were queued.
     async fn store_on(
         &self,
         node: NodeId,
         items: Vec<(ChunkId, bytes::Bytes)>,
-    ) -> Result<(u64, u64), String> {
+    ) -> Result<(u64, HolderEpoch), String> {
         if node == self.me {
+            let epoch = self.epoch();
             let had = self
                 .store
                 .have_chunks(items.iter().map(|(id, _)| *id).collect())
@@ -398,7 +406,7 @@ impl Cluster {
                 new_bytes += if had { 0 } else { sealed.len() as u64 };
                 self.store.put_chunk(id, sealed).await.map_err(|e| e.to_string())?;
             }
-            return Ok((new_bytes, self.boot));
+            return Ok((new_bytes, epoch));
         }
         let link = self.link_of(node).ok_or("went down")?;
         let chunks = items
@@ -406,7 +414,7 @@ impl Cluster {
             .map(|(id, sealed)| messages::SealedChunk { id: *id.as_bytes(), sealed })
             .collect();
         match link.request(Request::PutChunks { chunks }, CHUNK_TIMEOUT).await {
-            Ok(Response::Stored { new_bytes, boot }) => Ok((new_bytes, boot)),
+            Ok(Response::Stored { new_bytes, epoch }) => Ok((new_bytes, epoch)),
             Ok(_) => Err("unexpected response".into()),
             Err(e) => Err(e.to_string()),
         }
@@ -582,12 +590,13 @@ impl Cluster {
                     Ok(c) => c,
                     Err(refusal) => return Ok(Response::Error(refusal)),
                 };
+                let epoch = self.epoch();
                 self.store.put_received_chunks(chunks).await?;
-                Response::Stored { new_bytes, boot: self.boot }
+                Response::Stored { new_bytes, epoch }
             }
             Request::Sync => {
-                self.store.sync().await?;
-                Response::Synced { boot: self.boot }
+                let write_failures = self.store.sync().await?;
+                Response::Synced { epoch: HolderEpoch { boot: self.boot, write_failures } }
             }
             Request::GetChunk { id } => {
                 let store = self.store.clone();
@@ -679,14 +688,14 @@ pub async fn store_all(
         .buffer_unordered(STORES_IN_FLIGHT / CHUNKS_PER_REQUEST);
     let mut new_bytes = 0;
     let mut first_error = None;
-    let mut peers: HashMap<NodeId, u64> = HashMap::new();
+    let mut peers: HashMap<NodeId, HolderEpoch> = HashMap::new();
     while let Some(r) = results.next().await {
         match r {
             Ok((n, holders)) => {
                 new_bytes += n;
-                for (node, boot) in holders {
-                    // Two answers from two processes of one node: it restarted mid-upload.
-                    if peers.insert(node, boot).is_some_and(|before| before != boot) {
+                for (node, epoch) in holders {
+                    // Two epochs from one holder: it restarted or lost queued chunks mid-upload.
+                    if peers.insert(node, epoch).is_some_and(|before| before != epoch) {
                         first_error = Some(ClusterError::NotDurable(node));
                         break;
                     }

@@ -213,6 +213,8 @@ struct Shared {
     pins: Arc<Pins>,
     node_id: NodeId,
     path: std::path::PathBuf,
+    /// Unsynced batches that failed to commit, ever (see [`Store::write_failures`]).
+    failures: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Handle to the store; cheap to clone.
@@ -228,9 +230,16 @@ impl Store {
         let (db, node_id, file) = schema::open(path, cache_bytes)?;
         let db = Arc::new(db);
         let pins = Arc::new(Pins::default());
-        let ops = writer::start(db.clone(), pins.clone(), file);
-        let shared =
-            Shared { db: std::sync::RwLock::new(Some(db)), ops, pins, node_id, path: path.to_path_buf() };
+        let failures = Arc::default();
+        let ops = writer::start(db.clone(), pins.clone(), file, Arc::clone(&failures));
+        let shared = Shared {
+            db: std::sync::RwLock::new(Some(db)),
+            ops,
+            pins,
+            node_id,
+            path: path.to_path_buf(),
+            failures,
+        };
         Ok(Store { shared: Arc::new(shared) })
     }
 
@@ -382,8 +391,16 @@ impl Store {
         self.submit(|reply| Op::CommitFile { manifest, name, record, inline, local, reply }).await
     }
 
-    /// Makes every write queued so far durable.
-    pub async fn sync(&self) -> Result<()> {
+    /// How many batches of queued chunks failed to commit since the store opened. Chunks are
+    /// queued without waiting for their commit: a writer of chunks reads this before queueing
+    /// and compares it with what [`Store::sync`] returns; a change means some of its chunks
+    /// may be gone.
+    pub fn write_failures(&self) -> u64 {
+        self.shared.failures.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Makes every write queued so far durable; returns [`Store::write_failures`] as of then.
+    pub async fn sync(&self) -> Result<u64> {
         self.submit(|reply| Op::Sync { reply }).await
     }
 

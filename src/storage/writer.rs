@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 
@@ -73,9 +74,10 @@ pub(crate) enum Op {
     PutReceived {
         chunks: Vec<(ChunkId, bytes::Bytes)>,
     },
-    /// Answered once everything queued before it is durable.
+    /// Answered once everything queued before it is durable, with the count of unsynced
+    /// batches that failed so far.
     Sync {
-        reply: Reply<()>,
+        reply: Reply<u64>,
     },
     /// Stop after everything queued before it; answered once the writer is done.
     Close {
@@ -116,11 +118,17 @@ enum Outcome {
     Gc(Reply<GcReport>, Result<GcReport>),
 }
 
-pub(crate) fn start(db: Arc<Database>, pins: Arc<Pins>, file: std::fs::File) -> async_channel::Sender<Op> {
+/// `failures` counts unsynced batches that failed to commit (see [`super::Store::write_failures`]).
+pub(crate) fn start(
+    db: Arc<Database>,
+    pins: Arc<Pins>,
+    file: std::fs::File,
+    failures: Arc<AtomicU64>,
+) -> async_channel::Sender<Op> {
     let (tx, rx) = async_channel::bounded(QUEUE);
     std::thread::Builder::new()
         .name("storage-writer".into())
-        .spawn(move || run(&db, &pins, &rx, &file))
+        .spawn(move || run(&db, &pins, &rx, &file, &failures))
         .expect("spawning the storage writer thread");
     tx
 }
@@ -143,8 +151,13 @@ fn start_writeback(file: &std::fs::File) {
     let _ = file;
 }
 
-fn run(db: &Database, pins: &Pins, rx: &async_channel::Receiver<Op>, file: &std::fs::File) {
-    let mut lost = false;
+fn run(
+    db: &Database,
+    pins: &Pins,
+    rx: &async_channel::Receiver<Op>,
+    file: &std::fs::File,
+    failures: &AtomicU64,
+) {
     while let Ok(first) = rx.recv_blocking() {
         if let Op::Close { reply } = first {
             let _ = reply.try_send(Ok(()));
@@ -172,13 +185,13 @@ fn run(db: &Database, pins: &Pins, rx: &async_channel::Receiver<Op>, file: &std:
         // chunk after the check then sees it gone (and stores it again), never a removal
         // that has not committed yet.
         let pinned = batch.iter().any(|op| matches!(op, Op::Collect { .. })).then(|| pins.lock());
-        let result = apply_batch(db, pinned.as_deref(), batch, durable, lost);
+        let result = apply_batch(db, pinned.as_deref(), batch, durable, failures);
         drop(pinned);
-        // A durable commit that went through makes everything before it durable again.
-        lost = match &result {
-            Ok(_) => lost && !durable,
-            Err(_) => lost || !durable,
-        };
+        if result.is_err() && !durable {
+            // Chunks acknowledged as queued are gone: every holder epoch taken before this
+            // moment is now stale, so the uploads that relied on it fail at their sync.
+            failures.fetch_add(1, Ordering::SeqCst);
+        }
         match result {
             Ok(outcomes) => outcomes.into_iter().for_each(|o| o.answer(None)),
             Err((e, outcomes)) => {
@@ -195,10 +208,6 @@ fn run(db: &Database, pins: &Pins, rx: &async_channel::Receiver<Op>, file: &std:
         }
     }
     log::debug!("storage writer stopped");
-}
-
-fn lost_writes() -> StorageError {
-    StorageError::Corrupt("an earlier unsynced write failed; chunks queued before it may be lost".into())
 }
 
 fn clone_err(e: &StorageError) -> StorageError {
@@ -224,14 +233,13 @@ impl Outcome {
     }
 }
 
-/// `lost`: an unsynced batch failed since the last durable commit, so chunks queued before
-/// it may be gone; acknowledging them now would be a lie.
+/// `failures`: read by `Sync` once its batch is durable.
 fn apply_batch(
     db: &Database,
     pinned: Option<&HashMap<ChunkId, usize>>,
     batch: Vec<Op>,
     durable: bool,
-    lost: bool,
+    failures: &AtomicU64,
 ) -> std::result::Result<Vec<Outcome>, (StorageError, Vec<Outcome>)> {
     let mut outcomes = Vec::with_capacity(batch.len());
     let result = (|| -> Result<()> {
@@ -239,7 +247,7 @@ fn apply_batch(
         txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
         {
             let mut t = Tables::open(&txn)?;
-            t.lost = lost;
+            t.failures = failures.load(Ordering::SeqCst);
             for op in batch {
                 outcomes.push(t.apply(op, pinned)?);
             }
@@ -265,7 +273,8 @@ struct Tables<'t> {
     gc_files: Table<'t, [u8; 32], ()>,
     received: Table<'t, [u8; 32], u64>,
     stats: super::Stats,
-    lost: bool,
+    /// The writer's failure count when this batch began (see `Op::Sync`).
+    failures: u64,
 }
 
 impl<'t> Tables<'t> {
@@ -283,7 +292,7 @@ impl<'t> Tables<'t> {
             gc_files: txn.open_table(GC_FILES)?,
             received: txn.open_table(RECEIVED)?,
             stats,
-            lost: false,
+            failures: 0,
         })
     }
 
@@ -314,9 +323,6 @@ impl<'t> Tables<'t> {
                 }
                 Outcome::None
             }
-            Op::CommitFile { reply, local: false, .. } if self.lost => {
-                Outcome::Commit(reply, Err(lost_writes()))
-            }
             Op::CommitFile { manifest, name, record, inline, local, reply } => {
                 let mut new_bytes = 0;
                 for (id, sealed) in &inline {
@@ -335,8 +341,7 @@ impl<'t> Tables<'t> {
                 let report = self.collect(pinned.unwrap_or(&HashMap::new()))?;
                 Outcome::Gc(reply, Ok(report))
             }
-            Op::Sync { reply } if self.lost => Outcome::Unit(reply, Err(lost_writes())),
-            Op::Sync { reply } => Outcome::Unit(reply, Ok(())),
+            Op::Sync { reply } => Outcome::Count(reply, Ok(self.failures)),
             Op::PutChunksDurable { chunks, reply } => {
                 for (id, sealed) in &chunks {
                     self.put_chunk(*id, sealed)?;
