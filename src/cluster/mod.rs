@@ -59,7 +59,9 @@ pub struct ClusterConfig {
 pub enum ClusterError {
     #[error("only {live} node(s) reachable; writes need at least {needed}")]
     Unavailable { live: usize, needed: usize },
-    #[error("node {0} went away before confirming the upload was durable on it")]
+    #[error(
+        "node {0} could not confirm the upload durable on it (it went away, restarted or lost queued chunks)"
+    )]
     NotDurable(NodeId),
     #[error("no live node holds chunk {0}")]
     ChunkUnavailable(ChunkId),
@@ -302,15 +304,20 @@ impl Cluster {
         Ok(())
     }
 
-    /// Stores sealed chunks, each on its R best-ranked live nodes (falling back down its
-    /// ranking). The chunks bound for one node go in one request, and the nodes are written in
-    /// parallel. Returns the new bytes (averaged over the copies) and the holders that took
-    /// chunks (this node among them, if it did), with their epochs: they must be synced
     /// This node as a holder, now: read before queueing chunks (see [`HolderEpoch`]).
     fn epoch(&self) -> HolderEpoch {
         HolderEpoch { boot: self.boot, write_failures: self.store.write_failures() }
     }
 
+    /// Makes everything this node queued durable; its epoch as of then.
+    async fn synced_epoch(&self) -> Result<HolderEpoch, StorageError> {
+        Ok(HolderEpoch { boot: self.boot, write_failures: self.store.sync().await? })
+    }
+
+    /// Stores sealed chunks, each on its R best-ranked live nodes (falling back down its
+    /// ranking). The chunks bound for one node go in one request, and the nodes are written in
+    /// parallel. Returns the new bytes (averaged over the copies) and the holders that took
+    /// chunks (this node among them, if it did), with their epochs: they must be synced
     /// before the chunks are durable.
     pub async fn store_group(
         &self,
@@ -374,7 +381,7 @@ impl Cluster {
             let now = if node == self.me {
                 // Flushed beside the others: the file's commit then has only its own records
                 // left to make durable.
-                HolderEpoch { boot: self.boot, write_failures: self.store.sync().await? }
+                self.synced_epoch().await?
             } else {
                 let link = self.link_of(node).ok_or(ClusterError::NotDurable(node))?;
                 match link.request(Request::Sync, CHUNK_TIMEOUT).await {
@@ -594,10 +601,7 @@ impl Cluster {
                 self.store.put_received_chunks(chunks).await?;
                 Response::Stored { new_bytes, epoch }
             }
-            Request::Sync => {
-                let write_failures = self.store.sync().await?;
-                Response::Synced { epoch: HolderEpoch { boot: self.boot, write_failures } }
-            }
+            Request::Sync => Response::Synced { epoch: self.synced_epoch().await? },
             Request::GetChunk { id } => {
                 let store = self.store.clone();
                 Response::Chunk(
@@ -687,32 +691,17 @@ pub async fn store_all(
         })
         .buffer_unordered(STORES_IN_FLIGHT / CHUNKS_PER_REQUEST);
     let mut new_bytes = 0;
-    let mut first_error = None;
     let mut peers: HashMap<NodeId, HolderEpoch> = HashMap::new();
-    while let Some(r) = results.next().await {
-        match r {
-            Ok((n, holders)) => {
-                new_bytes += n;
-                for (node, epoch) in holders {
-                    // Two epochs from one holder: it restarted or lost queued chunks mid-upload.
-                    if peers.insert(node, epoch).is_some_and(|before| before != epoch) {
-                        first_error = Some(ClusterError::NotDurable(node));
-                        break;
-                    }
-                }
-                if first_error.is_some() {
-                    break;
-                }
-            }
-            Err(e) => {
-                // Stop here: the upload fails, and the rest of the body need not travel.
-                first_error = Some(e);
-                break;
+    // An error returns at once: the upload fails, and the rest of the body need not travel.
+    while let Some(stored) = results.next().await {
+        let (n, holders) = stored?;
+        new_bytes += n;
+        for (node, epoch) in holders {
+            // Two epochs from one holder: it restarted or lost queued chunks mid-upload.
+            if peers.insert(node, epoch).is_some_and(|before| before != epoch) {
+                return Err(ClusterError::NotDurable(node));
             }
         }
-    }
-    if let Some(e) = first_error {
-        return Err(e);
     }
     cluster.sync_peers(peers).await?;
     Ok(new_bytes)
