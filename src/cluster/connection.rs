@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_tungstenite::tungstenite::Message as WsMessage;
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use bytes::Bytes;
-use futures_util::{AsyncRead, AsyncWrite, SinkExt, StreamExt};
+use futures_util::{AsyncRead, AsyncWrite, SinkExt, Stream, StreamExt};
 
 use super::messages::{
     DecodeError, Handshake, MAX_ATTACHMENT, MAX_ATTACHMENTS, Message, PROTOCOL_VERSION, decode, encode,
@@ -68,20 +68,42 @@ pub struct Authenticated {
     recv: FrameCipher,
 }
 
-async fn next_binary<S>(ws: &mut WebSocketStream<S>) -> Result<Vec<u8>, LinkError>
+/// The next binary message of a socket or its receiving half; anything else but ping/pong
+/// (which tungstenite answers) ends the link.
+async fn next_binary<M>(messages: &mut M) -> Result<Bytes, LinkError>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    M: Stream<Item = Result<WsMessage, async_tungstenite::tungstenite::Error>> + Unpin,
 {
     loop {
-        match ws.next().await {
+        match messages.next().await {
             None => return Err(LinkError::Closed),
             Some(Err(e)) => return Err(e.into()),
-            Some(Ok(WsMessage::Binary(b))) => return Ok(b.to_vec()),
+            Some(Ok(WsMessage::Binary(b))) => return Ok(b),
             Some(Ok(WsMessage::Close(_))) => return Err(LinkError::Closed),
             Some(Ok(WsMessage::Text(_))) => return Err(LinkError::Unexpected),
-            Some(Ok(_)) => continue, // ping/pong are answered by tungstenite
+            Some(Ok(_)) => continue,
         }
     }
+}
+
+/// Runs `work` with the link direction's cipher: on a blocking thread when it has `size`
+/// bytes or more to encrypt, else right here. The cipher travels with it and comes back.
+async fn with_cipher<T: Send + 'static>(
+    cipher: &mut FrameCipher,
+    size: usize,
+    work: impl FnOnce(&mut FrameCipher) -> T + Send + 'static,
+) -> T {
+    if size <= BLOCKING_FRAME {
+        return work(cipher);
+    }
+    let mut away = std::mem::replace(cipher, FrameCipher::new([0; 32]));
+    let (back, out) = runtime::blocking(move || {
+        let out = work(&mut away);
+        (away, out)
+    })
+    .await;
+    *cipher = back;
+    out
 }
 
 async fn send_handshake<S>(ws: &mut WebSocketStream<S>, msg: &Handshake) -> Result<(), LinkError>
@@ -237,7 +259,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameWriter<S> {
     pub async fn send(&mut self, mut msg: Message) -> Result<(), LinkError> {
         let attachments = msg.take_attachments();
         // Encoded straight after room for the frame header, sealed in place: the payload is
-        // written once and never copied again on its way to the socket.
+        // written once here, with no copy before the socket's.
         let frame = postcard::to_extend(&msg, vec![0u8; FrameCipher::HEADER])
             .map_err(|e| LinkError::WebSocket(e.to_string()))?;
         let size = frame.len() + attachments.iter().map(|a| a.len()).sum::<usize>();
@@ -251,18 +273,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameWriter<S> {
                 .collect();
             (frame, attachments)
         };
-        let (frame, attachments) = if size > BLOCKING_FRAME {
-            let mut cipher = std::mem::replace(&mut self.cipher, FrameCipher::new([0; 32]));
-            let (cipher, sealed) = runtime::blocking(move || {
-                let sealed = seal(&mut cipher, frame);
-                (cipher, sealed)
-            })
-            .await;
-            self.cipher = cipher;
-            sealed
-        } else {
-            seal(&mut self.cipher, frame)
-        };
+        let (frame, attachments) = with_cipher(&mut self.cipher, size, move |c| seal(c, frame)).await;
         self.sink.feed(WsMessage::binary(frame)).await?;
         for bytes in attachments {
             self.sink.feed(WsMessage::binary(bytes)).await?;
@@ -281,27 +292,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameReader<S> {
     /// be trusted after it. Not cancel-safe (the cipher is away while a large frame opens): a
     /// caller that gives up on it must drop the link.
     pub async fn recv(&mut self) -> Result<Message, LinkError> {
-        let frame = self.next_binary().await?;
-        let (seq, mut msg) = if frame.len() > BLOCKING_FRAME {
-            // Large frames (name batches) are opened and decoded off the executor.
-            let mut cipher = std::mem::replace(&mut self.cipher, FrameCipher::new([0; 32]));
-            let (cipher, result) = runtime::blocking(move || {
-                let result = open_frame(&mut cipher, frame.into());
-                (cipher, result)
-            })
-            .await;
-            self.cipher = cipher;
-            result?
-        } else {
-            open_frame(&mut self.cipher, frame.into())?
-        };
+        let frame = next_binary(&mut self.stream).await?;
+        // Large frames (name batches) are opened and decoded off the executor.
+        let (seq, mut msg) =
+            with_cipher(&mut self.cipher, frame.len(), move |c| open_frame(c, frame.into())).await?;
         let count = msg.attachment_count();
         if count > MAX_ATTACHMENTS {
             return Err(DecodeError::new(format!("{count} attachments, at most {MAX_ATTACHMENTS}")).into());
         }
         let mut attachments = Vec::with_capacity(count);
         for _ in 0..count {
-            let bytes = self.next_binary().await?;
+            let bytes = next_binary(&mut self.stream).await?;
             if bytes.len() > MAX_ATTACHMENT {
                 return Err(DecodeError::new(format!("a {} byte attachment", bytes.len())).into());
             }
@@ -327,19 +328,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameReader<S> {
         let attachments = if size > BLOCKING_FRAME { runtime::blocking(decrypt).await } else { decrypt() };
         msg.put_attachments(attachments)?;
         Ok(msg)
-    }
-
-    async fn next_binary(&mut self) -> Result<Bytes, LinkError> {
-        loop {
-            match self.stream.next().await {
-                None => return Err(LinkError::Closed),
-                Some(Err(e)) => return Err(e.into()),
-                Some(Ok(WsMessage::Binary(b))) => return Ok(b),
-                Some(Ok(WsMessage::Close(_))) => return Err(LinkError::Closed),
-                Some(Ok(WsMessage::Text(_))) => return Err(LinkError::Unexpected),
-                Some(Ok(_)) => continue,
-            }
-        }
     }
 }
 
