@@ -279,6 +279,20 @@ fn same_bytes_twice_add_almost_nothing_and_an_insertion_adds_few_chunks() {
 }
 
 #[test]
+fn a_chunk_repeated_within_a_file_is_stored_and_counted_once() {
+    let node = TestNode::start();
+    // Zeros cut into identical maximum-size chunks, and a random tail makes a distinct one.
+    let mut data = vec![0u8; 8 << 20];
+    data.extend(random_bytes(100_000, 13));
+    let (code, body) = put(&node.url("/api/v1/files/zeros.bin"), &data);
+    assert_eq!(code, 201);
+    let stored = node.status()["stored_bytes"].as_u64().unwrap();
+    assert_eq!(json(&body)["new_bytes"].as_u64().unwrap(), stored);
+    assert!(stored < 2 * MAX_CHUNK as u64 + 200_000, "{stored} bytes stored for one repeated chunk");
+    assert_eq!(get(&node.url("/api/v1/files/zeros.bin")).1, data);
+}
+
+#[test]
 fn no_plaintext_reaches_the_data_directory() {
     let node = TestNode::start();
     let marker = b"DISTSTORE-PLAINTEXT-MARKER-7f3a";

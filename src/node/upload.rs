@@ -7,7 +7,8 @@
 //! per upload whatever the file size. On a single node, small bodies skip the workers and go
 //! to the writer in one operation with their manifest.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
@@ -249,11 +250,12 @@ fn chunk_blocks(
     blocks: impl Iterator<Item = Bytes>,
 ) -> Result<Chunked> {
     let (seal_tx, seal_rx) = async_channel::bounded::<(usize, Vec<u8>)>(STAGE_QUEUE);
+    let seen = &Mutex::new(HashSet::new());
     std::thread::scope(|scope| {
         let sealers: Vec<_> = (0..SEALERS)
             .map(|_| {
                 let seal_rx = seal_rx.clone();
-                scope.spawn(move || seal_chunks(store, keys, sink, &seal_rx))
+                scope.spawn(move || seal_chunks(store, keys, sink, &seal_rx, seen))
             })
             .collect();
         drop(seal_rx);
@@ -302,11 +304,17 @@ fn seal_chunks(
     keys: &Keys,
     sink: &Sink,
     rx: &async_channel::Receiver<(usize, Vec<u8>)>,
+    seen: &Mutex<HashSet<ChunkId>>,
 ) -> Result<SealedShare> {
     let mut out = SealedShare { chunks: Vec::new(), new_bytes: 0, pins: store.pins() };
     while let Ok((index, mut chunk)) = rx.recv_blocking() {
         let id = ChunkId::of(&chunk);
         out.chunks.push((index, ChunkRef { id, len: chunk.len() as u32 }));
+        // A chunk repeated within the file is sealed, stored and counted once: an earlier
+        // copy, pinned by whichever sealer saw it first, is already on its way.
+        if !seen.lock().unwrap_or_else(|p| p.into_inner()).insert(id) {
+            continue;
+        }
         // Pin before looking: a chunk seen as stored must stay stored until the commit.
         out.pins.pin(id);
         match sink {
