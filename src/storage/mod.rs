@@ -59,6 +59,12 @@ pub(crate) const CHUNK_INDEX: TableDefinition<[u8; 32], u32> = TableDefinition::
 pub(crate) fn has_sealed(index: &impl ReadableTable<[u8; 32], u32>, id: &ChunkId) -> Result<bool> {
     Ok(index.get(id.as_bytes())?.is_some())
 }
+
+fn have_chunks_in(db: &Database, ids: &[ChunkId]) -> Result<Vec<bool>> {
+    let txn = db.begin_read()?;
+    let index = txn.open_table(CHUNK_INDEX)?;
+    ids.iter().map(|id| has_sealed(&index, id)).collect()
+}
 /// How many manifests use each stored chunk. Zero means collectable (unless pinned).
 pub(crate) const CHUNK_REFS: TableDefinition<[u8; 32], u32> = TableDefinition::new("chunk_refs_v1");
 /// How many live names point at each manifest.
@@ -324,9 +330,7 @@ impl Store {
 
     /// Blocking: call from a blocking thread. One read transaction for all of `ids`.
     pub fn have_chunks_blocking(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
-        let txn = self.db()?.begin_read()?;
-        let chunks = txn.open_table(CHUNK_INDEX)?;
-        ids.iter().map(|id| has_sealed(&chunks, id)).collect()
+        have_chunks_in(&*self.db()?, ids)
     }
 
     /// How many stored files use each of `ids` (0 when unknown).
@@ -497,8 +501,7 @@ impl Store {
 
     /// Which of `ids` this node holds.
     pub async fn have_chunks(&self, ids: Vec<ChunkId>) -> Result<Vec<bool>> {
-        let store = self.clone();
-        runtime::blocking(move || store.have_chunks_blocking(&ids)).await
+        self.read(move |db| have_chunks_in(db, &ids)).await
     }
 
     /// Replaces `name` with a tombstone stamped `stamp`, durably. Returns whether a live name

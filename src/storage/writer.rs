@@ -185,7 +185,7 @@ fn run(
         // chunk after the check then sees it gone (and stores it again), never a removal
         // that has not committed yet.
         let pinned = batch.iter().any(|op| matches!(op, Op::Collect { .. })).then(|| pins.lock());
-        let result = apply_batch(db, pinned.as_deref(), batch, durable, failures);
+        let result = apply_batch(db, pinned.as_deref(), batch, durable, failures.load(Ordering::SeqCst));
         drop(pinned);
         if result.is_err() && !durable {
             // Chunks acknowledged as queued are gone: every holder epoch taken before this
@@ -233,13 +233,13 @@ impl Outcome {
     }
 }
 
-/// `failures`: read by `Sync` once its batch is durable.
+/// `failures`: the writer's count of failed chunk batches, which a `Sync` answers with.
 fn apply_batch(
     db: &Database,
     pinned: Option<&HashMap<ChunkId, usize>>,
     batch: Vec<Op>,
     durable: bool,
-    failures: &AtomicU64,
+    failures: u64,
 ) -> std::result::Result<Vec<Outcome>, (StorageError, Vec<Outcome>)> {
     let mut outcomes = Vec::with_capacity(batch.len());
     let result = (|| -> Result<()> {
@@ -247,7 +247,7 @@ fn apply_batch(
         txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
         {
             let mut t = Tables::open(&txn)?;
-            t.failures = failures.load(Ordering::SeqCst);
+            t.failures = failures;
             for op in batch {
                 outcomes.push(t.apply(op, pinned)?);
             }
