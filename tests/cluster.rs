@@ -264,6 +264,21 @@ mod raw_peer {
         let keys = Secret::new(secret.to_vec()).keys();
         connection::client_handshake(ws, &keys, NodeId::from_bytes([0xab; 16]), "").await
     }
+
+    /// Whether the node closed the socket within `limit`.
+    pub async fn closed_within(ws: &mut Ws, limit: std::time::Duration) -> bool {
+        use async_tungstenite::tungstenite::Message;
+        use futures_util::StreamExt;
+        let closed = async {
+            loop {
+                match ws.next().await {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(_)) => continue,
+                }
+            }
+        };
+        diststore::runtime::timeout(limit, closed).await.is_some()
+    }
 }
 
 #[test]
@@ -309,16 +324,10 @@ fn bad_peer_input_is_refused_and_the_node_keeps_serving() {
         ]))
         .await
         .unwrap();
-        let closed = diststore::runtime::timeout(std::time::Duration::from_secs(10), async {
-            loop {
-                match ws.next().await {
-                    None | Some(Err(_)) | Some(Ok(Ws::Close(_))) => return,
-                    Some(Ok(_)) => continue,
-                }
-            }
-        })
-        .await;
-        assert!(closed.is_some(), "the node kept a link that sent a bad frame");
+        assert!(
+            raw_peer::closed_within(&mut ws, std::time::Duration::from_secs(10)).await,
+            "the node kept a link that sent a bad frame"
+        );
 
         // Chunk bytes travel as attachments after their frame: one too large, or too many of
         // them, and the link is dropped instead of buffered.
@@ -364,9 +373,6 @@ fn bad_peer_input_is_refused_and_the_node_keeps_serving() {
 
 #[test]
 fn a_peer_that_goes_silent_is_dropped() {
-    use async_tungstenite::tungstenite::Message as Ws;
-    use futures_util::StreamExt;
-
     let c = Cluster::start(1, &[]);
     let node = &c.nodes[0];
     diststore::runtime::block_on(async {
@@ -374,16 +380,10 @@ fn a_peer_that_goes_silent_is_dropped() {
         let mut ws = raw_peer::dial(&node.base).await;
         raw_peer::handshake(&mut ws, b"cluster test secret").await.expect("right secret");
         let started = std::time::Instant::now();
-        let closed = diststore::runtime::timeout(std::time::Duration::from_secs(30), async {
-            loop {
-                match ws.next().await {
-                    None | Some(Err(_)) | Some(Ok(Ws::Close(_))) => return,
-                    Some(Ok(_)) => continue,
-                }
-            }
-        })
-        .await;
-        assert!(closed.is_some(), "the node kept a silent link for 30 s");
+        assert!(
+            raw_peer::closed_within(&mut ws, std::time::Duration::from_secs(30)).await,
+            "the node kept a silent link for 30 s"
+        );
         assert!(started.elapsed() >= std::time::Duration::from_secs(10), "dropped a live link early");
     });
     assert!(node.log_text().contains("no message for"));
