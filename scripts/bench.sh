@@ -589,7 +589,7 @@ report_cluster() {
     "PUT large (MB/s)" "$(list "${C_PUT_MBS[@]}")" \
     "GET large (MB/s)" "$(list "${C_GET_MBS[@]}")" \
     "stored / logical" "after PUT: $(list2 "${C_STORED_PUT[@]}")  after GET: $(list2 "${C_STORED_GET[@]}")  (sum over the $CLUSTER_NODES nodes)" \
-    "peak RSS (MiB)" "$(printf '%s ' "${C_RSS_NODES[@]}")(node1/node2/node3, after PUT and GET)"
+    "peak RSS (MiB)" "$(printf '%s ' "${C_RSS_NODES[@]}")(node 1/.../$CLUSTER_NODES, after PUT and GET)"
   echo
   local fmt='%-22s %10s %10s   %7s   %-10s %s\n'
   # shellcheck disable=SC2059 # the format is ours

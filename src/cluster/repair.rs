@@ -124,17 +124,17 @@ pub async fn run(cluster: Arc<Cluster>, shutdown: async_channel::Receiver<()>) {
         runtime::sleep(Duration::from_millis(200)).await;
         match step(&cluster).await {
             Ok(r) => {
+                let missing = r.missing.saturating_sub(r.fetched);
                 if r.fetched + r.dropped > 0 {
                     log::info!(
-                        "repair: fetched {}, dropped {}, {} still missing",
+                        "repair: fetched {}, dropped {}, {missing} still missing",
                         r.fetched,
-                        r.dropped,
-                        r.missing.saturating_sub(r.fetched)
+                        r.dropped
                     );
                 }
                 let mut total = lock(&cluster.repair_report);
                 *total = RepairReport {
-                    missing: r.missing - r.fetched.min(r.missing),
+                    missing,
                     fetched: total.fetched + r.fetched,
                     dropped: total.dropped + r.dropped,
                     passes: total.passes + 1,
