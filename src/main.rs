@@ -29,6 +29,7 @@ fn main() -> anyhow::Result<()> {
     };
     femme::with_level(femme::LevelFilter::Info);
     let config = args.validate()?;
+    runtime::configure(config.io_threads);
 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;

@@ -11,6 +11,17 @@ pub mod net {
     pub use async_std::net::{TcpListener, TcpStream};
 }
 
+/// Sizes the executor: `threads` run async tasks (blocking work has its own pool). Call before
+/// anything else touches the runtime; a later call, or one after first use, changes nothing.
+pub fn configure(threads: usize) {
+    async_global_executor::init_with_config(
+        async_global_executor::GlobalExecutorConfig::default()
+            .with_min_threads(threads)
+            .with_max_threads(threads)
+            .with_thread_name_fn(|| "io".into()),
+    );
+}
+
 /// Runs a future on the executor in the background.
 pub fn spawn<F, T>(future: F) -> JoinHandle<T>
 where
