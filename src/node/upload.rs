@@ -227,7 +227,8 @@ fn start_workers(store: Store, keys: Keys, cluster: Option<Arc<Cluster>>) -> Wor
     }));
     let (sink, replicator) = match cluster {
         Some(cluster) => {
-            let (tx, rx) = async_channel::bounded(STAGE_QUEUE);
+            // Room for a whole request's worth, so groups leave full.
+            let (tx, rx) = async_channel::bounded(cluster::CHUNKS_PER_REQUEST);
             (Sink::Cluster(tx), Some(runtime::spawn(cluster::store_all(cluster, rx))))
         }
         None => (Sink::Local, None),
