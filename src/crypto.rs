@@ -223,14 +223,10 @@ impl AttachmentKey {
             .expect("an attachment is far below CTR's 64 GiB of keystream");
     }
 
-    /// [`AttachmentKey::apply`] into a new buffer, in one pass: for bytes shared elsewhere.
+    /// [`AttachmentKey::apply`] on a copy: for bytes shared elsewhere.
     pub fn apply_to_copy(&self, seq: u64, index: u32, input: &[u8]) -> Vec<u8> {
-        use ctr::cipher::StreamCipher;
-        let mut out = vec![0u8; input.len()];
-        let buf = ctr::cipher::InOutBuf::new(input, &mut out).expect("equal lengths");
-        self.stream(seq, index)
-            .try_apply_keystream_inout(buf)
-            .expect("an attachment is far below CTR's 64 GiB of keystream");
+        let mut out = input.to_vec();
+        self.apply(seq, index, &mut out);
         out
     }
 

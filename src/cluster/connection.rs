@@ -314,14 +314,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameReader<S> {
             (0u32..)
                 .zip(attachments)
                 .map(|(index, bytes)| {
-                    // In place when nothing else holds the received bytes.
-                    match bytes.try_into_mut() {
-                        Ok(mut bytes) => {
-                            key.apply(seq, index, &mut bytes);
-                            bytes.freeze()
-                        }
-                        Err(shared) => key.apply_to_copy(seq, index, &shared).into(),
-                    }
+                    // In place when nothing else holds the received bytes (else on a copy).
+                    let mut bytes = bytes::BytesMut::from(bytes);
+                    key.apply(seq, index, &mut bytes);
+                    bytes.freeze()
                 })
                 .collect()
         };
