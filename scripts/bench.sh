@@ -332,26 +332,26 @@ bench_get() {
   [[ "$got" == "$FILE0_SHA256" ]] || die "GET $tag/f0 returned different bytes (sha256 $got)"
 }
 
-# bench_single_put_get URL TAG: the single-node large-file figures of one rep.
-# warm_memory MIB: writes scratch data, twice MIB of it, and deletes it at once. On a VM that
-# hands memory freed a while ago back to its host (free page reporting, as on the machine this
-# was tuned on), the first write to such memory costs a fault in the host: the cluster, which
-# fills twice the page cache of one node, ran its first rep a third slower than the others
-# (137 against 188-207 MB/s; 187 with this). Freed just now, the pages are still backed, and
-# the timed PUT after this reuses them, so the figures measure DistStore rather than the
-# hypervisor. Both PUTs get it, sized to what they write. Twice the size, because scratch data
-# once the size of what the PUT writes left the kernel's copy into the page cache 2.6x as
-# costly as in back-to-back runs (measured: the holders' system time 1.5 s against 0.8 s per
-# GiB); twice the size brought it down to 0.8 s.
+# warm_memory MIB: before a timed PUT that writes MIB, writes 2.2 x MIB of scratch data and
+# deletes it at once. On a VM that hands memory freed a while ago back to its host (free page
+# reporting, as on the machine this was tuned on), the first write to such memory costs a
+# fault in the host: the cluster, which fills twice the page cache of one node, ran its first
+# rep a third slower than the others (137 against 188-207 MB/s; 187 with this). Freed just
+# now, the pages are still backed, and the timed PUT after this reuses them, so the figures
+# measure DistStore rather than the hypervisor. Both PUTs get it, sized to what they write.
+# 2.2x, because scratch data of 1.1x what the PUT writes left the kernel's copy into the page
+# cache 2.6x as costly as in back-to-back runs (measured: the holders' system time 1.5 s
+# against 0.8 s per GiB); 2.2x brought it down to 0.8 s.
 warm_memory() {
   local f="$WORK/warm.tmp"
-  dd if=/dev/zero of="$f" bs=1M count="$(($1 * 2))" status=none
+  dd if=/dev/zero of="$f" bs=1M count="$(($1 * 22 / 10))" status=none
   rm -f "$f"
 }
 
+# bench_single_put_get URL TAG: the single-node large-file figures of one rep.
 bench_single_put_get() {
   local url="$1" tag="$2"
-  warm_memory $((BENCH_TOTAL_MIB * 11 / 10))
+  warm_memory "$BENCH_TOTAL_MIB"
   bench_put "$url" "$tag"
   R_PUT_MBS+=("$PG_PUT_MBS")
   # Distinct random data must not deduplicate; if it did, the PUT number is meaningless.
@@ -485,7 +485,7 @@ bench_cluster() {
 
   local tag="cluster-rep$rep"
   # Replication 2: the cluster writes twice the data into this machine's page cache.
-  warm_memory $((BENCH_TOTAL_MIB * 22 / 10))
+  warm_memory $((BENCH_TOTAL_MIB * 2))
   bench_put "${urls[0]}" "$tag"
   C_PUT_MBS+=("$PG_PUT_MBS")
   # After a 201 every chunk is durable on its R holders, so the sum is final right away.
