@@ -201,56 +201,12 @@ pub enum FrameError {
 /// reordered frame is refused.
 pub struct FrameCipher {
     cipher: Aes256GcmSiv,
-    attachments: AttachmentKey,
     next: u64,
-}
-
-/// Encrypts the chunk bytes sent beside a frame, under a key of the link direction:
-/// AES-256-CTR with no tag of its own. The bytes are sealed chunks, which the receiver opens
-/// and re-hashes under the data key before using them, so tampering is caught there; a
-/// second AEAD pass would only repeat that work. This layer keeps what a link carries
-/// unreadable to an observer, who would otherwise see equal chunks as equal bytes.
-#[derive(Clone)]
-pub struct AttachmentKey([u8; 32]);
-
-impl AttachmentKey {
-    /// Encrypts or decrypts (the same XOR) attachment `index` of frame `seq`, in place. The
-    /// IV, `seq ‖ index ‖ block counter`, never repeats under one key.
-    pub fn apply(&self, seq: u64, index: u32, buf: &mut [u8]) {
-        use ctr::cipher::StreamCipher;
-        self.stream(seq, index)
-            .try_apply_keystream(buf)
-            .expect("an attachment is far below CTR's 64 GiB of keystream");
-    }
-
-    /// [`AttachmentKey::apply`] on a copy: for bytes shared elsewhere.
-    pub fn apply_to_copy(&self, seq: u64, index: u32, input: &[u8]) -> Vec<u8> {
-        let mut out = input.to_vec();
-        self.apply(seq, index, &mut out);
-        out
-    }
-
-    fn stream(&self, seq: u64, index: u32) -> ctr::Ctr32BE<aes::Aes256> {
-        use aes_gcm_siv::aead::array::Array;
-        use ctr::cipher::KeyIvInit;
-        let mut iv = [0u8; 16];
-        iv[..8].copy_from_slice(&seq.to_be_bytes());
-        iv[8..12].copy_from_slice(&index.to_be_bytes());
-        ctr::Ctr32BE::<aes::Aes256>::new(&Array(self.0), &Array(iv))
-    }
 }
 
 impl FrameCipher {
     pub fn new(key: [u8; 32]) -> Self {
-        Self {
-            cipher: Aes256GcmSiv::new(&key.into()),
-            attachments: AttachmentKey(peer_mac(&key, &[b"attachments"])),
-            next: 0,
-        }
-    }
-
-    pub fn attachment_key(&self) -> AttachmentKey {
-        self.attachments.clone()
+        Self { cipher: Aes256GcmSiv::new(&key.into()), next: 0 }
     }
 
     fn nonce(seq: u64) -> Nonce {
@@ -272,9 +228,8 @@ impl FrameCipher {
     }
 
     /// Seals `frame[HEADER..]` in place: writes the sequence number over the first
-    /// [`Self::HEADER`] bytes and appends the tag. No copy of the payload. Returns the
-    /// sequence number.
-    pub fn seal_in_place(&mut self, frame: &mut Vec<u8>) -> u64 {
+    /// [`Self::HEADER`] bytes and appends the tag. No copy of the payload.
+    pub fn seal_in_place(&mut self, frame: &mut Vec<u8>) {
         let seq = self.next;
         self.next += 1;
         frame[..Self::HEADER].copy_from_slice(&seq.to_le_bytes());
@@ -287,12 +242,10 @@ impl FrameCipher {
             )
             .expect("a frame is far below the AEAD length limit");
         frame.extend_from_slice(&tag);
-        seq
     }
 
-    /// Checks and decrypts a frame in place; returns its sequence number and the plaintext's
-    /// range within it.
-    pub fn open(&mut self, frame: &mut [u8]) -> Result<(u64, std::ops::Range<usize>), FrameError> {
+    /// Checks and decrypts a frame in place; returns the plaintext's range within it.
+    pub fn open(&mut self, frame: &mut [u8]) -> Result<std::ops::Range<usize>, FrameError> {
         if frame.len() < Self::HEADER + TAG_LEN {
             return Err(FrameError::Short);
         }
@@ -307,7 +260,7 @@ impl FrameCipher {
             .decrypt_inout_detached(&Self::nonce(seq), &seq.to_le_bytes(), body.into(), tag.into())
             .map_err(|_| FrameError::Unauthentic)?;
         self.next += 1;
-        Ok((seq, Self::HEADER..Self::HEADER + body.len()))
+        Ok(Self::HEADER..Self::HEADER + body.len())
     }
 }
 
@@ -321,7 +274,7 @@ mod frame_tests {
         let (mut tx, mut rx) = (FrameCipher::new(key), FrameCipher::new(key));
         let a = tx.seal(b"first");
         let b = tx.seal(b"second");
-        let open = |rx: &mut FrameCipher, mut f: Vec<u8>| rx.open(&mut f).map(|(_, r)| f[r].to_vec());
+        let open = |rx: &mut FrameCipher, mut f: Vec<u8>| rx.open(&mut f).map(|r| f[r].to_vec());
         assert_eq!(open(&mut rx, a.clone()).unwrap(), b"first");
         assert_eq!(open(&mut rx, a), Err(FrameError::Sequence));
         let mut bad = b.clone();
@@ -332,28 +285,5 @@ mod frame_tests {
         let mut other = FrameCipher::new([8u8; 32]);
         let mut rx2 = FrameCipher::new(key);
         assert_eq!(open(&mut rx2, other.seal(b"x")), Err(FrameError::Unauthentic));
-    }
-
-    #[test]
-    fn attachments_round_trip_and_never_share_keystream() {
-        let (tx, rx) = (FrameCipher::new([7u8; 32]), FrameCipher::new([7u8; 32]));
-        let plain = vec![0u8; 1000];
-        let encrypt = |seq, index| {
-            let mut b = plain.clone();
-            tx.attachment_key().apply(seq, index, &mut b);
-            b
-        };
-        let a = encrypt(3, 0);
-        assert_ne!(a, plain);
-        let mut back = a.clone();
-        rx.attachment_key().apply(3, 0, &mut back);
-        assert_eq!(back, plain);
-        assert_eq!(rx.attachment_key().apply_to_copy(3, 0, &a), plain);
-        // Another attachment of the frame, another frame, another link: other keystreams.
-        assert_ne!(encrypt(3, 1), a);
-        assert_ne!(encrypt(4, 0), a);
-        let mut other = plain.clone();
-        FrameCipher::new([8u8; 32]).attachment_key().apply(3, 0, &mut other);
-        assert_ne!(other, a);
     }
 }

@@ -10,7 +10,8 @@
 //!
 //! Both then derive one key per direction from the transcript; every later message is a
 //! sealed, sequence-numbered frame ([`FrameCipher`]), followed by the chunk bytes it carries,
-//! one binary WebSocket message each ([`Message::take_attachments`]).
+//! one binary WebSocket message each ([`Message::take_attachments`]). Those bytes are sealed
+//! chunks, sent as stored: see there for why the link does not encrypt them again.
 
 use std::time::Duration;
 
@@ -260,20 +261,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameWriter<S> {
         let attachments = msg.take_attachments();
         // Encoded straight after room for the frame header, sealed in place: the payload is
         // written once here, with no copy before the socket's.
-        let frame = postcard::to_extend(&msg, vec![0u8; FrameCipher::HEADER])
+        let mut frame = postcard::to_extend(&msg, vec![0u8; FrameCipher::HEADER])
             .map_err(|e| LinkError::WebSocket(e.to_string()))?;
-        let size = frame.len() + attachments.iter().map(|a| a.len()).sum::<usize>();
-        let seal = move |cipher: &mut FrameCipher, mut frame: Vec<u8>| {
-            let seq = cipher.seal_in_place(&mut frame);
-            let key = cipher.attachment_key();
-            // Into a copy: the same sealed chunk may be on its way to another holder too.
-            let attachments: Vec<Vec<u8>> = (0u32..)
-                .zip(attachments)
-                .map(|(index, bytes)| key.apply_to_copy(seq, index, &bytes))
-                .collect();
-            (frame, attachments)
-        };
-        let (frame, attachments) = with_cipher(&mut self.cipher, size, move |c| seal(c, frame)).await;
+        let frame = with_cipher(&mut self.cipher, frame.len(), move |c| {
+            c.seal_in_place(&mut frame);
+            frame
+        })
+        .await;
         self.sink.feed(WsMessage::binary(frame)).await?;
         for bytes in attachments {
             self.sink.feed(WsMessage::binary(bytes)).await?;
@@ -294,7 +288,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameReader<S> {
     pub async fn recv(&mut self) -> Result<Message, LinkError> {
         let frame = next_binary(&mut self.stream).await?;
         // Large frames (name batches) are opened and decoded off the executor.
-        let (seq, mut msg) =
+        let mut msg =
             with_cipher(&mut self.cipher, frame.len(), move |c| open_frame(c, frame.into())).await?;
         let count = msg.attachment_count();
         if count > MAX_ATTACHMENTS {
@@ -308,27 +302,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameReader<S> {
             }
             attachments.push(bytes);
         }
-        let size = attachments.iter().map(|a| a.len()).sum::<usize>();
-        let key = self.cipher.attachment_key();
-        let decrypt = move || -> Vec<Bytes> {
-            (0u32..)
-                .zip(attachments)
-                .map(|(index, bytes)| {
-                    // In place when nothing else holds the received bytes (else on a copy).
-                    let mut bytes = bytes::BytesMut::from(bytes);
-                    key.apply(seq, index, &mut bytes);
-                    bytes.freeze()
-                })
-                .collect()
-        };
-        let attachments = if size > BLOCKING_FRAME { runtime::blocking(decrypt).await } else { decrypt() };
         msg.put_attachments(attachments)?;
         Ok(msg)
     }
 }
 
-/// Opens and decodes a frame; returns its sequence number too (attachments are keyed by it).
-fn open_frame(cipher: &mut FrameCipher, mut frame: Vec<u8>) -> Result<(u64, Message), LinkError> {
-    let (seq, body) = cipher.open(&mut frame)?;
-    Ok((seq, decode(&frame[body])?))
+/// Opens and decodes a frame.
+fn open_frame(cipher: &mut FrameCipher, mut frame: Vec<u8>) -> Result<Message, LinkError> {
+    let body = cipher.open(&mut frame)?;
+    Ok(decode(&frame[body])?)
 }

@@ -10,13 +10,14 @@ use serde::{Deserialize, Serialize};
 use crate::storage::records::{ManifestRecordV1, NameRecordV2};
 
 /// 2: chunk bytes as attachments beside the sealed message instead of inside it.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: attachments sent as the sealed chunks they are, without a second link encryption.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Largest message accepted from a peer, attachments excluded.
 pub const MAX_MESSAGE: usize = 24 * 1024 * 1024;
-/// Most attachments one message may carry (senders put up to 4 chunks in a request), and the
-/// largest one: a sealed chunk of the current chunker. A chunker with larger chunks needs a new
-/// protocol version.
+/// Most attachments one message may carry (senders put up to `CHUNKS_PER_REQUEST` chunks in
+/// one), and the largest one: a sealed chunk of the current chunker. A chunker with larger
+/// chunks needs a new protocol version.
 pub const MAX_ATTACHMENTS: usize = 8;
 pub const MAX_ATTACHMENT: usize = crate::content::chunker::MAX_CHUNK + crate::crypto::TAG_LEN;
 
@@ -150,10 +151,15 @@ impl Message {
     }
 
     /// Moves the chunk bytes out, leaving empty placeholders, for sending beside the sealed
-    /// message. They are sealed already, under the data key and bound to their chunk id, which
-    /// the sealed message names: the link only encrypts them again, without a second
-    /// authentication pass (see [`crate::crypto::AttachmentKey`]); sealing them inside the
-    /// frame cost a fifth of a cluster upload's CPU.
+    /// message. They go on the wire as stored: sealed already under the data key with their
+    /// chunk id bound in, and that id travels in the sealed message. So an observer reads
+    /// nothing, and a changed, swapped or replayed attachment fails the receiver's check
+    /// (which opens and re-hashes every chunk before storing or serving it).
+    ///
+    /// The link does not encrypt them a second time. All that would hide is whether two
+    /// transfers carry the same chunk, and their lengths already tell that: chunk lengths
+    /// vary byte by byte. A second pass per byte on both ends cost a twentieth of a cluster
+    /// upload's CPU; sealing them inside the frame cost a fifth.
     pub fn take_attachments(&mut self) -> Vec<Bytes> {
         self.attachment_slots().into_iter().map(std::mem::take).collect()
     }
