@@ -12,6 +12,9 @@ use crate::content::ChunkId;
 
 pub const TAG_LEN: usize = 16;
 
+/// The plaintext of [`Keys::key_check`].
+const KEY_CHECK: &[u8] = b"diststore data key check v1";
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {
     #[error("chunk failed authentication")]
@@ -90,6 +93,16 @@ impl Keys {
         Ok(buf)
     }
 
+    /// A value sealed under the data key, kept with the data from the first start: a node
+    /// started later with another secret finds it does not open ([`Keys::opens_key_check`]).
+    pub fn key_check(&self) -> Vec<u8> {
+        self.seal_chunk(&ChunkId::of(KEY_CHECK), KEY_CHECK)
+    }
+
+    pub fn opens_key_check(&self, check: &[u8]) -> bool {
+        self.open_chunk(&ChunkId::of(KEY_CHECK), check.to_vec()).is_ok_and(|plain| plain == KEY_CHECK)
+    }
+
     /// Checks a sealed chunk as [`Keys::open_chunk`] does, leaving the bytes as they are: they
     /// are what gets stored. Decrypts into a buffer kept per thread, so checking a stream of
     /// chunks neither copies nor allocates per chunk.
@@ -143,6 +156,16 @@ mod tests {
         let wrong = Secret::new(b"other".to_vec()).keys();
         assert_eq!(wrong.open_chunk(&id, sealed.clone()), Err(CryptoError::Unauthentic));
         assert_eq!(keys.open_chunk(&id, vec![1, 2]), Err(CryptoError::Unauthentic));
+    }
+
+    #[test]
+    fn a_key_check_opens_under_its_own_key_only() {
+        let keys = Secret::new(b"s3cret".to_vec()).keys();
+        let check = keys.key_check();
+        assert!(keys.opens_key_check(&check));
+        assert!(!Secret::new(b"other".to_vec()).keys().opens_key_check(&check));
+        assert!(!keys.opens_key_check(&check[1..]));
+        assert!(!keys.opens_key_check(&[]));
     }
 
     #[test]

@@ -3,7 +3,7 @@ use clap::Parser;
 
 use diststore::config::{Cli, Command};
 use diststore::crypto::Secret;
-use diststore::node::{Node, NodeConfig};
+use diststore::node::{self, Node, NodeConfig};
 use diststore::storage::Store;
 use diststore::{http, runtime};
 
@@ -37,6 +37,8 @@ fn main() -> anyhow::Result<()> {
     let keys = Secret::new(secret).keys();
     let db_path = config.data_dir.join(DB_FILE);
     let store = Store::open(&db_path, config.cache_bytes)
+        .with_context(|| format!("opening database {}", db_path.display()))?;
+    runtime::block_on(node::check_data_key(&store, &keys))
         .with_context(|| format!("opening database {}", db_path.display()))?;
     let node_config = NodeConfig { max_upload_bytes: config.max_upload_bytes };
     let node = Node::new(store, keys, node_config, config.cluster.clone());

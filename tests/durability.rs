@@ -144,7 +144,7 @@ fn a_database_from_a_newer_version_is_refused_clearly() {
 }
 
 #[test]
-fn a_wrong_secret_reads_as_an_error_never_as_bad_bytes() {
+fn a_node_refuses_a_data_dir_sealed_under_another_secret() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let data = random_bytes(200_000, 5);
@@ -154,7 +154,42 @@ fn a_wrong_secret_reads_as_an_error_never_as_bad_bytes() {
     }
     let other = tmp.path().join("other-secret");
     std::fs::write(&other, "not the secret").unwrap();
-    let node = TestNode::start_in(&dir, &["--secret-file", other.to_str().unwrap()]);
+    let args = ["--secret-file".to_string(), other.to_str().unwrap().to_string()];
+    let err = spawn_node(&dir, &args, &tmp.path().join("log"), None).expect_err("must refuse");
+    assert!(err.contains("sealed under a different cluster secret"), "{err}");
+
+    // Nothing changed: with its own secret the node serves the file as before.
+    let node = TestNode::start_in(&dir, &[]);
+    assert_eq!(get(&node.url("/api/v1/files/x")), (200, data));
+}
+
+#[test]
+fn a_corrupt_chunk_reads_as_an_error_never_as_bad_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let data = random_bytes(200_000, 6);
+    drop({
+        let node = TestNode::start_in(&dir, &[]);
+        assert_eq!(put(&node.url("/api/v1/files/x"), &data).0, 201);
+        node
+    });
+    {
+        // One bit of one stored segment flipped, as a bad disk would.
+        let db = redb::Database::open(dir.join("diststore.redb")).unwrap();
+        let chunks = redb::TableDefinition::<([u8; 32], u32), &[u8]>::new("chunks_v2");
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(chunks).unwrap();
+            let (key, mut value) = {
+                let (k, v) = redb::ReadableTable::first(&table).unwrap().expect("a stored segment");
+                (k.value(), v.value().to_vec())
+            };
+            value[1000] ^= 1;
+            table.insert(key, value.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let node = TestNode::start_in(&dir, &[]);
     let (code, body) = get(&node.url("/api/v1/files/x"));
     assert_eq!(code, 500);
     assert!(error_of(&body).contains("failed verification"), "{}", error_of(&body));

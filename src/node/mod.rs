@@ -39,6 +39,30 @@ pub enum NodeError {
 
 pub type Result<T, E = NodeError> = std::result::Result<T, E>;
 
+/// Why a node must not start on its data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum DataKeyError {
+    #[error(
+        "the data directory's chunks are sealed under a different cluster secret; start this node \
+         with the secret it was created with (--secret-file or DISTSTORE_SECRET)"
+    )]
+    WrongSecret,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Refuses a data directory written under another secret. Started anyway, the node would fail
+/// every read, and would seal new chunks under a second key while deduplicating against
+/// chunks it cannot open. The first start (or one of a database from before the check was
+/// kept) records the check value.
+pub async fn check_data_key(store: &Store, keys: &Keys) -> Result<(), DataKeyError> {
+    match store.key_check().await? {
+        Some(check) if keys.opens_key_check(&check) => Ok(()),
+        Some(_) => Err(DataKeyError::WrongSecret),
+        None => Ok(store.set_key_check(keys.key_check()).await?),
+    }
+}
+
 pub struct NodeConfig {
     pub max_upload_bytes: u64,
 }

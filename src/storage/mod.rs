@@ -24,6 +24,8 @@ use writer::Op;
 
 // Table names carry their record version; see docs/format.md.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// `META` key of the data key's check value, written at the first start.
+pub(crate) const KEY_CHECK: &str = "key_check";
 pub(crate) const NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("names_v2");
 pub(crate) const MANIFESTS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("manifests_v1");
 /// Sealed chunks, cut into segments of [`SEGMENT`] bytes keyed (chunk id, index).
@@ -401,6 +403,22 @@ impl Store {
     /// may be gone.
     pub fn write_failures(&self) -> u64 {
         self.shared.failures.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The check value of the data key this database's chunks are sealed under; `None` until
+    /// a node first records one. The store keeps it opaque: `crypto` makes and checks it.
+    pub async fn key_check(&self) -> Result<Option<Vec<u8>>> {
+        self.read(|db| {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            Ok(meta.get(KEY_CHECK)?.map(|v| v.value().to_vec()))
+        })
+        .await
+    }
+
+    /// Records the key check value, durably.
+    pub async fn set_key_check(&self, check: Vec<u8>) -> Result<()> {
+        self.submit(|reply| Op::PutKeyCheck { check, reply }).await
     }
 
     /// Makes every write queued so far durable; returns [`Store::write_failures`] as of then.

@@ -14,8 +14,8 @@ use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 
 use super::records::{ManifestRecordV1, NameRecordV2, StampV1, decode, encode};
 use super::{
-    CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, GcReport, MANIFESTS, META, NAMES, Pins, RECEIVED,
-    RECEIVED_GRACE_MS, Result, SEGMENT, StorageError, has_sealed, read_manifest, schema,
+    CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, GcReport, KEY_CHECK, MANIFESTS, META, NAMES, Pins,
+    RECEIVED, RECEIVED_GRACE_MS, Result, SEGMENT, StorageError, has_sealed, read_manifest, schema,
 };
 use crate::clock::unix_ms;
 use crate::content::{ChunkId, FileId, Manifest};
@@ -81,6 +81,11 @@ pub(crate) enum Op {
     },
     /// Stop after everything queued before it; answered once the writer is done.
     Close {
+        reply: Reply<()>,
+    },
+    /// Records the data key's check value (see [`super::Store::key_check`]).
+    PutKeyCheck {
+        check: Vec<u8>,
         reply: Reply<()>,
     },
     /// Local copies this node no longer has to hold (their holders confirmed theirs).
@@ -360,6 +365,10 @@ impl<'t> Tables<'t> {
                     });
                 }
                 Outcome::Bools(reply, Ok(applied))
+            }
+            Op::PutKeyCheck { check, reply } => {
+                self.meta.insert(KEY_CHECK, check.as_slice())?;
+                Outcome::Unit(reply, Ok(()))
             }
             Op::DropChunks { ids, reply } => {
                 let mut freed = 0;
