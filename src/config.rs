@@ -56,6 +56,12 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTSTORE_CACHE_SIZE", value_name = "SIZE", default_value = "32MiB", value_parser = parse_size)]
     pub cache_size: u64,
 
+    /// Bytes per second the background scrub re-verifies stored chunks at (a pass at start,
+    /// then daily), e.g. 32MiB; 0 turns it off. Damaged copies are dropped and fetched again
+    /// from other holders.
+    #[arg(long, env = "DISTSTORE_SCRUB_RATE", value_name = "SIZE", default_value = "32MiB", value_parser = parse_size)]
+    pub scrub_rate: u64,
+
     /// Bearer token required on /api and /metrics. Required when listening on a non-loopback
     /// address, unless --open-api is given.
     #[arg(long, env = "DISTSTORE_API_TOKEN", hide_env_values = true, value_name = "TOKEN")]
@@ -97,6 +103,7 @@ pub struct Config {
     pub secret: SecretSource,
     pub max_upload_bytes: u64,
     pub cache_bytes: usize,
+    pub scrub_rate: u64,
     pub api_token: Option<String>,
     pub advertise: Option<String>,
     pub io_threads: usize,
@@ -190,6 +197,7 @@ impl ServeArgs {
             secret,
             max_upload_bytes: self.max_upload_size,
             cache_bytes: usize::try_from(self.cache_size).unwrap_or(usize::MAX),
+            scrub_rate: self.scrub_rate,
             api_token: self.api_token,
             io_threads,
         })

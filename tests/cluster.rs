@@ -422,6 +422,28 @@ fn repair_keeps_two_copies_while_a_node_is_down_and_hands_them_back_when_it_retu
     }
 }
 
+#[test]
+fn the_scrub_drops_a_damaged_copy_and_repair_fetches_a_good_one_back() {
+    let mut c = Cluster::start(2, &[]);
+    let data = random_bytes(3 << 20, 41);
+    put_ok(&c.nodes[0], "scrubbed", &data);
+    // Replication 2 on two nodes: node 1 holds every chunk.
+    let full = c.nodes[1].status()["stored_bytes"].as_u64().unwrap();
+    assert!(full > data.len() as u64);
+    c.nodes[1].terminate();
+    damage_a_stored_chunk(&c.nodes[1].dir);
+    c.nodes[1].start_again();
+    c.wait_connected(&[0, 1]);
+    wait_for("node 1 to drop its damaged copy and fetch a good one", Duration::from_secs(90), || {
+        let s = c.nodes[1].status();
+        let fetched = s["repair"]["fetched"].as_u64().unwrap_or(0);
+        (s["scrub"]["corrupt"] == 1 && fetched >= 1 && s["stored_bytes"] == full).then_some(())
+    });
+    // Node 1's own copy is whole again: it serves the file alone.
+    c.nodes[0].kill9();
+    assert!(read_ok(&c.nodes[1], "scrubbed") == data);
+}
+
 /// Regression: chunks a peer sent ahead of their manifest were protected only in memory, so a
 /// holder restarting before the manifest arrived collected them as garbage.
 #[test]

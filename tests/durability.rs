@@ -164,7 +164,7 @@ fn a_node_refuses_a_data_dir_sealed_under_another_secret() {
 }
 
 #[test]
-fn a_corrupt_chunk_reads_as_an_error_never_as_bad_bytes() {
+fn a_corrupt_chunk_reads_as_an_error_and_the_scrub_drops_it() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let data = random_bytes(200_000, 6);
@@ -173,24 +173,30 @@ fn a_corrupt_chunk_reads_as_an_error_never_as_bad_bytes() {
         assert_eq!(put(&node.url("/api/v1/files/x"), &data).0, 201);
         node
     });
-    {
-        // One bit of one stored segment flipped, as a bad disk would.
-        let db = redb::Database::open(dir.join("diststore.redb")).unwrap();
-        let chunks = redb::TableDefinition::<([u8; 32], u32), &[u8]>::new("chunks_v2");
-        let txn = db.begin_write().unwrap();
-        {
-            let mut table = txn.open_table(chunks).unwrap();
-            let (key, mut value) = {
-                let (k, v) = redb::ReadableTable::first(&table).unwrap().expect("a stored segment");
-                (k.value(), v.value().to_vec())
-            };
-            value[1000] ^= 1;
-            table.insert(key, value.as_slice()).unwrap();
-        }
-        txn.commit().unwrap();
-    }
+    damage_a_stored_chunk(&dir);
+
+    // Scrub off: a read meets the damaged copy and refuses it.
+    let chunks_before = {
+        let node = TestNode::start_in(&dir, &["--scrub-rate", "0"]);
+        let (code, body) = get(&node.url("/api/v1/files/x"));
+        assert_eq!(code, 500);
+        assert!(error_of(&body).contains("failed verification"), "{}", error_of(&body));
+        node.status()["chunks"].as_u64().unwrap()
+    };
+
+    // Scrub on: its pass at start finds the damaged copy and drops it...
     let node = TestNode::start_in(&dir, &[]);
-    let (code, body) = get(&node.url("/api/v1/files/x"));
-    assert_eq!(code, 500);
-    assert!(error_of(&body).contains("failed verification"), "{}", error_of(&body));
+    wait_for("the scrub to drop the damaged copy", Duration::from_secs(30), || {
+        let s = node.status();
+        (s["scrub"]["passes"].as_u64() >= Some(1)).then_some(s)
+    });
+    let s = node.status();
+    assert_eq!(s["scrub"]["corrupt"], 1, "{s}");
+    assert_eq!(s["chunks"].as_u64().unwrap(), chunks_before - 1, "{s}");
+    assert!(node.log_text().contains("failed verification"));
+    // ...so it no longer stands in for that chunk: uploading the file again stores it afresh.
+    let (code, body) = put(&node.url("/api/v1/files/x"), &data);
+    assert_eq!(code, 201);
+    assert!(json(&body)["new_bytes"].as_u64().unwrap() > 0, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(get(&node.url("/api/v1/files/x")), (200, data));
 }

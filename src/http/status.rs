@@ -58,6 +58,11 @@ async fn status_json(state: &State) -> Result<serde_json::Value, ApiError> {
             "fetched": s.repair.fetched,
             "dropped": s.repair.dropped,
         },
+        "scrub": {
+            "passes": s.scrub.passes,
+            "checked": s.scrub.checked,
+            "corrupt": s.scrub.corrupt,
+        },
     }))
 }
 
@@ -78,6 +83,12 @@ pub async fn metrics(req: Req) -> Result<Response, ApiError> {
     gauge("diststore_chunks", "Stored chunks.", s.stats.chunks);
     gauge("diststore_db_file_bytes", "Size of the database file.", s.db_file_bytes);
     gauge("diststore_uptime_seconds", "Seconds since the node started.", s.uptime_secs);
+    gauge("diststore_scrub_checked_chunks", "Chunks the scrub verified since start.", s.scrub.checked);
+    gauge(
+        "diststore_scrub_corrupt_chunks",
+        "Damaged chunk copies the scrub dropped since start.",
+        s.scrub.corrupt,
+    );
     Ok(Response::builder(StatusCode::Ok).content_type("text/plain; version=0.0.4").body(out).build())
 }
 

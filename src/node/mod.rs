@@ -3,6 +3,7 @@
 
 mod gc;
 mod read;
+mod scrub;
 mod upload;
 
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::time::Instant;
 
 pub use gc::Collector;
 pub use read::ByteStream;
+pub use scrub::{ScrubReport, Scrubber};
 pub use upload::{PutOutcome, Staged, Upload};
 
 use crate::clock::{Clock, unix_ms};
@@ -65,6 +67,8 @@ pub async fn check_data_key(store: &Store, keys: &Keys) -> Result<(), DataKeyErr
 
 pub struct NodeConfig {
     pub max_upload_bytes: u64,
+    /// Bytes per second the scrub re-verifies; 0 turns it off.
+    pub scrub_rate: u64,
 }
 
 /// A file as found by name.
@@ -96,6 +100,7 @@ pub struct Status {
     pub replication: usize,
     pub peers: Vec<PeerView>,
     pub repair: RepairReport,
+    pub scrub: ScrubReport,
 }
 
 pub struct Node {
@@ -105,6 +110,7 @@ pub struct Node {
     config: NodeConfig,
     events: Arc<Events>,
     collector: Collector,
+    scrubber: Scrubber,
     cluster: Arc<Cluster>,
     started: Instant,
 }
@@ -123,6 +129,7 @@ impl Node {
         let cluster = Cluster::new(store.clone(), keys.clone(), clock.clone(), events.clone(), cluster);
         Arc::new(Node {
             collector: Collector::new(store.clone()),
+            scrubber: Scrubber::new(store.clone(), keys.clone(), config.scrub_rate),
             store,
             keys,
             clock,
@@ -147,6 +154,10 @@ impl Node {
 
     pub fn collector(&self) -> &Collector {
         &self.collector
+    }
+
+    pub fn scrubber(&self) -> &Scrubber {
+        &self.scrubber
     }
 
     pub fn cluster(&self) -> &Arc<Cluster> {
@@ -252,6 +263,7 @@ impl Node {
             replication: self.cluster.replication(),
             peers: self.cluster.peers(),
             repair: self.cluster.repair_report(),
+            scrub: self.scrubber.report(),
         })
     }
 

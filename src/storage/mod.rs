@@ -325,6 +325,31 @@ impl Store {
         read_sealed(&txn.open_table(CHUNKS)?, &id)
     }
 
+    /// Blocking: call from a blocking thread. Up to `limit` stored chunk ids after `after`
+    /// (from the first when `None`), in id order: a walk over every stored chunk.
+    pub fn chunk_ids_after_blocking(&self, after: Option<ChunkId>, limit: usize) -> Result<Vec<ChunkId>> {
+        let txn = self.db()?.begin_read()?;
+        let index = txn.open_table(CHUNK_INDEX)?;
+        let mut range = match after {
+            Some(id) => {
+                index.range((std::ops::Bound::Excluded(*id.as_bytes()), std::ops::Bound::Unbounded))?
+            }
+            None => index.range::<[u8; 32]>(..)?,
+        };
+        let mut out = Vec::with_capacity(limit);
+        while out.len() < limit {
+            let Some(item) = range.next() else { break };
+            out.push(ChunkId::from_bytes(item?.0.value()));
+        }
+        Ok(out)
+    }
+
+    /// Drops this node's copy of a chunk that failed verification, if it still holds the bytes
+    /// that failed (`found`; `None` when they could not be read whole). Returns whether it did.
+    pub async fn drop_corrupt_chunk(&self, id: ChunkId, found: Option<Vec<u8>>) -> Result<bool> {
+        self.submit(|reply| Op::DropCorrupt { id, found, reply }).await
+    }
+
     /// Blocking: call from a blocking thread.
     pub fn has_chunk_blocking(&self, id: ChunkId) -> Result<bool> {
         Ok(self.have_chunks_blocking(&[id])?[0])

@@ -15,7 +15,8 @@ use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use super::records::{ManifestRecordV1, NameRecordV2, StampV1, decode, encode};
 use super::{
     CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, GcReport, KEY_CHECK, MANIFESTS, META, NAMES, Pins,
-    RECEIVED, RECEIVED_GRACE_MS, Result, SEGMENT, StorageError, has_sealed, read_manifest, schema,
+    RECEIVED, RECEIVED_GRACE_MS, Result, SEGMENT, StorageError, has_sealed, read_manifest, read_sealed,
+    schema,
 };
 use crate::clock::unix_ms;
 use crate::content::{ChunkId, FileId, Manifest};
@@ -87,6 +88,13 @@ pub(crate) enum Op {
     PutKeyCheck {
         check: Vec<u8>,
         reply: Reply<()>,
+    },
+    /// A local copy that failed verification, dropped only if it still holds the bytes that
+    /// failed (`None`: it could not be read whole).
+    DropCorrupt {
+        id: ChunkId,
+        found: Option<Vec<u8>>,
+        reply: Reply<bool>,
     },
     /// Local copies this node no longer has to hold (their holders confirmed theirs).
     DropChunks {
@@ -369,6 +377,19 @@ impl<'t> Tables<'t> {
             Op::PutKeyCheck { check, reply } => {
                 self.meta.insert(KEY_CHECK, check.as_slice())?;
                 Outcome::Unit(reply, Ok(()))
+            }
+            Op::DropCorrupt { id, found, reply } => {
+                // The copy may have been removed and stored afresh since it was checked.
+                let same = match (read_sealed(&self.chunks, &id), found) {
+                    (Ok(Some(now)), Some(found)) => now == found,
+                    (Err(StorageError::Corrupt(_)), None) => true,
+                    _ => false,
+                };
+                if same {
+                    let freed = self.remove_chunk(&id)?;
+                    self.stats.stored_bytes = self.stats.stored_bytes.saturating_sub(freed);
+                }
+                Outcome::Bool(reply, Ok(same))
             }
             Op::DropChunks { ids, reply } => {
                 let mut freed = 0;

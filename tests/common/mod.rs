@@ -334,6 +334,25 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Whether the process runs as root (for network namespace tests).
+/// Flips one bit of the first stored chunk segment in a stopped node's database, as a bad disk
+/// would.
+pub fn damage_a_stored_chunk(dir: &Path) {
+    let db = redb::Database::open(dir.join("diststore.redb")).unwrap();
+    let chunks = redb::TableDefinition::<([u8; 32], u32), &[u8]>::new("chunks_v2");
+    let txn = db.begin_write().unwrap();
+    {
+        let mut table = txn.open_table(chunks).unwrap();
+        let (key, mut value) = {
+            let (k, v) = redb::ReadableTable::first(&table).unwrap().expect("a stored segment");
+            (k.value(), v.value().to_vec())
+        };
+        let middle = value.len() / 2;
+        value[middle] ^= 1;
+        table.insert(key, value.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
 pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }

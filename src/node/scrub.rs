@@ -1,0 +1,141 @@
+//! Scrub: a background loop that re-verifies every stored chunk, slowly, and drops the local
+//! copies that fail. Reads already refuse such a copy; dropping it makes it a chunk this node
+//! lacks. In a cluster, repair then fetches a good copy back from another holder. On a single
+//! node, uploading the file again stores the chunk afresh, where the corrupt copy would have
+//! stood in for it through dedup.
+//!
+//! The node's key was checked against the data at start (see [`super::check_data_key`]), so a
+//! chunk that fails here is damaged, not read under a wrong key.
+//!
+//! Unit of work: one pass over the chunk index ([`Scrubber::pass`]), in batches, at no more
+//! than the configured bytes per second. A pass runs at start and then once a day.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::content::ChunkId;
+use crate::crypto::Keys;
+use crate::runtime;
+use crate::storage::{StorageError, Store};
+
+const PERIOD: Duration = Duration::from_secs(24 * 60 * 60);
+/// Chunks per trip to a blocking thread: up to 32 MiB to decrypt and hash.
+const BATCH: usize = 32;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScrubReport {
+    /// Passes completed since start.
+    pub passes: u64,
+    /// Chunks verified since start.
+    pub checked: u64,
+    /// Chunks found damaged (and their local copies dropped) since start.
+    pub corrupt: u64,
+}
+
+pub struct Scrubber {
+    store: Store,
+    keys: Keys,
+    /// Bytes verified per second at most; 0 turns scrubbing off.
+    rate: u64,
+    report: Mutex<ScrubReport>,
+}
+
+/// What one batch found.
+struct Batch {
+    /// The last chunk id looked at; `None` when the walk is done.
+    last: Option<ChunkId>,
+    checked: u64,
+    bytes: usize,
+    /// Chunks that failed, with the bytes that failed (`None`: unreadable) and why.
+    damaged: Vec<(ChunkId, Option<Vec<u8>>, String)>,
+}
+
+/// Blocking: reads and verifies the next [`BATCH`] chunks after `after`.
+fn check_batch(store: &Store, keys: &Keys, after: Option<ChunkId>) -> Result<Batch, StorageError> {
+    let ids = store.chunk_ids_after_blocking(after, BATCH)?;
+    let mut batch = Batch { last: ids.last().copied(), checked: 0, bytes: 0, damaged: Vec::new() };
+    for id in ids {
+        match store.chunk_blocking(id) {
+            Ok(Some(sealed)) => {
+                batch.bytes += sealed.len();
+                if let Err(e) = keys.verify_chunk(&id, &sealed) {
+                    batch.damaged.push((id, Some(sealed), e.to_string()));
+                }
+            }
+            // Removed since the ids were read (collected, or dropped by repair).
+            Ok(None) => continue,
+            Err(StorageError::Corrupt(e)) => batch.damaged.push((id, None, e)),
+            Err(e) => return Err(e),
+        }
+        batch.checked += 1;
+    }
+    Ok(batch)
+}
+
+impl Scrubber {
+    pub fn new(store: Store, keys: Keys, rate: u64) -> Self {
+        Self { store, keys, rate, report: Mutex::new(ScrubReport::default()) }
+    }
+
+    pub fn report(&self) -> ScrubReport {
+        *self.report.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn count(&self, f: impl FnOnce(&mut ScrubReport)) {
+        f(&mut self.report.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// One pass over every stored chunk.
+    pub async fn pass(&self) -> Result<(), StorageError> {
+        let mut after = None;
+        loop {
+            let started = Instant::now();
+            let (store, keys) = (self.store.clone(), self.keys.clone());
+            let batch = runtime::blocking(move || check_batch(&store, &keys, after)).await?;
+            for (id, found, why) in batch.damaged {
+                if self.store.drop_corrupt_chunk(id, found).await? {
+                    log::error!(
+                        "scrub: chunk {id} failed verification ({why}); dropped this node's copy, \
+                         which repair fetches again from another holder if there is one"
+                    );
+                    self.count(|r| r.corrupt += 1);
+                }
+            }
+            self.count(|r| r.checked += batch.checked);
+            let Some(last) = batch.last else { break };
+            after = Some(last);
+            // At most `rate` bytes a second: a pass over a large store stays a light load.
+            let due = Duration::from_secs_f64(batch.bytes as f64 / self.rate.max(1) as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                runtime::sleep(wait).await;
+            }
+        }
+        self.count(|r| r.passes += 1);
+        Ok(())
+    }
+
+    /// A pass at start, then one a day, until `shutdown` closes. Does nothing at rate 0.
+    pub async fn run(&self, shutdown: async_channel::Receiver<()>) {
+        if self.rate == 0 {
+            return;
+        }
+        let stopped = || async {
+            shutdown.recv().await.ok();
+            false
+        };
+        loop {
+            let pass = async {
+                if let Err(e) = self.pass().await {
+                    log::error!("scrub pass failed: {e}");
+                }
+                true
+            };
+            if !futures_lite::future::or(pass, stopped()).await {
+                return;
+            }
+            if let Some(false) = runtime::timeout(PERIOD, stopped()).await {
+                return;
+            }
+        }
+    }
+}
