@@ -919,6 +919,7 @@
       ['Chunks', formatCount(s.chunks), 'chunks'],
       ['Upload limit', s.max_upload_bytes ? formatBytes(s.max_upload_bytes) : 'none', 'limit'],
       ['Repair', repairSummary(s.repair), 'repair'],
+      ['Scrub', scrubSummary(s.scrub), 'scrub'],
       ['This node', `${s.node_id.slice(0, ID_SHORT)} · v${s.version} · up ${formatDuration(s.uptime_secs)}`, 'self'],
     ];
     $('totals').replaceChildren(...totals.map(([k, v, t]) => el('div', { class: 'stat', 'data-testid': `total-${t}` },
@@ -931,6 +932,16 @@
     if (!r || !r.passes) return 'not run yet';
     const pending = r.missing > 0 ? `${formatCount(r.missing)} chunks to fetch` : 'in sync';
     return `${pending} · ${formatCount(r.fetched)} fetched, ${formatCount(r.dropped)} handed off`;
+  }
+
+  // This node's scrub: stored chunks re-verified since start, and damaged copies it dropped.
+  function scrubSummary(r) {
+    if (!r) return '—';
+    if (!r.rate) return 'off';
+    const passes = r.passes ? `${formatCount(r.passes)} ${r.passes === 1 ? 'pass' : 'passes'}` : 'first pass running';
+    const checked = `${passes}, ${formatCount(r.checked)} chunks checked`;
+    if (r.corrupt > 0) return `${checked} · ${formatCount(r.corrupt)} damaged, dropped for repair`;
+    return r.passes ? `${checked} · none damaged` : checked;
   }
 
   function nodeRow(n) {

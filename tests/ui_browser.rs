@@ -801,6 +801,11 @@ fn browser_ui_upload_download_delete_live_and_cluster() {
         "the totals to count the three files left",
         "document.querySelector('[data-testid=total-files] dd')?.textContent === '3'",
     );
+    // The scrub's pass at start found the store (empty then) undamaged.
+    browser.wait_for(
+        "the scrub total to report its pass",
+        "document.querySelector('[data-testid=total-scrub] dd')?.textContent.endsWith('none damaged')",
+    );
     let problems = browser.eval(A11Y_CHECK);
     assert_eq!(problems, json!([]), "accessibility problems on the cluster view");
     browser.screenshot("cluster.png");

@@ -59,6 +59,7 @@ async fn status_json(state: &State) -> Result<serde_json::Value, ApiError> {
             "dropped": s.repair.dropped,
         },
         "scrub": {
+            "rate": s.scrub.rate,
             "passes": s.scrub.passes,
             "checked": s.scrub.checked,
             "corrupt": s.scrub.corrupt,

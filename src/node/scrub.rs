@@ -24,6 +24,8 @@ const BATCH: usize = 32;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScrubReport {
+    /// Bytes verified per second at most; 0: scrubbing is off.
+    pub rate: u64,
     /// Passes completed since start.
     pub passes: u64,
     /// Chunks verified since start.
@@ -35,7 +37,6 @@ pub struct ScrubReport {
 pub struct Scrubber {
     store: Store,
     keys: Keys,
-    /// Bytes verified per second at most; 0 turns scrubbing off.
     rate: u64,
     report: Mutex<ScrubReport>,
 }
@@ -74,7 +75,7 @@ fn check_batch(store: &Store, keys: &Keys, after: Option<ChunkId>) -> Result<Bat
 
 impl Scrubber {
     pub fn new(store: Store, keys: Keys, rate: u64) -> Self {
-        Self { store, keys, rate, report: Mutex::new(ScrubReport::default()) }
+        Self { store, keys, rate, report: Mutex::new(ScrubReport { rate, ..ScrubReport::default() }) }
     }
 
     pub fn report(&self) -> ScrubReport {
