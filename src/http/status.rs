@@ -74,19 +74,30 @@ pub async fn status(req: Req) -> Result<Response, ApiError> {
 pub async fn metrics(req: Req) -> Result<Response, ApiError> {
     let s = req.state().node.status().await?;
     let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, value: u64| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"));
+    let mut metric = |kind: &str, name: &str, help: &str, value: u64| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
     };
-    gauge("diststore_files", "Live names.", s.stats.files);
-    gauge("diststore_logical_bytes", "Sum of the sizes of all live names.", s.stats.logical_bytes);
-    gauge("diststore_unique_bytes", "Sum of the sizes of distinct stored files.", s.stats.unique_bytes);
-    gauge("diststore_stored_bytes", "Ciphertext bytes of stored chunks.", s.stats.stored_bytes);
-    gauge("diststore_chunks", "Stored chunks.", s.stats.chunks);
-    gauge("diststore_db_file_bytes", "Size of the database file.", s.db_file_bytes);
-    gauge("diststore_uptime_seconds", "Seconds since the node started.", s.uptime_secs);
-    gauge("diststore_scrub_checked_chunks", "Chunks the scrub verified since start.", s.scrub.checked);
-    gauge(
-        "diststore_scrub_corrupt_chunks",
+    metric("gauge", "diststore_files", "Live names.", s.stats.files);
+    metric("gauge", "diststore_logical_bytes", "Sum of the sizes of all live names.", s.stats.logical_bytes);
+    metric(
+        "gauge",
+        "diststore_unique_bytes",
+        "Sum of the sizes of distinct stored files.",
+        s.stats.unique_bytes,
+    );
+    metric("gauge", "diststore_stored_bytes", "Ciphertext bytes of stored chunks.", s.stats.stored_bytes);
+    metric("gauge", "diststore_chunks", "Stored chunks.", s.stats.chunks);
+    metric("gauge", "diststore_db_file_bytes", "Size of the database file.", s.db_file_bytes);
+    metric("gauge", "diststore_uptime_seconds", "Seconds since the node started.", s.uptime_secs);
+    metric(
+        "counter",
+        "diststore_scrub_checked_chunks_total",
+        "Chunks the scrub verified since start.",
+        s.scrub.checked,
+    );
+    metric(
+        "counter",
+        "diststore_scrub_corrupt_chunks_total",
         "Damaged chunk copies the scrub dropped since start.",
         s.scrub.corrupt,
     );

@@ -19,6 +19,7 @@ use crate::cluster::{Cluster, ClusterConfig, ClusterError, PeerView, RepairRepor
 use crate::content::{ChunkId, FileId, FileName, Manifest, NameError, NodeId};
 use crate::crypto::{CryptoError, Keys};
 pub use crate::events::{Event, Events};
+use crate::runtime;
 use crate::storage::{ListPage, ListQuery, NameRecord, Stats, StorageError, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -54,15 +55,41 @@ pub enum DataKeyError {
 }
 
 /// Refuses a data directory written under another secret. Started anyway, the node would fail
-/// every read, and would seal new chunks under a second key while deduplicating against
-/// chunks it cannot open. The first start (or one of a database from before the check was
-/// kept) records the check value.
+/// every read, seal new chunks under a second key while deduplicating against chunks it cannot
+/// open, and its scrub would take every chunk for damaged. The first start records the check
+/// value; a database from before the check was kept gets it only once some of its own chunks
+/// open under this key.
 pub async fn check_data_key(store: &Store, keys: &Keys) -> Result<(), DataKeyError> {
     match store.key_check().await? {
         Some(check) if keys.opens_key_check(&check) => Ok(()),
         Some(_) => Err(DataKeyError::WrongSecret),
-        None => Ok(store.set_key_check(keys.key_check()).await?),
+        None => {
+            let (sample, keys2) = (store.clone(), keys.clone());
+            if !runtime::blocking(move || opens_stored_chunks(&sample, &keys2)).await? {
+                return Err(DataKeyError::WrongSecret);
+            }
+            Ok(store.set_key_check(keys.key_check()).await?)
+        }
     }
+}
+
+/// Blocking: whether the key opens stored chunks. True for an empty store; else true when any
+/// of the first few opens (under a wrong key none can, while one damaged chunk must not make
+/// the right key look wrong).
+fn opens_stored_chunks(store: &Store, keys: &Keys) -> Result<bool, StorageError> {
+    const SAMPLE: usize = 16;
+    let ids = store.chunk_ids_after_blocking(None, SAMPLE)?;
+    if ids.is_empty() {
+        return Ok(true);
+    }
+    for id in ids {
+        if let Ok(Some(sealed)) = store.chunk_blocking(id) {
+            if keys.verify_chunk(&id, &sealed).is_ok() {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 pub struct NodeConfig {

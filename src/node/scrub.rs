@@ -19,6 +19,8 @@ use crate::runtime;
 use crate::storage::{StorageError, Store};
 
 const PERIOD: Duration = Duration::from_secs(24 * 60 * 60);
+/// After a pass that stopped on an error.
+const RETRY: Duration = Duration::from_secs(60 * 60);
 /// Chunks per trip to a blocking thread: up to 32 MiB to decrypt and hash.
 const BATCH: usize = 32;
 
@@ -47,8 +49,15 @@ struct Batch {
     last: Option<ChunkId>,
     checked: u64,
     bytes: usize,
-    /// Chunks that failed, with the bytes that failed (`None`: unreadable) and why.
-    damaged: Vec<(ChunkId, Option<Vec<u8>>, String)>,
+    damaged: Vec<Damaged>,
+}
+
+/// A chunk that failed verification.
+struct Damaged {
+    id: ChunkId,
+    /// The bytes that failed; `None` when they could not be read whole.
+    found: Option<Vec<u8>>,
+    why: String,
 }
 
 /// Blocking: reads and verifies the next [`BATCH`] chunks after `after`.
@@ -60,13 +69,17 @@ fn check_batch(store: &Store, keys: &Keys, after: Option<ChunkId>) -> Result<Bat
             Ok(Some(sealed)) => {
                 batch.bytes += sealed.len();
                 if let Err(e) = keys.verify_chunk(&id, &sealed) {
-                    batch.damaged.push((id, Some(sealed), e.to_string()));
+                    batch.damaged.push(Damaged { id, found: Some(sealed), why: e.to_string() });
                 }
             }
             // Removed since the ids were read (collected, or dropped by repair).
             Ok(None) => continue,
-            Err(StorageError::Corrupt(e)) => batch.damaged.push((id, None, e)),
-            Err(e) => return Err(e),
+            Err(StorageError::Corrupt(why)) => batch.damaged.push(Damaged { id, found: None, why }),
+            // Not this chunk's fault (a failing read): the walk goes on, the copy stays.
+            Err(e) => {
+                log::warn!("scrub: reading chunk {id} failed: {e}");
+                continue;
+            }
         }
         batch.checked += 1;
     }
@@ -93,7 +106,16 @@ impl Scrubber {
             let started = Instant::now();
             let (store, keys) = (self.store.clone(), self.keys.clone());
             let batch = runtime::blocking(move || check_batch(&store, &keys, after)).await?;
-            for (id, found, why) in batch.damaged {
+            // Damage is rare and local; a whole batch failing points at the key or the disk as
+            // a whole, where dropping copies would only make it worse.
+            if batch.checked >= 4 && batch.damaged.len() as u64 == batch.checked {
+                return Err(StorageError::Corrupt(format!(
+                    "every one of {} chunks in a row failed verification; dropped none of them \
+                     (a failing disk?)",
+                    batch.checked
+                )));
+            }
+            for Damaged { id, found, why } in batch.damaged {
                 if self.store.drop_corrupt_chunk(id, found).await? {
                     log::error!(
                         "scrub: chunk {id} failed verification ({why}); dropped this node's copy, \
@@ -105,36 +127,42 @@ impl Scrubber {
             self.count(|r| r.checked += batch.checked);
             let Some(last) = batch.last else { break };
             after = Some(last);
-            // At most `rate` bytes a second: a pass over a large store stays a light load.
-            let due = Duration::from_secs_f64(batch.bytes as f64 / self.rate.max(1) as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                runtime::sleep(wait).await;
+            // At most `rate` bytes a second (0: as fast as it goes): a pass over a large store
+            // stays a light load.
+            if self.rate > 0 {
+                let due = Duration::from_secs_f64(batch.bytes as f64 / self.rate as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    runtime::sleep(wait).await;
+                }
             }
         }
         self.count(|r| r.passes += 1);
         Ok(())
     }
 
-    /// A pass at start, then one a day, until `shutdown` closes. Does nothing at rate 0.
+    /// A pass at start, then one a day (an hour after a pass that failed), until `shutdown`
+    /// closes. Does nothing at rate 0.
     pub async fn run(&self, shutdown: async_channel::Receiver<()>) {
         if self.rate == 0 {
             return;
         }
+        // `None` once `shutdown` closes.
         let stopped = || async {
             shutdown.recv().await.ok();
-            false
+            None
         };
         loop {
             let pass = async {
-                if let Err(e) = self.pass().await {
-                    log::error!("scrub pass failed: {e}");
+                match self.pass().await {
+                    Ok(()) => Some(PERIOD),
+                    Err(e) => {
+                        log::error!("scrub pass stopped: {e}");
+                        Some(RETRY)
+                    }
                 }
-                true
             };
-            if !futures_lite::future::or(pass, stopped()).await {
-                return;
-            }
-            if let Some(false) = runtime::timeout(PERIOD, stopped()).await {
+            let Some(next) = futures_lite::future::or(pass, stopped()).await else { return };
+            if let Some(None) = runtime::timeout(next, stopped()).await {
                 return;
             }
         }

@@ -333,9 +333,8 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Whether the process runs as root (for network namespace tests).
-/// Flips one bit of the first stored chunk segment in a stopped node's database, as a bad disk
-/// would.
+/// Flips one bit of the first stored chunk segment (by chunk id) in a stopped node's database,
+/// as a bad disk would.
 pub fn damage_a_stored_chunk(dir: &Path) {
     let db = redb::Database::open(dir.join("diststore.redb")).unwrap();
     let chunks = redb::TableDefinition::<([u8; 32], u32), &[u8]>::new("chunks_v2");
@@ -353,6 +352,7 @@ pub fn damage_a_stored_chunk(dir: &Path) {
     txn.commit().unwrap();
 }
 
+/// Whether the process runs as root (for network namespace tests).
 pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
