@@ -444,6 +444,44 @@ fn the_scrub_drops_a_damaged_copy_and_repair_fetches_a_good_one_back() {
     assert!(read_ok(&c.nodes[1], "scrubbed") == data);
 }
 
+#[test]
+fn a_stand_in_keeps_its_copy_while_the_returning_owner_holds_a_damaged_one() {
+    let mut c = Cluster::start(3, &[]);
+    let data = random_bytes(6 << 20, 51);
+    let v = put_ok(&c.nodes[0], "guarded", &data);
+    let sealed = data.len() as u64 + 16 * v["chunks"].as_u64().unwrap();
+    let stored =
+        |c: &Cluster| -> u64 { c.nodes.iter().map(|n| n.status()["stored_bytes"].as_u64().unwrap()).sum() };
+    let dropped = |c: &Cluster, i: usize| c.nodes[i].status()["repair"]["dropped"].as_u64().unwrap();
+    c.nodes[2].kill9();
+    wait_for("two copies on the survivors", Duration::from_secs(60), || {
+        let on_survivors: u64 = (0..2).map(|i| c.nodes[i].status()["stored_bytes"].as_u64().unwrap()).sum();
+        (on_survivors == 2 * sealed).then_some(())
+    });
+    damage_a_stored_chunk(&c.nodes[2].dir);
+    // Back with its scrub off: only the stand-ins' check before they drop can see the damage.
+    let args = c.nodes[2].args.clone();
+    c.nodes[2].args.extend(["--scrub-rate".to_string(), "0".to_string()]);
+    c.nodes[2].start_again();
+    c.wait_connected(&[0, 1, 2]);
+    wait_for("both stand-ins to hand node 2's share back", Duration::from_secs(90), || {
+        (dropped(&c, 0) > 0 && dropped(&c, 1) > 0).then_some(())
+    });
+    assert!(stored(&c) > 2 * sealed, "a stand-in dropped the good copy of the chunk node 2 holds damaged");
+
+    // With its scrub on, node 2 drops the damaged copy and fetches a good one; the stand-in
+    // then hands its copy back too: exactly two good copies.
+    c.nodes[2].args = args;
+    c.nodes[2].restart();
+    c.wait_connected(&[0, 1, 2]);
+    wait_for("exactly two copies again", Duration::from_secs(90), || {
+        (c.nodes[2].status()["scrub"]["corrupt"] == 1 && stored(&c) == 2 * sealed).then_some(())
+    });
+    for n in &c.nodes {
+        assert!(read_ok(n, "guarded") == data);
+    }
+}
+
 /// Regression: chunks a peer sent ahead of their manifest were protected only in memory, so a
 /// holder restarting before the manifest arrived collected them as garbage.
 #[test]

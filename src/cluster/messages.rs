@@ -105,7 +105,16 @@ pub enum Request {
     GetManifest {
         id: [u8; 32],
     },
+    /// Which of these chunks the node holds in a copy that opens and re-hashes to its id
+    /// (at most [`MAX_VERIFY`]): asked before another node drops its own copy, so a damaged
+    /// copy never stands in for the last good one.
+    VerifyChunks {
+        ids: Vec<[u8; 32]>,
+    },
 }
+
+/// Most chunks one `VerifyChunks` may name: up to 64 MiB to read, decrypt and hash.
+pub const MAX_VERIFY: usize = 64;
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Response {

@@ -611,6 +611,24 @@ impl Cluster {
                         .map(bytes::Bytes::from),
                 )
             }
+            Request::VerifyChunks { ids } if ids.len() > messages::MAX_VERIFY => {
+                Response::Error(format!("{} chunks to verify, at most {}", ids.len(), messages::MAX_VERIFY))
+            }
+            Request::VerifyChunks { ids } => {
+                let (store, keys) = (self.store.clone(), self.keys.clone());
+                // A copy that cannot be read counts as absent: the asker then keeps its own.
+                Response::Have(
+                    runtime::blocking(move || {
+                        ids.into_iter()
+                            .map(ChunkId::from_bytes)
+                            .map(|id| {
+                                matches!(store.chunk_blocking(id), Ok(Some(sealed)) if keys.verify_chunk(&id, &sealed).is_ok())
+                            })
+                            .collect()
+                    })
+                    .await,
+                )
+            }
             Request::HasChunks { ids } => Response::Have(
                 self.store.have_chunks(ids.into_iter().map(ChunkId::from_bytes).collect()).await?,
             ),

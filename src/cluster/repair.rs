@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::messages::{Request, Response};
-use super::{Cluster, ClusterError, NAMES_TIMEOUT, lock, placement};
+use super::messages::{MAX_VERIFY, Request, Response};
+use super::{CHUNK_TIMEOUT, Cluster, ClusterError, lock, placement};
 use crate::content::{ChunkId, NodeId};
 use crate::runtime;
 
@@ -71,7 +71,7 @@ pub async fn step(cluster: &Arc<Cluster>) -> Result<RepairReport, ClusterError> 
     Ok(report)
 }
 
-/// Drops local chunks whose every owner confirms holding them.
+/// Drops local chunks whose every owner confirms holding a copy that verifies.
 async fn drop_confirmed(
     cluster: &Arc<Cluster>,
     surplus: Vec<(ChunkId, Vec<NodeId>)>,
@@ -85,9 +85,10 @@ async fn drop_confirmed(
     let mut confirmed: HashMap<ChunkId, usize> = HashMap::new();
     for (owner, ids) in asks {
         let Some(link) = cluster.link_of(owner) else { continue };
-        for part in ids.chunks(4096) {
-            let req = Request::HasChunks { ids: part.iter().map(|c| *c.as_bytes()).collect() };
-            if let Ok(Response::Have(have)) = link.request(req, NAMES_TIMEOUT).await {
+        // Verified, not only listed: a damaged copy there must not retire a good one here.
+        for part in ids.chunks(MAX_VERIFY) {
+            let req = Request::VerifyChunks { ids: part.iter().map(|c| *c.as_bytes()).collect() };
+            if let Ok(Response::Have(have)) = link.request(req, CHUNK_TIMEOUT).await {
                 for (id, has) in part.iter().zip(have) {
                     if has {
                         *confirmed.entry(*id).or_default() += 1;
