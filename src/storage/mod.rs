@@ -637,3 +637,31 @@ fn list_names(names: &impl ReadableTable<&'static str, &'static [u8]>, q: &ListQ
     page.entries = entries;
     Ok(page)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scrub found `found` damaged, but the copy may have been replaced since: only the
+    /// bytes that failed are dropped.
+    #[test]
+    fn a_corrupt_copy_is_dropped_only_while_it_holds_the_bytes_that_failed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("db.redb"), 1 << 20).unwrap();
+        let id = ChunkId::of(b"chunk");
+        let stored = vec![7u8; 300_000];
+        runtime::block_on(async {
+            store.put_chunks_durable(vec![(id, stored.clone().into())]).await.unwrap();
+            let other = vec![8u8; 300_000];
+            assert!(!store.drop_corrupt_chunk(id, Some(other)).await.unwrap());
+            assert!(!store.drop_corrupt_chunk(id, None).await.unwrap());
+            assert_eq!(store.chunk_blocking(id).unwrap(), Some(stored.clone()));
+
+            assert!(store.drop_corrupt_chunk(id, Some(stored)).await.unwrap());
+            assert_eq!(store.chunk_blocking(id).unwrap(), None);
+            let stats = store.stats().await.unwrap();
+            assert_eq!((stats.chunks, stats.stored_bytes), (0, 0));
+            store.close().await.unwrap();
+        });
+    }
+}
