@@ -54,6 +54,11 @@ impl Cluster {
         }
     }
 
+    /// Stored chunk bytes summed over the nodes `which`.
+    fn stored(&self, which: &[usize]) -> u64 {
+        which.iter().map(|&i| self.nodes[i].status()["stored_bytes"].as_u64().unwrap()).sum()
+    }
+
     fn names(&self, i: usize) -> Vec<(String, String)> {
         let (code, body) = get(&self.nodes[i].url("/api/v1/files?limit=1000"));
         assert_eq!(code, 200);
@@ -64,6 +69,11 @@ impl Cluster {
             .map(|f| (f["name"].as_str().unwrap().to_string(), f["id"].as_str().unwrap().to_string()))
             .collect()
     }
+}
+
+/// What one copy of a file stores: its bytes plus a tag per chunk (`put` is its 201 body).
+fn sealed_size(data: &[u8], put: &Value) -> u64 {
+    data.len() as u64 + diststore::crypto::TAG_LEN as u64 * put["chunks"].as_u64().unwrap()
 }
 
 fn put_ok(node: &TestNode, name: &str, data: &[u8]) -> Value {
@@ -88,9 +98,7 @@ fn a_file_written_on_one_node_reads_on_every_node_and_is_stored_twice() {
         assert!(read_ok(n, "shared/big.bin") == data, "content differs on {}", n.base);
     }
     // Replication 2: the chunks are on two nodes in all, not one and not three.
-    let total: u64 = c.nodes.iter().map(|n| n.status()["stored_bytes"].as_u64().unwrap()).sum();
-    let sealed = data.len() as u64 + 16 * v["chunks"].as_u64().unwrap();
-    assert_eq!(total, 2 * sealed, "stored across the cluster");
+    assert_eq!(c.stored(&[0, 1, 2]), 2 * sealed_size(&data, &v), "stored across the cluster");
     // Every node lists the whole cluster's names.
     for i in 0..3 {
         assert_eq!(c.names(i), vec![("shared/big.bin".to_string(), sha256_hex(&data))]);
@@ -192,9 +200,8 @@ fn deletes_propagate_and_space_is_reclaimed_cluster_wide() {
         });
     }
     wait_for("every node to free the deleted chunks", Duration::from_secs(90), || {
-        let total: u64 = c.nodes.iter().map(|n| n.status()["stored_bytes"].as_u64().unwrap()).sum();
         // Only "kept" (5 bytes + tag) remains, on two nodes.
-        (total == 2 * (5 + 16)).then_some(())
+        (c.stored(&[0, 1, 2]) == 2 * (5 + 16)).then_some(())
     });
 }
 
@@ -399,23 +406,19 @@ fn a_peer_that_goes_silent_is_dropped() {
 fn repair_keeps_two_copies_while_a_node_is_down_and_hands_them_back_when_it_returns() {
     let mut c = Cluster::start(3, &[]);
     let data = random_bytes(6 << 20, 31);
-    let v = put_ok(&c.nodes[0], "precious", &data);
-    let sealed = data.len() as u64 + 16 * v["chunks"].as_u64().unwrap();
-    let stored = |c: &Cluster, which: &[usize]| -> u64 {
-        which.iter().map(|&i| c.nodes[i].status()["stored_bytes"].as_u64().unwrap()).sum()
-    };
-    assert_eq!(stored(&c, &[0, 1, 2]), 2 * sealed);
+    let sealed = sealed_size(&data, &put_ok(&c.nodes[0], "precious", &data));
+    assert_eq!(c.stored(&[0, 1, 2]), 2 * sealed);
     c.nodes[2].kill9();
     // The survivors re-replicate what node 2 held: two copies again, on the two of them.
     wait_for("two copies on the survivors", Duration::from_secs(60), || {
-        (stored(&c, &[0, 1]) == 2 * sealed).then_some(())
+        (c.stored(&[0, 1]) == 2 * sealed).then_some(())
     });
     c.nodes[2].restart();
     c.wait_connected(&[0, 1, 2]);
     // Node 2 fetches its share back, and the stand-ins drop theirs once it confirms.
     wait_for("exactly two copies across all three nodes again", Duration::from_secs(90), || {
         let on_2 = c.nodes[2].status()["stored_bytes"].as_u64().unwrap();
-        (on_2 > 0 && stored(&c, &[0, 1, 2]) == 2 * sealed).then_some(())
+        (on_2 > 0 && c.stored(&[0, 1, 2]) == 2 * sealed).then_some(())
     });
     for n in &c.nodes {
         assert!(read_ok(n, "precious") == data);
@@ -448,15 +451,11 @@ fn the_scrub_drops_a_damaged_copy_and_repair_fetches_a_good_one_back() {
 fn a_stand_in_keeps_its_copy_while_the_returning_owner_holds_a_damaged_one() {
     let mut c = Cluster::start(3, &[]);
     let data = random_bytes(6 << 20, 51);
-    let v = put_ok(&c.nodes[0], "guarded", &data);
-    let sealed = data.len() as u64 + 16 * v["chunks"].as_u64().unwrap();
-    let stored =
-        |c: &Cluster| -> u64 { c.nodes.iter().map(|n| n.status()["stored_bytes"].as_u64().unwrap()).sum() };
+    let sealed = sealed_size(&data, &put_ok(&c.nodes[0], "guarded", &data));
     let dropped = |c: &Cluster, i: usize| c.nodes[i].status()["repair"]["dropped"].as_u64().unwrap();
     c.nodes[2].kill9();
     wait_for("two copies on the survivors", Duration::from_secs(60), || {
-        let on_survivors: u64 = (0..2).map(|i| c.nodes[i].status()["stored_bytes"].as_u64().unwrap()).sum();
-        (on_survivors == 2 * sealed).then_some(())
+        (c.stored(&[0, 1]) == 2 * sealed).then_some(())
     });
     damage_a_stored_chunk(&c.nodes[2].dir);
     // Back with its scrub off: only the stand-ins' check before they drop can see the damage.
@@ -467,7 +466,10 @@ fn a_stand_in_keeps_its_copy_while_the_returning_owner_holds_a_damaged_one() {
     wait_for("both stand-ins to hand node 2's share back", Duration::from_secs(90), || {
         (dropped(&c, 0) > 0 && dropped(&c, 1) > 0).then_some(())
     });
-    assert!(stored(&c) > 2 * sealed, "a stand-in dropped the good copy of the chunk node 2 holds damaged");
+    assert!(
+        c.stored(&[0, 1, 2]) > 2 * sealed,
+        "a stand-in dropped the good copy of the chunk node 2 holds damaged"
+    );
 
     // With its scrub on, node 2 drops the damaged copy and fetches a good one; the stand-in
     // then hands its copy back too: exactly two good copies.
@@ -475,7 +477,7 @@ fn a_stand_in_keeps_its_copy_while_the_returning_owner_holds_a_damaged_one() {
     c.nodes[2].restart();
     c.wait_connected(&[0, 1, 2]);
     wait_for("exactly two copies again", Duration::from_secs(90), || {
-        (c.nodes[2].status()["scrub"]["corrupt"] == 1 && stored(&c) == 2 * sealed).then_some(())
+        (c.nodes[2].status()["scrub"]["corrupt"] == 1 && c.stored(&[0, 1, 2]) == 2 * sealed).then_some(())
     });
     for n in &c.nodes {
         assert!(read_ok(n, "guarded") == data);
