@@ -143,38 +143,38 @@ fn a_database_from_a_newer_version_is_refused_clearly() {
     assert!(err.contains("newer DistStore (schema 99"), "{err}");
 }
 
-#[test]
-fn a_node_refuses_a_data_dir_sealed_under_another_secret() {
+/// Stores a file in a fresh data dir, lets `alter` change the stopped database, then checks
+/// that a start under another secret is refused and one under its own serves the file whole.
+fn refused_under_another_secret_and_served_under_its_own(alter: impl FnOnce(&std::path::Path)) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let data = random_bytes(200_000, 5);
-    {
+    let data = random_bytes(300_000, 9);
+    drop({
         let node = TestNode::start_in(&dir, &[]);
         assert_eq!(put(&node.url("/api/v1/files/x"), &data).0, 201);
-    }
+        node
+    });
+    alter(&dir);
     let other = tmp.path().join("other-secret");
     std::fs::write(&other, "not the secret").unwrap();
     let args = ["--secret-file".to_string(), other.to_str().unwrap().to_string()];
     let err = spawn_node(&dir, &args, &tmp.path().join("log"), None).expect_err("must refuse");
     assert!(err.contains("sealed under a different cluster secret"), "{err}");
 
-    // Nothing changed: with its own secret the node serves the file as before.
+    // Nothing was served or stored: with its own secret the node serves the file as before.
     let node = TestNode::start_in(&dir, &[]);
     assert_eq!(get(&node.url("/api/v1/files/x")), (200, data));
 }
 
 #[test]
+fn a_node_refuses_a_data_dir_sealed_under_another_secret() {
+    refused_under_another_secret_and_served_under_its_own(|_| {});
+}
+
+#[test]
 fn a_database_from_before_the_key_check_is_refused_under_another_secret() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    let data = random_bytes(300_000, 9);
-    drop({
-        let node = TestNode::start_in(&dir, &[]);
-        assert_eq!(put(&node.url("/api/v1/files/old"), &data).0, 201);
-        node
-    });
-    {
-        // As a database written before the check was kept.
+    // As a database written before the check was kept: the key must open its chunks.
+    refused_under_another_secret_and_served_under_its_own(|dir| {
         let db = redb::Database::open(dir.join("diststore.redb")).unwrap();
         let txn = db.begin_write().unwrap();
         {
@@ -182,16 +182,7 @@ fn a_database_from_before_the_key_check_is_refused_under_another_secret() {
             assert!(meta.remove("key_check").unwrap().is_some());
         }
         txn.commit().unwrap();
-    }
-    let other = tmp.path().join("other-secret");
-    std::fs::write(&other, "not the secret").unwrap();
-    let args = ["--secret-file".to_string(), other.to_str().unwrap().to_string()];
-    let err = spawn_node(&dir, &args, &tmp.path().join("log"), None).expect_err("must refuse");
-    assert!(err.contains("sealed under a different cluster secret"), "{err}");
-
-    // The right secret opens its chunks, records the check, and serves the file whole.
-    let node = TestNode::start_in(&dir, &[]);
-    assert_eq!(get(&node.url("/api/v1/files/old")), (200, data));
+    });
 }
 
 #[test]
@@ -226,7 +217,10 @@ fn a_corrupt_chunk_reads_as_an_error_and_the_scrub_drops_it() {
     let s = node.status();
     assert_eq!(s["scrub"]["corrupt"], 1, "{s}");
     assert_eq!(s["chunks"].as_u64().unwrap(), chunks_before - 1, "{s}");
-    assert!(node.log_text().contains("scrub: chunk"), "{}", node.log_text());
+    // The node's output reaches the test through copier threads: wait for it, bounded.
+    wait_for("the scrub's log line", Duration::from_secs(10), || {
+        node.log_text().contains("scrub: chunk").then_some(())
+    });
     // ...so it no longer stands in for that chunk: uploading the file again stores it afresh.
     let (code, body) = put(&node.url("/api/v1/files/x"), &data);
     assert_eq!(code, 201);
