@@ -88,11 +88,12 @@ fn check_batch(store: &Store, keys: &Keys, after: Option<ChunkId>) -> Result<Bat
 
 impl Scrubber {
     pub fn new(store: Store, keys: Keys, rate: u64) -> Self {
-        Self { store, keys, rate, report: Mutex::new(ScrubReport { rate, ..ScrubReport::default() }) }
+        Self { store, keys, rate, report: Mutex::new(ScrubReport::default()) }
     }
 
+    /// The counts so far, with the configured rate (kept once, in `self.rate`).
     pub fn report(&self) -> ScrubReport {
-        *self.report.lock().unwrap_or_else(|p| p.into_inner())
+        ScrubReport { rate: self.rate, ..*self.report.lock().unwrap_or_else(|p| p.into_inner()) }
     }
 
     fn count(&self, f: impl FnOnce(&mut ScrubReport)) {
