@@ -80,14 +80,36 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTSTORE_REPLICATION", value_name = "N", default_value_t = 2)]
     pub replication: usize,
 
-    /// Fewest reachable nodes (this one included) that accept a write; with fewer, uploads
-    /// get 503. Between this and --replication, a write goes to every reachable node.
-    #[arg(long, env = "DISTSTORE_MIN_REPLICAS", value_name = "N", default_value_t = 1)]
-    pub min_replicas: usize,
+    /// Fewest reachable nodes (this one included) that accept a write in a cluster; with
+    /// fewer, uploads get 503. Default: --replication, so a 201 means that many copies. Lower
+    /// it to keep taking writes with fewer copies (repair adds the rest later).
+    #[arg(long, env = "DISTSTORE_MIN_REPLICAS", value_name = "N")]
+    pub min_replicas: Option<usize>,
 
-    /// URL other nodes reach this one at (default: http://LISTEN address as bound).
+    /// URL other nodes reach this one at (default: http://LISTEN address as bound). Needed
+    /// when listening on 0.0.0.0 behind an address peers cannot derive (NAT, a proxy).
     #[arg(long, env = "DISTSTORE_ADVERTISE", value_name = "URL")]
     pub advertise: Option<String>,
+
+    /// Tests only: how long a restarted node waits to hear from its members, e.g. 10s.
+    #[arg(long, hide = true, env = "DISTSTORE_SETTLE", value_parser = parse_duration)]
+    pub settle: Option<std::time::Duration>,
+
+    /// Tests only: the collector's period, e.g. 60s.
+    #[arg(long, hide = true, env = "DISTSTORE_GC_PERIOD", value_parser = parse_duration)]
+    pub gc_period: Option<std::time::Duration>,
+
+    /// Tests only: how long confirmed chunks await their manifest, e.g. 15m.
+    #[arg(long, hide = true, env = "DISTSTORE_RECEIVED_GRACE", value_parser = parse_duration)]
+    pub received_grace: Option<std::time::Duration>,
+
+    /// Tests only: the repair loop's period, e.g. 10s.
+    #[arg(long, hide = true, env = "DISTSTORE_REPAIR_PERIOD", value_parser = parse_duration)]
+    pub repair_period: Option<std::time::Duration>,
+
+    /// Tests only: the anti-entropy period, e.g. 5s.
+    #[arg(long, hide = true, env = "DISTSTORE_SYNC_PERIOD", value_parser = parse_duration)]
+    pub sync_period: Option<std::time::Duration>,
 
     /// Threads running the network tasks (HTTP, peer links). Hashing, encryption and the
     /// database have threads of their own, so these mostly wait on sockets. Default: half the
@@ -108,6 +130,8 @@ pub struct Config {
     pub advertise: Option<String>,
     pub io_threads: usize,
     pub cluster: crate::cluster::ClusterConfig,
+    pub gc_period: std::time::Duration,
+    pub received_grace: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +160,10 @@ pub enum ConfigError {
     BadPeerUrl(String),
     #[error("--io-threads must be at least 1")]
     NoIoThreads,
+    #[error(
+        "--advertise {0} names no address a peer can dial; give this node's reachable address or host name"
+    )]
+    UnreachableAdvertise(String),
 }
 
 impl ServeArgs {
@@ -160,7 +188,8 @@ impl ServeArgs {
             (None, Some(value)) => SecretSource::Value(value),
             (None, None) => SecretSource::Generated(self.data_dir.join("secret")),
         };
-        if self.replication == 0 || self.min_replicas == 0 || self.min_replicas > self.replication {
+        let min_replicas = self.min_replicas.unwrap_or(self.replication);
+        if self.replication == 0 || min_replicas == 0 || min_replicas > self.replication {
             return Err(ConfigError::BadReplication);
         }
         let normalize = |u: &str| -> Result<String, ConfigError> {
@@ -177,6 +206,20 @@ impl ServeArgs {
             .map(|p| normalize(p))
             .collect::<Result<_, _>>()?;
         let advertise = self.advertise.as_deref().map(normalize).transpose()?;
+        if let Some(url) = &advertise {
+            let host = url::Url::parse(url)
+                .ok()
+                .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_owned()));
+            if host.and_then(|h| h.parse::<std::net::IpAddr>().ok()).is_some_and(|ip| ip.is_unspecified()) {
+                return Err(ConfigError::UnreachableAdvertise(url.clone()));
+            }
+        }
+        let defaults = crate::cluster::Timing::default();
+        let timing = crate::cluster::Timing {
+            settle: self.settle.unwrap_or(defaults.settle),
+            sync_period: self.sync_period.unwrap_or(defaults.sync_period),
+            repair_period: self.repair_period.unwrap_or(defaults.repair_period),
+        };
         // Measured on 2 cores running three nodes: one network thread per node instead of two
         // cut context switches by 60% and a cluster upload's CPU by 5%; small requests kept
         // their rate.
@@ -190,8 +233,11 @@ impl ServeArgs {
             cluster: crate::cluster::ClusterConfig {
                 seeds,
                 replication: self.replication,
-                min_replicas: self.min_replicas,
+                min_replicas,
+                timing,
             },
+            gc_period: self.gc_period.unwrap_or(crate::node::GC_PERIOD),
+            received_grace: self.received_grace.unwrap_or(crate::storage::RECEIVED_GRACE),
             listen,
             data_dir: self.data_dir,
             secret,
@@ -244,6 +290,22 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Parses `250ms`, `10s`, `15m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a duration like 10s"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        other => return Err(format!("unknown duration unit {other:?} (use ms, s, m, h)")),
+    };
+    Ok(std::time::Duration::from_millis(n.saturating_mul(ms)))
+}
+
 /// Parses `123`, `64KiB`, `10MB`, `4GiB`, `1TiB` (binary and decimal units).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -280,6 +342,27 @@ mod tests {
         assert!(parse_size("4XB").is_err());
         assert!(parse_size("").is_err());
         assert!(parse_size("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn min_replicas_defaults_to_the_replication_factor() {
+        assert_eq!(serve(&["--replication", "3"]).unwrap().cluster.min_replicas, 3);
+        assert_eq!(serve(&["--replication", "3", "--min-replicas", "1"]).unwrap().cluster.min_replicas, 1);
+        assert!(serve(&["--replication", "2", "--min-replicas", "3"]).is_err());
+    }
+
+    #[test]
+    fn an_unspecified_advertise_address_is_refused() {
+        let err = serve(&["--advertise", "http://0.0.0.0:8080"]).unwrap_err();
+        assert!(err.contains("--advertise"), "{err}");
+        assert!(serve(&["--advertise", "http://10.0.0.1:8080"]).is_ok());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(std::time::Duration::from_millis(250)));
+        assert_eq!(parse_duration("15m"), Ok(std::time::Duration::from_secs(900)));
+        assert!(parse_duration("5 parsecs").is_err());
     }
 
     fn serve(args: &[&str]) -> Result<Config, String> {

@@ -7,6 +7,7 @@
 //! - [`storage`]: the redb owner: tables, records, the batching writer, migrations.
 //! - [`clock`]: hybrid logical clock for version stamps.
 //! - [`events`]: change notifications for live views.
+//! - [`health`]: which background loops still run, for `/health`.
 //! - [`cluster`]: peer links, membership, placement, replication, anti-entropy, repair.
 //! - [`node`]: use cases (put, get, delete, list, status, GC).
 //! - [`http`]: the tide app: routes, error mapping, the embedded UI.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod content;
 pub mod crypto;
 pub mod events;
+pub mod health;
 pub mod http;
 pub mod node;
 pub mod runtime;

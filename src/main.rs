@@ -40,7 +40,12 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("opening database {}", db_path.display()))?;
     runtime::block_on(node::check_data_key(&store, &keys))
         .with_context(|| format!("opening database {}", db_path.display()))?;
-    let node_config = NodeConfig { max_upload_bytes: config.max_upload_bytes, scrub_rate: config.scrub_rate };
+    store.set_received_grace(config.received_grace);
+    let node_config = NodeConfig {
+        max_upload_bytes: config.max_upload_bytes,
+        scrub_rate: config.scrub_rate,
+        gc_period: config.gc_period,
+    };
     let node = Node::new(store, keys, node_config, config.cluster.clone());
     log::info!("node {} with data in {}", node.node_id(), config.data_dir.display());
 
@@ -49,10 +54,18 @@ fn main() -> anyhow::Result<()> {
     let gc_node = node.clone();
     let gc_shutdown = shutdown.clone();
     let changes = node.events().subscribe();
-    runtime::spawn(async move { gc_node.collector().run(changes, gc_shutdown).await });
+    let running = node.running("gc");
+    runtime::spawn(async move {
+        gc_node.collector().run(changes, gc_shutdown).await;
+        drop(running);
+    });
     let scrub_node = node.clone();
     let scrub_shutdown = shutdown.clone();
-    runtime::spawn(async move { scrub_node.scrubber().run(scrub_shutdown).await });
+    let running = node.running("scrub");
+    runtime::spawn(async move {
+        scrub_node.scrubber().run(scrub_shutdown).await;
+        drop(running);
+    });
 
     // SIGTERM or Ctrl-C: finish queued writes and close the database cleanly, so the next
     // start needs no repair. (A kill -9 loses nothing acknowledged either; it only costs that

@@ -313,7 +313,8 @@ fn bad_peer_input_is_refused_and_the_node_keeps_serving() {
         let real = ChunkId::of(b"real chunk");
         let sealed = keys.seal_chunk(&real, b"real chunk");
         for (id, bytes) in [([1u8; 32], vec![0u8; 100]), (*ChunkId::of(b"other").as_bytes(), sealed)] {
-            let body = Request::PutChunks { chunks: vec![SealedChunk { id, sealed: bytes.into() }] };
+            let body =
+                Request::PutChunks { lease: 1, chunks: vec![SealedChunk { id, sealed: bytes.into() }] };
             tx.send(Message::Request { id: 1, body }).await.unwrap();
             match rx.recv().await.unwrap() {
                 Message::Response { id: 1, body: Response::Error(e) } => {
@@ -344,7 +345,7 @@ fn bad_peer_input_is_refused_and_the_node_keeps_serving() {
             let mut ws = raw_peer::dial(&node.base).await;
             let auth = raw_peer::handshake(&mut ws, secret).await.expect("right secret");
             let (mut tx, mut rx) = connection::split(ws, auth);
-            tx.send(Message::Request { id: 1, body: Request::PutChunks { chunks } }).await.unwrap();
+            tx.send(Message::Request { id: 1, body: Request::PutChunks { lease: 1, chunks } }).await.unwrap();
             let answer = diststore::runtime::timeout(std::time::Duration::from_secs(10), rx.recv()).await;
             assert!(matches!(answer, Some(Err(_))), "expected the link dropped, got {answer:?}");
         }
@@ -485,7 +486,8 @@ fn a_stand_in_keeps_its_copy_while_the_returning_owner_holds_a_damaged_one() {
 }
 
 /// Regression: chunks a peer sent ahead of their manifest were protected only in memory, so a
-/// holder restarting before the manifest arrived collected them as garbage.
+/// holder restarting before the manifest arrived collected them as garbage. Once confirmed,
+/// they wait for their manifest on disk.
 #[test]
 fn chunks_received_ahead_of_their_manifest_survive_a_restart() {
     use diststore::cluster::connection;
@@ -504,17 +506,19 @@ fn chunks_received_ahead_of_their_manifest_survive_a_restart() {
         let mut ws = raw_peer::dial(&node.base).await;
         let auth = raw_peer::handshake(&mut ws, secret).await.expect("right secret");
         let (mut tx, mut rx) = connection::split(ws, auth);
-        let body =
-            Request::PutChunks { chunks: vec![SealedChunk { id: *id.as_bytes(), sealed: sealed.into() }] };
+        let body = Request::PutChunks {
+            lease: 1,
+            chunks: vec![SealedChunk { id: *id.as_bytes(), sealed: sealed.into() }],
+        };
         tx.send(Message::Request { id: 1, body }).await.unwrap();
         assert!(matches!(
             rx.recv().await.unwrap(),
             Message::Response { id: 1, body: Response::Stored { .. } }
         ));
-        tx.send(Message::Request { id: 2, body: Request::Sync }).await.unwrap();
+        tx.send(Message::Request { id: 2, body: Request::Confirm { lease: 1 } }).await.unwrap();
         assert!(matches!(
             rx.recv().await.unwrap(),
-            Message::Response { id: 2, body: Response::Synced { .. } }
+            Message::Response { id: 2, body: Response::Confirmed { present: 1, absent: 0 } }
         ));
     });
     assert_eq!(c.nodes[0].status()["stored_bytes"], sealed_len);

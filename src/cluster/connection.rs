@@ -51,6 +51,8 @@ pub enum LinkError {
     Timeout,
     #[error("link closed")]
     Closed,
+    #[error("nothing heard from the peer for {0:?}")]
+    Silent(Duration),
     #[error("peer is this node itself")]
     SelfLink,
 }
@@ -254,7 +256,49 @@ where
     (FrameWriter { sink, cipher: auth.send }, FrameReader { stream, cipher: auth.recv })
 }
 
+/// Messages queued for one link's writer, in two lanes: heartbeats go ahead of bulk data, so a
+/// ping never waits behind megabytes of chunks (which made a busy link look dead).
+#[derive(Clone)]
+pub struct Outbox {
+    control: async_channel::Sender<Message>,
+    bulk: async_channel::Sender<Message>,
+}
+
+pub struct OutboxQueue {
+    control: async_channel::Receiver<Message>,
+    bulk: async_channel::Receiver<Message>,
+}
+
+/// An outbox holding up to `bulk` queued bulk messages.
+pub fn outbox(bulk: usize) -> (Outbox, OutboxQueue) {
+    let (control_tx, control_rx) = async_channel::bounded(16);
+    let (bulk_tx, bulk_rx) = async_channel::bounded(bulk);
+    (Outbox { control: control_tx, bulk: bulk_tx }, OutboxQueue { control: control_rx, bulk: bulk_rx })
+}
+
+impl Outbox {
+    /// Queues a message in its lane; fails once the link's writer has stopped.
+    pub async fn send(&self, msg: Message) -> Result<(), LinkError> {
+        let lane = if msg.is_control() { &self.control } else { &self.bulk };
+        lane.send(msg).await.map_err(|_| LinkError::Closed)
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> FrameWriter<S> {
+    /// Sends what the outbox queues, control messages first, until it closes or a send fails.
+    pub async fn drain(&mut self, queue: OutboxQueue) -> LinkError {
+        loop {
+            let next = match queue.control.try_recv() {
+                Ok(msg) => Ok(msg),
+                Err(_) => futures_lite::future::or(queue.control.recv(), queue.bulk.recv()).await,
+            };
+            let Ok(msg) = next else { return LinkError::Closed };
+            if let Err(e) = self.send(msg).await {
+                return e;
+            }
+        }
+    }
+
     /// Sends a message and its attachments as one unit: the link's one writer owns the sink,
     /// so nothing interleaves.
     pub async fn send(&mut self, mut msg: Message) -> Result<(), LinkError> {

@@ -12,9 +12,9 @@ use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::runtime::net as async_std_tcp;
 
-use super::Cluster;
-use super::connection::{self, LinkError};
+use super::connection::{self, LinkError, Outbox};
 use super::messages::{MAX_MESSAGE, Message, PeerStats, Request, Response};
+use super::{Cluster, HANDLERS_PER_LINK};
 use crate::clock::unix_ms;
 use crate::content::NodeId;
 use crate::runtime;
@@ -23,11 +23,14 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// An inbound link silent this long (its dialer pings every second) has a dead or stalled
 /// peer, possibly mid-message: the accepting side drops it.
 pub const INBOUND_SILENCE: Duration = Duration::from_secs(15);
-/// A peer silent this long is down.
-const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A peer from which no frame at all (a pong, or any response) arrived for this long, five
+/// heartbeats, is down. One late pong on a busy machine is not a dead peer: declaring it
+/// down starts repair traffic that makes the machine busier still.
+const DOWN_AFTER: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A member that restarts is dialled again within this long.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE + 64)).max_frame_size(Some(MAX_MESSAGE + 64))
@@ -39,6 +42,8 @@ pub struct LinkState {
     pub up: bool,
     pub last_seen_ms: Option<u64>,
     pub stats: PeerStats,
+    /// Why the last attempt to reach it failed, while it is down.
+    pub error: Option<String>,
 }
 
 async fn dial(ws_url: &str) -> Result<WebSocketStream<async_std_tcp::TcpStream>, LinkError> {
@@ -59,7 +64,10 @@ async fn dial(ws_url: &str) -> Result<WebSocketStream<async_std_tcp::TcpStream>,
 pub struct Link {
     pub url: String,
     state: Mutex<LinkState>,
-    outgoing: Mutex<Option<async_channel::Sender<Message>>>,
+    outgoing: Mutex<Option<Outbox>>,
+    /// Requests in flight on this link, other than heartbeats: bounded to what the peer serves
+    /// at once, so the peer never has to stop reading (and miss a ping) to hold them back.
+    slots: (async_channel::Sender<()>, async_channel::Receiver<()>),
     pending: Mutex<HashMap<u64, async_channel::Sender<Response>>>,
     next_id: AtomicU64,
     stopped: AtomicBool,
@@ -75,6 +83,7 @@ impl Link {
             url,
             state: Mutex::new(LinkState::default()),
             outgoing: Mutex::new(None),
+            slots: async_channel::bounded(HANDLERS_PER_LINK),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             stopped: AtomicBool::new(false),
@@ -98,14 +107,21 @@ impl Link {
         *lock(&self.outgoing) = None;
     }
 
-    /// Sends a request and waits for its response.
+    /// Sends a request and waits (at most `limit`) for its response.
     pub async fn request(&self, body: Request, limit: Duration) -> Result<Response, LinkError> {
         let tx = lock(&self.outgoing).clone().ok_or(LinkError::Closed)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let msg = Message::Request { id, body };
+        let _slot = if msg.is_control() {
+            None
+        } else {
+            runtime::timeout(limit, self.slots.0.send(())).await.ok_or(LinkError::Timeout)?.ok();
+            Some(Slot(&self.slots.1))
+        };
         let (reply_tx, reply_rx) = async_channel::bounded(1);
         lock(&self.pending).insert(id, reply_tx);
         let result = async {
-            tx.send(Message::Request { id, body }).await.map_err(|_| LinkError::Closed)?;
+            tx.send(msg).await?;
             runtime::timeout(limit, reply_rx.recv())
                 .await
                 .ok_or(LinkError::Timeout)?
@@ -126,6 +142,7 @@ impl Link {
         while !self.stopped.load(Ordering::Relaxed) {
             match dial(&ws_url).await {
                 Ok(mut ws) => {
+                    lock(&self.state).error = None;
                     match connection::client_handshake(&mut ws, cluster.keys(), cluster.me(), &cluster.url())
                         .await
                     {
@@ -144,10 +161,16 @@ impl Link {
                             cluster.forget(&self.url);
                             return;
                         }
-                        Err(e) => log::warn!("peer {}: handshake failed: {e}", self.url),
+                        Err(e) => {
+                            log::warn!("peer {}: handshake failed: {e}", self.url);
+                            lock(&self.state).error = Some(format!("handshake failed: {e}"));
+                        }
                     }
                 }
-                Err(e) => log::debug!("peer {}: cannot connect: {e}", self.url),
+                Err(e) => {
+                    log::debug!("peer {}: cannot connect: {e}", self.url);
+                    lock(&self.state).error = Some(format!("cannot connect: {e}"));
+                }
             }
             runtime::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -163,29 +186,24 @@ impl Link {
     ) where
         S: futures_util::AsyncRead + futures_util::AsyncWrite + Unpin + Send,
     {
-        let (tx, rx) = async_channel::bounded::<Message>(64);
-        *lock(&self.outgoing) = Some(tx);
+        let (outbox, queue) = connection::outbox(64);
+        *lock(&self.outgoing) = Some(outbox);
         {
             let mut st = lock(&self.state);
             st.node = Some(peer);
             st.up = true;
             st.last_seen_ms = Some(unix_ms());
+            st.error = None;
         }
         log::info!("peer {peer} at {} is up", self.url);
         cluster.peer_up(self.clone());
 
-        let write = async {
-            while let Ok(msg) = rx.recv().await {
-                if let Err(e) = writer.send(msg).await {
-                    return e;
-                }
-            }
-            LinkError::Closed
-        };
+        let write = writer.drain(queue);
         let read = async {
             loop {
                 match reader.recv().await {
                     Ok(Message::Response { id, body }) => {
+                        // Any frame is a sign of life, not only a pong.
                         lock(&self.state).last_seen_ms = Some(unix_ms());
                         if let Some(waiter) = lock(&self.pending).remove(&id) {
                             let _ = waiter.try_send(body);
@@ -201,13 +219,19 @@ impl Link {
             loop {
                 runtime::sleep(HEARTBEAT).await;
                 let ping = Request::Ping { members: cluster.members(), stats: cluster.local_stats().await };
-                match self.request(ping, HEARTBEAT_TIMEOUT).await {
+                match self.request(ping, DOWN_AFTER).await {
                     Ok(Response::Pong { members, stats }) => {
                         lock(&self.state).stats = stats;
                         cluster.learn(members);
                     }
                     Ok(_) => return LinkError::Unexpected,
+                    // A late pong alone is not a dead peer; silence on the whole link is.
+                    Err(LinkError::Timeout) => {}
                     Err(e) => return e,
+                }
+                let last = lock(&self.state).last_seen_ms.unwrap_or(0);
+                if unix_ms().saturating_sub(last) > DOWN_AFTER.as_millis() as u64 {
+                    return LinkError::Silent(DOWN_AFTER);
                 }
             }
         };
@@ -218,5 +242,14 @@ impl Link {
         writer.close().await;
         log::warn!("peer {peer} at {} is down: {reason}", self.url);
         cluster.peer_down();
+    }
+}
+
+/// A request slot on a link, given back when the request ends however it ends.
+struct Slot<'a>(&'a async_channel::Receiver<()>);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.try_recv();
     }
 }

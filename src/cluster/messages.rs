@@ -11,7 +11,9 @@ use crate::storage::records::{ManifestRecordV1, NameRecordV2};
 
 /// 2: chunk bytes as attachments beside the sealed message instead of inside it.
 /// 3: attachments sent as the sealed chunks they are, without a second link encryption.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 4: uploads and downloads hold leases (pins) on holders; `Confirm` checks presence after the
+///    fsync instead of comparing epochs.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Largest message accepted from a peer, attachments excluded.
 pub const MAX_MESSAGE: usize = 24 * 1024 * 1024;
@@ -62,15 +64,6 @@ pub struct SealedChunk {
     pub sealed: Bytes,
 }
 
-/// What a holder's `Sync` can vouch for. A `Synced` whose epoch differs from the `Stored`
-/// before it cannot vouch for those chunks: the holder restarted in between (`boot` is the
-/// process's random start id), or a batch of queued chunks failed to commit there.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HolderEpoch {
-    pub boot: u64,
-    pub write_failures: u64,
-}
-
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// Heartbeat and membership gossip.
@@ -78,8 +71,12 @@ pub enum Request {
         members: Vec<Member>,
         stats: PeerStats,
     },
-    /// Store sealed chunks; answered once queued for writing, durable only after a `Sync`.
+    /// Store sealed chunks for the upload `lease`; answered once queued for writing. The
+    /// holder pins them under the lease until `Release` (or until this link drops), so
+    /// nothing collects them while the upload runs, however long it takes and whatever else
+    /// uses them; durable only after a `Confirm`.
     PutChunks {
+        lease: u64,
         chunks: Vec<SealedChunk>,
     },
     GetChunk {
@@ -98,8 +95,21 @@ pub enum Request {
     ListBucket {
         bucket: u8,
     },
-    /// Make every chunk stored so far durable; answered once fsynced.
-    Sync,
+    /// Make every chunk stored under the upload `lease` durable and say how many are present
+    /// after the fsync; each is then spared by the collector until its manifest arrives.
+    Confirm {
+        lease: u64,
+    },
+    /// Pin chunks under `lease` (a download in flight), answering which are held here. At most
+    /// [`MAX_PIN`] ids per request; several requests may add to one lease.
+    Pin {
+        lease: u64,
+        ids: Vec<[u8; 32]>,
+    },
+    /// Drop the pins of `lease`: its upload committed (or failed), or its download ended.
+    Release {
+        lease: u64,
+    },
     /// A stored manifest, for anti-entropy (buckets list records without them, so a bucket's
     /// answer stays small however large its files).
     GetManifest {
@@ -115,6 +125,8 @@ pub enum Request {
 
 /// Most chunks one `VerifyChunks` may name: up to 64 MiB to read, decrypt and hash.
 pub const MAX_VERIFY: usize = 64;
+/// Most chunk ids one `Pin` may name (2 MiB of ids).
+pub const MAX_PIN: usize = 65_536;
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Response {
@@ -122,10 +134,9 @@ pub enum Response {
         members: Vec<Member>,
         stats: PeerStats,
     },
-    /// Queued; `epoch` as it was before queueing.
+    /// Queued.
     Stored {
         new_bytes: u64,
-        epoch: HolderEpoch,
     },
     /// The sealed chunk, if held; an attachment on the wire like [`SealedChunk::sealed`].
     Chunk(Option<Bytes>),
@@ -134,10 +145,12 @@ pub enum Response {
     Digest(Vec<[u8; 32]>),
     Bucket(Vec<NameUpdate>),
     Error(String),
-    /// Durable; `epoch` as it is now.
-    Synced {
-        epoch: HolderEpoch,
+    /// After the fsync: how many of the lease's chunks are stored here, and how many are not.
+    Confirmed {
+        present: u64,
+        absent: u64,
     },
+    Released,
     Manifest(Option<ManifestRecordV1>),
 }
 
@@ -148,10 +161,18 @@ pub enum Message {
 }
 
 impl Message {
+    /// Heartbeats: sent ahead of bulk data and read even while a peer's requests queue.
+    pub fn is_control(&self) -> bool {
+        matches!(
+            self,
+            Message::Request { body: Request::Ping { .. }, .. }
+                | Message::Response { body: Response::Pong { .. }, .. }
+        )
+    }
     /// The chunk bytes this message carries, in wire order.
     fn attachment_slots(&mut self) -> Vec<&mut Bytes> {
         match self {
-            Message::Request { body: Request::PutChunks { chunks }, .. } => {
+            Message::Request { body: Request::PutChunks { chunks, .. }, .. } => {
                 chunks.iter_mut().map(|c| &mut c.sealed).collect()
             }
             Message::Response { body: Response::Chunk(Some(sealed)), .. } => vec![sealed],
@@ -229,9 +250,11 @@ mod tests {
 
     #[test]
     fn chunk_bytes_encode_as_a_byte_string() {
-        let m =
-            Request::PutChunks { chunks: vec![SealedChunk { id: [1; 32], sealed: vec![9, 8, 7].into() }] };
-        let mut expected = vec![1, 1];
+        let m = Request::PutChunks {
+            lease: 5,
+            chunks: vec![SealedChunk { id: [1; 32], sealed: vec![9, 8, 7].into() }],
+        };
+        let mut expected = vec![1, 5, 1];
         expected.extend([1; 32]);
         expected.extend([3, 9, 8, 7]);
         assert_eq!(encode(&m), expected);
@@ -243,7 +266,8 @@ mod tests {
     #[test]
     fn attachments_leave_and_return_in_order() {
         let chunks = (0..3u8).map(|i| SealedChunk { id: [i; 32], sealed: vec![i; 10 + i as usize].into() });
-        let original = Message::Request { id: 4, body: Request::PutChunks { chunks: chunks.collect() } };
+        let original =
+            Message::Request { id: 4, body: Request::PutChunks { lease: 1, chunks: chunks.collect() } };
         let mut m = original.clone();
         let attachments = m.take_attachments();
         assert_eq!(attachments.iter().map(|a| a.len()).collect::<Vec<_>>(), [10, 11, 12]);

@@ -15,7 +15,6 @@ use super::{CHUNK_TIMEOUT, Cluster, ClusterError, lock, placement};
 use crate::content::{ChunkId, NodeId};
 use crate::runtime;
 
-const PERIOD: Duration = Duration::from_secs(10);
 /// Chunks fetched per durable write.
 const FETCH_BATCH: usize = 8;
 
@@ -118,7 +117,7 @@ pub async fn run(cluster: Arc<Cluster>, shutdown: async_channel::Receiver<()>) {
             stop.await.ok();
             true
         });
-        if runtime::timeout(PERIOD, stopped).await == Some(true) {
+        if runtime::timeout(cluster.config.timing.repair_period, stopped).await == Some(true) {
             return;
         }
         // Let a burst of membership changes settle into one pass.

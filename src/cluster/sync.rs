@@ -7,14 +7,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::messages::{Request, Response};
 use super::{Cluster, ClusterError, Link, NAMES_TIMEOUT};
 use crate::runtime;
-
-/// How often each peer pair re-checks, on top of the exchange when a link comes up.
-const PERIOD: Duration = Duration::from_secs(5);
 
 /// One exchange with one peer. Returns how many records moved (pulled, pushed).
 pub async fn exchange(cluster: &Arc<Cluster>, link: &Link) -> Result<(usize, usize), ClusterError> {
@@ -80,7 +76,7 @@ pub async fn exchange(cluster: &Arc<Cluster>, link: &Link) -> Result<(usize, usi
 /// The periodic loop: one exchange with every up peer each period, until shutdown.
 pub async fn run(cluster: Arc<Cluster>, shutdown: async_channel::Receiver<()>) {
     loop {
-        if runtime::timeout(PERIOD, shutdown.recv()).await.is_some() {
+        if runtime::timeout(cluster.config.timing.sync_period, shutdown.recv()).await.is_some() {
             return;
         }
         for (_, link) in cluster.up_links() {

@@ -65,7 +65,7 @@ pub async fn store(mut req: Req) -> Result<Response, ApiError> {
             Some("key") => key = Some(field.text().await.map_err(multipart_error)?),
             Some("file") if staged.is_none() => {
                 file_type = field.content_type().map(|m| m.essence_str().to_owned());
-                let mut upload = node.upload()?;
+                let mut upload = node.upload().await?;
                 let mut field = field;
                 while let Some(piece) = field.next().await {
                     let piece = piece.map_err(|e| match e {

@@ -72,7 +72,8 @@ impl From<NodeError> for ApiError {
             NodeError::Cluster(
                 e @ (ClusterError::Unavailable { .. }
                 | ClusterError::ChunkUnavailable(_)
-                | ClusterError::NotDurable(_)),
+                | ClusterError::NotDurable { .. }
+                | ClusterError::Replication { .. }),
             ) => ApiError::Unavailable(e.to_string()),
             NodeError::Cluster(ClusterError::Storage(e)) => e.into(),
         }

@@ -59,7 +59,7 @@ pub async fn put(mut req: Req) -> Result<Response, ApiError> {
     let content_type = content_type_for(req.content_type().as_ref().map(|m| m.essence()), &name);
     let node = req.state().node.clone();
     let declared = req.len();
-    let mut upload = node.upload()?;
+    let mut upload = node.upload().await?;
     pump(req.take_body(), &mut upload).await?;
     if let Some(declared) = declared {
         if upload.size() != declared as u64 {

@@ -37,7 +37,7 @@ pub fn app(node: Arc<Node>, api_token: Option<String>) -> tide::Server<State> {
     let mut app = tide::with_state(State { node, api_token: api_token.map(Into::into) });
     app.with(tide::utils::After(json_errors));
     app.with(require_token);
-    app.at("/health").get(|_| async { Ok(Response::builder(StatusCode::Ok).body("ok\n").build()) });
+    app.at("/health").get(health);
     app.at("/metrics").get(endpoint!(status::metrics));
     app.at("/api/v1/status").get(endpoint!(status::status));
     app.at("/api/v1/peer").get(endpoint!(peer::upgrade));
@@ -70,11 +70,18 @@ pub async fn serve(
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("diststore listening on {bound}");
     let url = config.advertise.clone().unwrap_or(bound);
-    node.cluster().start(url, shutdown);
+    if config.advertise.is_none() && config.listen.ip().is_unspecified() {
+        log::warn!(
+            "listening on {} without --advertise: peers reach this node at the address its \
+             connections come from; give --advertise http://ADDRESS:PORT if that is not reachable",
+            config.listen
+        );
+    }
+    node.cluster().start(url, shutdown).await;
     let app = app(node, config.api_token.clone());
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, or a connection reset before accept: keep serving.
                 log::warn!("accept failed: {e}");
@@ -87,11 +94,27 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         runtime::spawn(async move {
-            if let Err(e) = async_h1::accept(stream, |req| async { app.respond(req).await }).await {
+            // Known to handlers (the peer endpoint reaches a peer without --advertise by it).
+            let peer = peer.to_string();
+            let serve = |mut req: tide::http::Request| {
+                req.set_peer_addr(Some(peer.clone()));
+                let app = app.clone();
+                async move { app.respond(req).await }
+            };
+            if let Err(e) = async_h1::accept(stream, serve).await {
                 log::debug!("connection ended: {e}");
             }
         });
     }
+}
+
+/// `200 ok`, or `503` naming what stopped: the storage writer or a background loop.
+async fn health(req: Req) -> tide::Result<Response> {
+    let problems = req.state().node.problems();
+    if problems.is_empty() {
+        return Ok(Response::builder(StatusCode::Ok).body("ok\n").build());
+    }
+    Ok(error::json_error(StatusCode::ServiceUnavailable, &problems.join("; ")))
 }
 
 /// Errors tide produces itself (unknown route, wrong method) get the same JSON body as ours.

@@ -23,10 +23,11 @@ pub async fn upgrade(req: Req) -> Result<Response, ApiError> {
     res.insert_header("Sec-WebSocket-Accept", derive_accept_key(key.as_bytes()));
     let upgraded = res.recv_upgrade().await;
     let cluster = req.state().node.cluster().clone();
+    let remote = req.peer_addr().and_then(|a| a.parse::<std::net::SocketAddr>().ok()).map(|a| a.ip());
     runtime::spawn(async move {
         if let Some(connection) = upgraded.await {
             let ws = WebSocketStream::from_raw_socket(connection, Role::Server, Some(ws_config())).await;
-            cluster.accept(ws).await;
+            cluster.accept(ws, remote).await;
         }
     });
     Ok(res.into())

@@ -9,15 +9,17 @@ use crate::events::Event;
 use crate::runtime;
 use crate::storage::{GcReport, StorageError, Store};
 
-const PERIOD: Duration = Duration::from_secs(60);
+/// The default period between passes not woken by a delete.
+pub const PERIOD: Duration = Duration::from_secs(60);
 
 pub struct Collector {
     store: Store,
+    period: Duration,
 }
 
 impl Collector {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, period: Duration) -> Self {
+        Self { store, period }
     }
 
     /// One pass.
@@ -34,7 +36,7 @@ impl Collector {
         Ok(report)
     }
 
-    /// Runs a pass at start, after deletes (local or from peers), and every minute, until
+    /// Runs a pass at start, after deletes (local or from peers), and every period, until
     /// `shutdown` closes.
     pub async fn run(&self, changes: async_channel::Receiver<Event>, shutdown: async_channel::Receiver<()>) {
         loop {
@@ -57,7 +59,7 @@ impl Collector {
                 false
             });
             // Woken or timed out: another pass. Shut down: stop.
-            if let Some(false) = runtime::timeout(PERIOD, next).await {
+            if let Some(false) = runtime::timeout(self.period, next).await {
                 return;
             }
         }

@@ -9,7 +9,7 @@ mod upload;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use gc::Collector;
+pub use gc::{Collector, PERIOD as GC_PERIOD};
 pub use read::ByteStream;
 pub use scrub::{ScrubReport, Scrubber};
 pub use upload::{PutOutcome, Staged, Upload};
@@ -19,6 +19,7 @@ use crate::cluster::{Cluster, ClusterConfig, ClusterError, PeerView, RepairRepor
 use crate::content::{ChunkId, FileId, FileName, Manifest, NameError, NodeId};
 use crate::crypto::{CryptoError, Keys};
 pub use crate::events::{Event, Events};
+use crate::health::Health;
 use crate::runtime;
 use crate::storage::{ListPage, ListQuery, NameRecord, Stats, StorageError, Store};
 
@@ -96,6 +97,8 @@ pub struct NodeConfig {
     pub max_upload_bytes: u64,
     /// Bytes per second the scrub re-verifies; 0 turns it off.
     pub scrub_rate: u64,
+    /// How often the collector runs without being woken by a delete.
+    pub gc_period: std::time::Duration,
 }
 
 /// A file as found by name.
@@ -139,6 +142,7 @@ pub struct Node {
     collector: Collector,
     scrubber: Scrubber,
     cluster: Arc<Cluster>,
+    health: Arc<Health>,
     started: Instant,
 }
 
@@ -153,9 +157,11 @@ impl Node {
             Err(e) => log::warn!("could not read the latest stamp: {e}"),
         }
         let events = Arc::new(Events::default());
-        let cluster = Cluster::new(store.clone(), keys.clone(), clock.clone(), events.clone(), cluster);
+        let health = Arc::new(Health::default());
+        let cluster =
+            Cluster::new(store.clone(), keys.clone(), clock.clone(), events.clone(), health.clone(), cluster);
         Arc::new(Node {
-            collector: Collector::new(store.clone()),
+            collector: Collector::new(store.clone(), config.gc_period),
             scrubber: Scrubber::new(store.clone(), keys.clone(), config.scrub_rate),
             store,
             keys,
@@ -163,8 +169,22 @@ impl Node {
             config,
             events,
             cluster,
+            health,
             started: Instant::now(),
         })
+    }
+
+    /// Marks a background loop as running until the mark drops (see [`Health`]).
+    pub fn running(&self, name: &'static str) -> crate::health::Running {
+        self.health.running(name)
+    }
+
+    /// What keeps this node from working, if anything: a stopped storage writer or a
+    /// background loop that ended.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.store.writer_failure().into_iter().map(String::from).collect();
+        out.extend(self.health.stopped().into_iter().map(|name| format!("the {name} loop has stopped")));
+        out
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -197,8 +217,11 @@ impl Node {
     }
 
     /// Starts an upload of content whose name may not be known yet (multipart forms can send
-    /// the file before its key). Refused up front when too few nodes are up to take it.
-    pub fn upload(self: &Arc<Self>) -> Result<Upload> {
+    /// the file before its key). Refused up front when too few nodes are up to take it; a
+    /// node that has not yet heard from its members since it started waits for them (bounded)
+    /// rather than taking the write alone.
+    pub async fn upload(self: &Arc<Self>) -> Result<Upload> {
+        self.cluster.wait_settled().await;
         self.cluster.check_writable()?;
         Ok(Upload::new(
             self.store.clone(),
@@ -208,8 +231,17 @@ impl Node {
         ))
     }
 
-    /// Names staged content, durably, and tells the cluster.
-    pub async fn commit(&self, staged: Staged, name: FileName, content_type: String) -> Result<PutOutcome> {
+    /// Names staged content, durably, and tells the cluster. The holders keep the upload's
+    /// chunks pinned until the announcement is done; after that the manifest (or, where the
+    /// announcement did not arrive, the confirmation record until anti-entropy brings it)
+    /// keeps them.
+    pub async fn commit(
+        &self,
+        mut staged: Staged,
+        name: FileName,
+        content_type: String,
+    ) -> Result<PutOutcome> {
+        let placed = staged.placed.take();
         let stamp = self.clock.now();
         let record = NameRecord {
             file: Some(*staged.manifest.id.as_bytes()),
@@ -226,6 +258,7 @@ impl Node {
         if let Some(update) = announce {
             self.cluster.announce(update).await;
         }
+        drop(placed);
         Ok(outcome)
     }
 
@@ -296,6 +329,7 @@ impl Node {
 
     /// Finishes queued writes and closes the database cleanly.
     pub async fn shutdown(&self) -> Result<()> {
+        self.health.shut_down();
         Ok(self.store.close().await?)
     }
 }

@@ -1,20 +1,30 @@
 //! The read path: chunks fetched, decrypted and verified on blocking threads, a few ahead
 //! of the one being sent, into a bounded queue the HTTP body drains.
+//!
+//! A download that answered `200` is served to its end from the bytes it began with: its
+//! chunks are pinned here and on every live peer for as long as it runs (a delete or overwrite
+//! of its file meanwhile collects nothing it needs), and a chunk whose holder goes away is
+//! fetched from another, retrying for a bounded time before the body is cut.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures_util::{AsyncBufRead, AsyncRead, StreamExt, TryStreamExt, stream};
 
 use super::{NodeError, Result};
-use std::sync::Arc;
-
 use crate::cluster::{Cluster, ClusterError};
-use crate::content::{ChunkRef, Manifest};
+use crate::content::{ChunkId, ChunkRef, Manifest};
 use crate::crypto::Keys;
 use crate::runtime;
 use crate::storage::{StorageError, Store};
+
+/// How long a download in progress keeps trying to reach some holder of its next chunk
+/// (peers reconnecting, a restarted holder coming back) before it gives up and is cut.
+const FAILOVER: Duration = Duration::from_secs(30);
+const RETRY_EVERY: Duration = Duration::from_millis(250);
 
 /// Chunks decrypted ahead of the reader: enough to keep both cores busy (4 read 1 GiB in
 /// 1.2 s here where 2 took 1.4 s), few enough to bound
@@ -52,24 +62,50 @@ fn fetch_local(store: &Store, keys: &Keys, chunk: &ChunkRef) -> Result<Option<Ve
     Ok(Some(plain))
 }
 
-/// One chunk's plaintext: from this node, else from its holders in the cluster.
-async fn fetch(store: Store, keys: Keys, cluster: Arc<Cluster>, chunk: ChunkRef) -> Result<Vec<u8>> {
+/// One chunk's plaintext: from this node, else from its holders in the cluster. Until
+/// `deadline`, a chunk no reachable node holds is looked for again (a holder may be coming
+/// back); a node that has not yet heard from its members waits for them first.
+async fn fetch(
+    store: Store,
+    keys: Keys,
+    cluster: Arc<Cluster>,
+    chunk: ChunkRef,
+    deadline: Instant,
+) -> Result<Vec<u8>> {
     let id = chunk.id;
-    let local = {
-        let chunk = chunk.clone();
-        runtime::blocking(move || fetch_local(&store, &keys, &chunk)).await?
-    };
-    let plain = match local {
-        Some(plain) => plain,
-        None if cluster.peers_up() > 0 => cluster.fetch_chunk(id).await?.0,
-        // In a cluster, the holders are out of reach; alone, the store lost it.
-        None if cluster.has_members() => return Err(ClusterError::ChunkUnavailable(id).into()),
-        None => return Err(StorageError::MissingChunk(id).into()),
+    let plain = loop {
+        let local = {
+            let (chunk, store, keys) = (chunk.clone(), store.clone(), keys.clone());
+            runtime::blocking(move || fetch_local(&store, &keys, &chunk)).await?
+        };
+        let missing = match local {
+            Some(plain) => break plain,
+            None if cluster.peers_up() > 0 => match cluster.fetch_chunk(id).await {
+                Ok((plain, _)) => break plain,
+                Err(e) => e.into(),
+            },
+            // In a cluster, the holders are out of reach; alone, the store lost it.
+            None if cluster.has_members() => NodeError::from(ClusterError::ChunkUnavailable(id)),
+            None => NodeError::from(StorageError::MissingChunk(id)),
+        };
+        if !cluster.settled() {
+            cluster.wait_settled().await;
+        } else if Instant::now() < deadline && cluster.has_members() {
+            runtime::sleep(RETRY_EVERY).await;
+        } else {
+            return Err(missing);
+        }
     };
     if plain.len() != chunk.len as usize {
         return Err(StorageError::Corrupt(format!("chunk {id} has the wrong length")).into());
     }
     Ok(plain)
+}
+
+/// Whether every one of `ids` is held somewhere: checked once the download's pins are in
+/// place, so that what is held now stays held until the download ends.
+fn all_held(ids: &[ChunkId], here: &[bool], on_peers: &[bool]) -> Option<ChunkId> {
+    ids.iter().zip(here.iter().zip(on_peers)).find(|(_, (h, p))| !**h && !**p).map(|(id, _)| *id)
 }
 
 pub(super) async fn open(
@@ -80,6 +116,9 @@ pub(super) async fn open(
     start: u64,
     end: u64,
 ) -> Result<ByteStream> {
+    if !cluster.settled() {
+        cluster.wait_settled().await;
+    }
     // Each piece: the chunk and the part of it inside the range.
     let plan: Vec<(ChunkRef, usize, usize)> = manifest
         .chunks_in(start, end)
@@ -91,16 +130,37 @@ pub(super) async fn open(
         .collect();
     let (tx, rx) = async_channel::bounded::<Piece>(READ_AHEAD);
     if let [(chunk, from, to)] = plan.as_slice() {
-        // One piece (most small files): no read-ahead task to start.
-        let plain = fetch(store, keys, cluster, chunk.clone()).await?;
+        // One piece (most small files), read whole before answering: no read-ahead task to
+        // start and nothing to pin. Only a brief retry: the client is still waiting for a status.
+        let plain = fetch(store, keys, cluster, chunk.clone(), Instant::now()).await?;
         tx.try_send(Ok(bytes::Bytes::from(plain).slice(*from..*to))).expect("a new queue has room");
         return Ok(ByteStream(Box::pin(rx).into_async_read()));
+    }
+    // Pinned here and on every peer before anything is read.
+    let mut ids: Vec<ChunkId> = plan.iter().map(|(c, _, _)| c.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut pins = store.pins();
+    pins.pin_all(&ids);
+    let (lease, on_peers) = if cluster.peers_up() > 0 {
+        let (lease, on_peers) = cluster.pin_for_read(&ids).await;
+        (Some(lease), on_peers)
+    } else {
+        (None, vec![false; ids.len()])
+    };
+    let here = store.have_chunks(ids.clone()).await?;
+    if let Some(lost) = all_held(&ids, &here, &on_peers) {
+        return Err(if cluster.has_members() {
+            ClusterError::ChunkUnavailable(lost).into()
+        } else {
+            StorageError::MissingChunk(lost).into()
+        });
     }
     let mut pieces = stream::iter(plan)
         .map(move |(chunk, from, to)| {
             let (store, keys, cluster) = (store.clone(), keys.clone(), cluster.clone());
             async move {
-                let plain = fetch(store, keys, cluster, chunk).await?;
+                let plain = fetch(store, keys, cluster, chunk, Instant::now() + FAILOVER).await?;
                 Ok::<_, NodeError>(bytes::Bytes::from(plain).slice(from..to))
             }
         })
@@ -110,9 +170,11 @@ pub(super) async fn open(
         tx.try_send(Ok(first?)).expect("a new queue has room");
     }
     runtime::spawn(async move {
+        // Held until the download ends, however it ends.
+        let _held = (pins, lease);
         while let Some(piece) = pieces.next().await {
             let piece = piece.map_err(|e| {
-                log::error!("download aborted: {e}");
+                log::error!("download cut after retrying for {FAILOVER:?}: {e}");
                 io::Error::other(e.to_string())
             });
             let failed = piece.is_err();

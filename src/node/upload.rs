@@ -46,6 +46,8 @@ pub struct Staged {
     local: bool,
     /// Keeps the chunks from the collector until the commit names them.
     _pins: Option<PinSet>,
+    /// In a cluster, the holders' pins: kept until the manifest is committed and announced.
+    pub(super) placed: Option<cluster::Placed>,
 }
 
 impl Staged {
@@ -79,7 +81,7 @@ struct Workers {
     chunk_tx: async_channel::Sender<Bytes>,
     hasher: JoinHandle<FileId>,
     chunker: JoinHandle<Result<Chunked>>,
-    replicator: Option<JoinHandle<Result<u64, cluster::ClusterError>>>,
+    replicator: Option<JoinHandle<Result<(u64, cluster::Placed), cluster::ClusterError>>>,
 }
 
 /// What the chunking worker produced.
@@ -138,10 +140,12 @@ impl Upload {
         if workers.hash_tx.send(block.clone()).await.is_err() || workers.chunk_tx.send(block).await.is_err() {
             let workers = self.workers.take().expect("workers were just started");
             drop((workers.hash_tx, workers.chunk_tx));
-            workers.chunker.await?;
+            // The replicator first: when it failed (a peer's error), the chunker stopped only
+            // because it could no longer hand chunks on.
             if let Some(replicator) = workers.replicator {
                 replicator.await?;
             }
+            workers.chunker.await?;
             return Err(StorageError::WriterGone.into());
         }
         Ok(())
@@ -177,8 +181,10 @@ impl Upload {
                 match workers.replicator {
                     Some(replicator) => {
                         // The replicator's error (no holders reachable) explains a chunker stop.
-                        let remote_new = replicator.await?;
-                        Ok(staged(id, size, chunked?, remote_new, false))
+                        let (remote_new, placed) = replicator.await?;
+                        let mut staged = staged(id, size, chunked?, remote_new, false);
+                        staged.placed = Some(placed);
+                        Ok(staged)
                     }
                     None => Ok(staged(id, size, chunked?, 0, true)),
                 }
@@ -196,6 +202,7 @@ fn staged(id: FileId, size: u64, chunked: Chunked, extra_new: u64, local: bool) 
         inline: Vec::new(),
         local,
         _pins: Some(chunked.pins),
+        placed: None,
     }
 }
 
@@ -212,7 +219,7 @@ fn stage_inline(keys: &Keys, data: &[u8]) -> Staged {
     let manifest =
         Manifest { id, size: data.len() as u64, chunker: CHUNKER_VERSION, chunks, created_ms: unix_ms() };
     // The writer stores the chunk with the commit and counts it if it was new.
-    Staged { manifest, new_bytes: 0, inline, local: true, _pins: None }
+    Staged { manifest, new_bytes: 0, inline, local: true, _pins: None, placed: None }
 }
 
 fn start_workers(store: Store, keys: Keys, cluster: Option<Arc<Cluster>>) -> Workers {
@@ -316,11 +323,12 @@ fn seal_chunks(
         if !seen.lock().unwrap_or_else(|p| p.into_inner()).insert(id) {
             continue;
         }
-        // Pin before looking: a chunk seen as stored must stay stored until the commit.
-        out.pins.pin(id);
+        // Pin before looking: a chunk seen as stored must stay stored until the commit. One
+        // a collection is removing right now is stored again.
+        let kept = out.pins.pin(id);
         match sink {
             Sink::Local => {
-                if !store.has_chunk_blocking(id)? {
+                if !kept || !store.has_chunk_blocking(id)? {
                     keys.seal_chunk_in_place(&id, &mut chunk);
                     out.new_bytes += chunk.len() as u64;
                     store.put_chunk_blocking(id, chunk.into())?;

@@ -8,8 +8,9 @@ pub mod records;
 mod schema;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -71,11 +72,15 @@ fn have_chunks_in(db: &Database, ids: &[ChunkId]) -> Result<Vec<bool>> {
 pub(crate) const CHUNK_REFS: TableDefinition<[u8; 32], u32> = TableDefinition::new("chunk_refs_v1");
 /// How many live names point at each manifest.
 pub(crate) const FILE_REFS: TableDefinition<[u8; 32], u32> = TableDefinition::new("file_refs_v1");
-/// Chunks received from a peer before any manifest here names them, with when (unix ms).
-/// The collector leaves them for [`RECEIVED_GRACE_MS`]: their manifest is on its way. Kept on
-/// disk so that a restart in between does not make them garbage.
+/// Chunks an uploader confirmed on this node (see [`Store::confirm_chunks`]) whose manifest
+/// may not have arrived yet, with when (unix ms). Until the manifest links them, the
+/// collector leaves them for the grace ([`Store::set_received_grace`]): the upload holds pins
+/// while it runs, and this entry covers the time from its acknowledgement until anti-entropy
+/// delivers the manifest, across restarts too.
 pub(crate) const RECEIVED: TableDefinition<[u8; 32], u64> = TableDefinition::new("received_v1");
-pub(crate) const RECEIVED_GRACE_MS: u64 = 15 * 60 * 1000;
+/// Default grace for confirmed chunks awaiting their manifest: anti-entropy runs every few
+/// seconds, so this is a wide margin for partitions and restarts.
+pub const RECEIVED_GRACE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 /// Manifests whose last name went away, for the collector.
 pub(crate) const GC_FILES: TableDefinition<[u8; 32], ()> = TableDefinition::new("gc_files_v1");
 
@@ -129,44 +134,97 @@ pub struct Stats {
     pub chunks: u64,
 }
 
-/// Chunks an upload in flight depends on. The collector never removes a pinned chunk, so an
-/// upload that found a chunk already stored can rely on it until its manifest commits.
+/// Chunks uploads, downloads and peers' uploads in flight depend on. The collector never
+/// removes a pinned chunk.
+///
+/// The lock is only ever held for a few map operations, never across a transaction: a
+/// collection marks the chunks it is about to remove as doomed (skipping pinned ones) and
+/// clears the mark once its transaction ends. A pin taken meanwhile on a doomed chunk
+/// reports it, and its taker stores the chunk again rather than relying on a copy about to
+/// go (the writer applies that store after the removal).
 #[derive(Default)]
-pub(crate) struct Pins(Mutex<HashMap<ChunkId, usize>>);
+pub(crate) struct Pins(Mutex<PinState>);
+
+#[derive(Default)]
+pub(crate) struct PinState {
+    counts: HashMap<ChunkId, usize>,
+    doomed: HashSet<ChunkId>,
+}
 
 impl Pins {
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChunkId, usize>> {
-        // A panic while holding this lock cannot leave the map half-updated.
+    fn lock(&self) -> std::sync::MutexGuard<'_, PinState> {
+        // A panic while holding this lock cannot leave the maps half-updated.
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Marks the unpinned of `candidates` as doomed and returns them: the collector removes
+    /// exactly these, then calls [`Pins::clear_doomed`].
+    pub(crate) fn doom(&self, candidates: Vec<ChunkId>) -> Vec<ChunkId> {
+        let mut state = self.lock();
+        let doomed: Vec<ChunkId> =
+            candidates.into_iter().filter(|id| !state.counts.contains_key(id)).collect();
+        state.doomed.extend(doomed.iter().copied());
+        doomed
+    }
+
+    pub(crate) fn clear_doomed(&self) {
+        self.lock().doomed.clear();
+    }
+
+    /// Which of `ids` are pinned now.
+    pub(crate) fn pinned(&self, ids: &[ChunkId]) -> Vec<bool> {
+        let state = self.lock();
+        ids.iter().map(|id| state.counts.contains_key(id)).collect()
     }
 }
 
-/// Pins held by one upload; released when dropped.
+/// Pins held by one upload, download or peer's upload; released when dropped.
 pub struct PinSet {
     store: Store,
     ids: Vec<ChunkId>,
 }
 
 impl PinSet {
-    pub fn pin(&mut self, id: ChunkId) {
-        *self.store.shared.pins.lock().entry(id).or_default() += 1;
+    /// Pins `id`. False when a collection is removing it right now: a copy seen as stored
+    /// must then be stored again.
+    pub fn pin(&mut self, id: ChunkId) -> bool {
         self.ids.push(id);
+        let mut state = self.store.shared.pins.lock();
+        *state.counts.entry(id).or_default() += 1;
+        !state.doomed.contains(&id)
+    }
+
+    /// Pins every one of `ids` under one lock.
+    pub fn pin_all(&mut self, ids: &[ChunkId]) {
+        let mut state = self.store.shared.pins.lock();
+        for id in ids {
+            *state.counts.entry(*id).or_default() += 1;
+        }
+        drop(state);
+        self.ids.extend_from_slice(ids);
     }
 
     /// Takes over another set's pins.
     pub fn absorb(&mut self, mut other: PinSet) {
         self.ids.append(&mut other.ids);
     }
+
+    pub fn ids(&self) -> &[ChunkId] {
+        &self.ids
+    }
 }
 
 impl Drop for PinSet {
     fn drop(&mut self) {
-        let mut pins = self.store.shared.pins.lock();
+        if self.ids.is_empty() {
+            return;
+        }
+        let mut state = self.store.shared.pins.lock();
         for id in &self.ids {
-            if let Some(n) = pins.get_mut(id) {
+            if let Some(n) = state.counts.get_mut(id) {
                 *n -= 1;
                 if *n == 0 {
-                    pins.remove(id);
+                    state.counts.remove(id);
                 }
             }
         }
@@ -221,8 +279,17 @@ struct Shared {
     pins: Arc<Pins>,
     node_id: NodeId,
     path: std::path::PathBuf,
-    /// Unsynced batches that failed to commit, ever (see [`Store::write_failures`]).
-    failures: Arc<std::sync::atomic::AtomicU64>,
+    /// Shared with the writer thread.
+    writer: Arc<WriterShared>,
+}
+
+/// What the writer thread and the store's handles share.
+pub(crate) struct WriterShared {
+    /// Milliseconds the collector spares confirmed chunks awaiting their manifest.
+    received_grace_ms: AtomicU64,
+    /// Set by the writer thread when it ends; `closing` says whether that was asked for.
+    stopped: AtomicBool,
+    closing: AtomicBool,
 }
 
 /// Handle to the store; cheap to clone.
@@ -238,15 +305,19 @@ impl Store {
         let (db, node_id, file) = schema::open(path, cache_bytes)?;
         let db = Arc::new(db);
         let pins = Arc::new(Pins::default());
-        let failures = Arc::default();
-        let ops = writer::start(db.clone(), pins.clone(), file, Arc::clone(&failures));
+        let shared_with_writer = Arc::new(WriterShared {
+            received_grace_ms: AtomicU64::new(RECEIVED_GRACE.as_millis() as u64),
+            stopped: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+        });
+        let ops = writer::start(db.clone(), pins.clone(), file, shared_with_writer.clone());
         let shared = Shared {
             db: std::sync::RwLock::new(Some(db)),
             ops,
             pins,
             node_id,
             path: path.to_path_buf(),
-            failures,
+            writer: shared_with_writer,
         };
         Ok(Store { shared: Arc::new(shared) })
     }
@@ -259,6 +330,7 @@ impl Store {
     /// Finishes queued writes and closes the database cleanly, so the next start needs no
     /// repair. Reads and writes after this fail.
     pub async fn close(&self) -> Result<()> {
+        self.shared.writer.closing.store(true, Ordering::SeqCst);
         self.submit(|reply| Op::Close { reply }).await?;
         let Some(db) = self.shared.db.write().unwrap_or_else(|p| p.into_inner()).take() else {
             return Ok(());
@@ -279,6 +351,19 @@ impl Store {
 
     pub fn node_id(&self) -> NodeId {
         self.shared.node_id
+    }
+
+    /// How long the collector spares chunks an uploader confirmed here before their manifest
+    /// arrives (default [`RECEIVED_GRACE`]).
+    pub fn set_received_grace(&self, grace: std::time::Duration) {
+        self.shared.writer.received_grace_ms.store(grace.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Why the store cannot write, when its writer thread ended without being asked to.
+    pub fn writer_failure(&self) -> Option<&'static str> {
+        let w = &self.shared.writer;
+        (w.stopped.load(Ordering::SeqCst) && !w.closing.load(Ordering::SeqCst))
+            .then_some("the storage writer thread has stopped")
     }
 
     pub fn pins(&self) -> PinSet {
@@ -402,8 +487,8 @@ impl Store {
         self.shared.ops.send(Op::PutChunk { id, sealed }).await.map_err(|_| StorageError::WriterGone)
     }
 
-    /// Stores chunks a peer sent ahead of their manifest; the collector spares them for a
-    /// while (see [`RECEIVED`]). Durable with the next `sync`.
+    /// Stores chunks a peer sent ahead of their manifest; the peer's pins keep them until it
+    /// confirms them ([`Store::confirm_chunks`]). Durable with that confirmation.
     pub async fn put_received_chunks(&self, chunks: Vec<(ChunkId, bytes::Bytes)>) -> Result<()> {
         self.shared.ops.send(Op::PutReceived { chunks }).await.map_err(|_| StorageError::WriterGone)
     }
@@ -422,33 +507,39 @@ impl Store {
         self.submit(|reply| Op::CommitFile { manifest, name, record, inline, local, reply }).await
     }
 
-    /// How many batches of queued chunks failed to commit since the store opened. Chunks are
-    /// queued without waiting for their commit: a writer of chunks reads this before queueing
-    /// and compares it with what [`Store::sync`] returns; a change means some of its chunks
-    /// may be gone.
-    pub fn write_failures(&self) -> u64 {
-        self.shared.failures.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
     /// The check value of the data key this database's chunks are sealed under; `None` until
     /// a node first records one. The store keeps it opaque: `crypto` makes and checks it.
     pub async fn key_check(&self) -> Result<Option<Vec<u8>>> {
-        self.read(|db| {
-            let txn = db.begin_read()?;
-            let meta = txn.open_table(META)?;
-            Ok(meta.get(KEY_CHECK)?.map(|v| v.value().to_vec()))
-        })
-        .await
+        self.meta(KEY_CHECK).await
     }
 
     /// Records the key check value, durably.
     pub async fn set_key_check(&self, check: Vec<u8>) -> Result<()> {
-        self.submit(|reply| Op::PutKeyCheck { check, reply }).await
+        self.set_meta(KEY_CHECK, check).await
     }
 
-    /// Makes every write queued so far durable; returns [`Store::write_failures`] as of then.
-    pub async fn sync(&self) -> Result<u64> {
-        self.submit(|reply| Op::Sync { reply }).await
+    /// Makes every write queued so far durable, then answers which of `ids` are stored, and
+    /// records those as confirmed (see [`RECEIVED`]) in the same durable commit. An upload asks
+    /// this of every holder before it acknowledges: presence after the fsync, not a promise
+    /// made when the chunks were queued. Chunks queued but lost to a failed batch, or removed
+    /// meanwhile, answer false.
+    pub async fn confirm_chunks(&self, ids: Vec<ChunkId>) -> Result<Vec<bool>> {
+        self.submit(|reply| Op::Confirm { ids, reply }).await
+    }
+
+    /// A small value kept in the meta table (cluster members, for one), or `None`.
+    pub async fn meta(&self, key: &'static str) -> Result<Option<Vec<u8>>> {
+        self.read(move |db| {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            Ok(meta.get(key)?.map(|v| v.value().to_vec()))
+        })
+        .await
+    }
+
+    /// Stores a small meta value, durably.
+    pub async fn set_meta(&self, key: &'static str, value: Vec<u8>) -> Result<()> {
+        self.submit(|reply| Op::PutMeta { key, value, reply }).await
     }
 
     /// Stores chunks and fsyncs before answering.
@@ -641,6 +732,111 @@ fn list_names(names: &impl ReadableTable<&'static str, &'static [u8]>, q: &ListQ
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::content::ChunkRef;
+
+    fn file_of(chunks: &[(ChunkId, u32)]) -> Manifest {
+        let size = chunks.iter().map(|(_, len)| u64::from(*len)).sum();
+        let mut seed = Vec::new();
+        chunks.iter().for_each(|(id, _)| seed.extend_from_slice(id.as_bytes()));
+        Manifest {
+            id: FileId::from_bytes(*ChunkId::of(&seed).as_bytes()),
+            size,
+            chunker: 1,
+            chunks: chunks.iter().map(|(id, len)| ChunkRef { id: *id, len: *len }).collect(),
+            created_ms: 1,
+        }
+    }
+
+    fn record(manifest: Option<&Manifest>, wall_ms: u64) -> NameRecord {
+        NameRecord {
+            file: manifest.map(|m| *m.id.as_bytes()),
+            size: manifest.map_or(0, |m| m.size),
+            content_type: String::new(),
+            modified_ms: wall_ms,
+            stamp: Stamp { wall_ms, counter: 0, node: [9; 16] },
+        }
+    }
+
+    /// Regression (cluster trust 1): a holder got an upload's chunk while another file used it,
+    /// so nothing marked it as awaiting a manifest; that file's delete then made it garbage and
+    /// the upload, acknowledged meanwhile, lost it. Now the upload's pins hold it while the
+    /// upload runs, and its confirmation holds it until the manifest arrives.
+    #[test]
+    fn a_chunk_an_upload_confirmed_outlives_the_delete_of_the_file_that_shared_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("db.redb"), 1 << 20).unwrap();
+        let x = ChunkId::of(b"shared content");
+        let g = file_of(&[(x, 1000)]);
+        runtime::block_on(async {
+            store.put_chunks_durable(vec![(x, vec![1u8; 1016].into())]).await.unwrap();
+            store.apply_names(vec![("g".into(), record(Some(&g), 1), Some(g.clone()))]).await.unwrap();
+            // The upload arrives: pinned, stored (already here), then `g` goes.
+            let mut upload = store.pins();
+            upload.pin_all(&[x]);
+            store.put_received_chunks(vec![(x, vec![1u8; 1016].into())]).await.unwrap();
+            store.apply_names(vec![("g".into(), record(None, 2), None)]).await.unwrap();
+            store.collect_garbage().await.unwrap();
+            assert!(store.have_chunks(vec![x]).await.unwrap()[0], "collected while the upload ran");
+            assert_eq!(store.confirm_chunks(vec![x]).await.unwrap(), [true]);
+            drop(upload);
+            store.collect_garbage().await.unwrap();
+            assert!(store.have_chunks(vec![x]).await.unwrap()[0], "collected before its manifest came");
+            // The manifest arrives: the chunk is in use again.
+            let f = file_of(&[(x, 1000), (x, 1000)]);
+            store.apply_names(vec![("f".into(), record(Some(&f), 3), Some(f.clone()))]).await.unwrap();
+            store.set_received_grace(std::time::Duration::ZERO);
+            store.collect_garbage().await.unwrap();
+            assert!(store.have_chunks(vec![x]).await.unwrap()[0]);
+            // And once nothing names it and no confirmation waits, it goes.
+            store.apply_names(vec![("f".into(), record(None, 4), None)]).await.unwrap();
+            store.collect_garbage().await.unwrap();
+            assert!(!store.have_chunks(vec![x]).await.unwrap()[0]);
+            store.close().await.unwrap();
+        });
+    }
+
+    /// A confirmation whose manifest never comes (the upload failed after it) expires.
+    #[test]
+    fn a_confirmation_without_its_manifest_expires_after_the_grace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("db.redb"), 1 << 20).unwrap();
+        let x = ChunkId::of(b"orphan");
+        runtime::block_on(async {
+            store.put_received_chunks(vec![(x, vec![2u8; 500].into())]).await.unwrap();
+            assert_eq!(
+                store.confirm_chunks(vec![x, ChunkId::of(b"never sent")]).await.unwrap(),
+                [true, false]
+            );
+            store.collect_garbage().await.unwrap();
+            assert!(store.have_chunks(vec![x]).await.unwrap()[0]);
+            store.set_received_grace(std::time::Duration::ZERO);
+            let report = store.collect_garbage().await.unwrap();
+            assert_eq!((report.chunks, report.bytes), (1, 500));
+            store.close().await.unwrap();
+        });
+    }
+
+    /// Regression (cluster trust 7): the collector held the pin lock across its transaction
+    /// and fsync. Now it marks what it removes as doomed; a pin taken meanwhile is told, so
+    /// its taker stores the chunk again rather than relying on a copy about to go.
+    #[test]
+    fn a_pin_taken_while_a_collection_removes_the_chunk_reports_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("db.redb"), 1 << 20).unwrap();
+        let (a, b) = (ChunkId::of(b"a"), ChunkId::of(b"b"));
+        let mut held = store.pins();
+        held.pin_all(&[a]);
+        // `a` is pinned, so only `b` is doomed.
+        assert_eq!(store.shared.pins.doom(vec![a, b]), [b]);
+        let mut late = store.pins();
+        assert!(!late.pin(b), "a pin on a doomed chunk must say so");
+        assert!(late.pin(a));
+        store.shared.pins.clear_doomed();
+        assert!(late.pin(b));
+        drop((held, late));
+        assert_eq!(store.shared.pins.pinned(&[a, b]), [false, false]);
+        runtime::block_on(store.close()).unwrap();
+    }
 
     /// The scrub found `found` damaged, but the copy may have been replaced since: only the
     /// bytes that failed are dropped.

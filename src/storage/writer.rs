@@ -6,17 +6,15 @@
 //! (a file, a delete) commits with fsync, which also makes every earlier batch durable.
 //! Each operation checks before it mutates, so one refused operation never spoils its batch.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 
 use super::records::{ManifestRecordV1, NameRecordV2, StampV1, decode, encode};
 use super::{
-    CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, GcReport, KEY_CHECK, MANIFESTS, META, NAMES, Pins,
-    RECEIVED, RECEIVED_GRACE_MS, Result, SEGMENT, StorageError, has_sealed, read_manifest, read_sealed,
-    schema,
+    CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, GcReport, MANIFESTS, META, NAMES, Pins, RECEIVED,
+    Result, SEGMENT, StorageError, WriterShared, has_sealed, read_manifest, read_sealed, schema,
 };
 use crate::clock::unix_ms;
 use crate::content::{ChunkId, FileId, Manifest};
@@ -71,22 +69,24 @@ pub(crate) enum Op {
         updates: Vec<(String, NameRecordV2, Option<Manifest>)>,
         reply: Reply<Vec<bool>>,
     },
-    /// A chunk from a peer, ahead of its manifest.
+    /// A chunk from a peer, ahead of its manifest (the peer's pins keep it meanwhile).
     PutReceived {
         chunks: Vec<(ChunkId, bytes::Bytes)>,
     },
-    /// Answered once everything queued before it is durable, with the count of unsynced
-    /// batches that failed so far.
-    Sync {
-        reply: Reply<u64>,
+    /// Answered once everything queued before it is durable: which of `ids` are stored. Those
+    /// are recorded as confirmed, awaiting their manifest (see `RECEIVED`).
+    Confirm {
+        ids: Vec<ChunkId>,
+        reply: Reply<Vec<bool>>,
     },
     /// Stop after everything queued before it; answered once the writer is done.
     Close {
         reply: Reply<()>,
     },
-    /// Records the data key's check value (see [`super::Store::key_check`]).
-    PutKeyCheck {
-        check: Vec<u8>,
+    /// A small value in the meta table.
+    PutMeta {
+        key: &'static str,
+        value: Vec<u8>,
         reply: Reply<()>,
     },
     /// A local copy that failed verification, dropped only if it still holds the bytes that
@@ -131,17 +131,26 @@ enum Outcome {
     Gc(Reply<GcReport>, Result<GcReport>),
 }
 
-/// `failures` counts unsynced batches that failed to commit (see [`super::Store::write_failures`]).
 pub(crate) fn start(
     db: Arc<Database>,
     pins: Arc<Pins>,
     file: std::fs::File,
-    failures: Arc<AtomicU64>,
+    shared: Arc<WriterShared>,
 ) -> async_channel::Sender<Op> {
     let (tx, rx) = async_channel::bounded(QUEUE);
     std::thread::Builder::new()
         .name("storage-writer".into())
-        .spawn(move || run(&db, &pins, &rx, &file, &failures))
+        .spawn(move || {
+            // Marks the writer gone however the thread ends (a panic included), for /health.
+            struct Stopped(Arc<WriterShared>);
+            impl Drop for Stopped {
+                fn drop(&mut self) {
+                    self.0.stopped.store(true, Ordering::SeqCst);
+                }
+            }
+            let _stopped = Stopped(shared.clone());
+            run(&db, &pins, &rx, &file, &shared)
+        })
         .expect("spawning the storage writer thread");
     tx
 }
@@ -169,7 +178,7 @@ fn run(
     pins: &Pins,
     rx: &async_channel::Receiver<Op>,
     file: &std::fs::File,
-    failures: &AtomicU64,
+    shared: &WriterShared,
 ) {
     while let Ok(first) = rx.recv_blocking() {
         if let Op::Close { reply } = first {
@@ -194,17 +203,10 @@ fn run(
             }
         }
         let durable = batch.iter().any(Op::acknowledges);
-        // A collection holds the pins from its check through its commit: an upload that pins a
-        // chunk after the check then sees it gone (and stores it again), never a removal
-        // that has not committed yet.
-        let pinned = batch.iter().any(|op| matches!(op, Op::Collect { .. })).then(|| pins.lock());
-        let result = apply_batch(db, pinned.as_deref(), batch, durable, failures.load(Ordering::SeqCst));
-        drop(pinned);
-        if result.is_err() && !durable {
-            // Chunks acknowledged as queued are gone: every holder epoch taken before this
-            // moment is now stale, so the uploads that relied on it fail at their sync.
-            failures.fetch_add(1, Ordering::SeqCst);
-        }
+        let grace_ms = shared.received_grace_ms.load(Ordering::SeqCst);
+        let result = apply_batch(db, pins, batch, durable, grace_ms);
+        // A collection's doomed chunks are removed (or, on failure, kept) for good now.
+        pins.clear_doomed();
         match result {
             Ok(outcomes) => outcomes.into_iter().for_each(|o| o.answer(None)),
             Err((e, outcomes)) => {
@@ -246,13 +248,13 @@ impl Outcome {
     }
 }
 
-/// `failures`: the writer's count of failed chunk batches, which a `Sync` answers with.
+/// `grace_ms`: how long confirmed chunks awaiting their manifest are spared.
 fn apply_batch(
     db: &Database,
-    pinned: Option<&HashMap<ChunkId, usize>>,
+    pins: &Pins,
     batch: Vec<Op>,
     durable: bool,
-    failures: u64,
+    grace_ms: u64,
 ) -> std::result::Result<Vec<Outcome>, (StorageError, Vec<Outcome>)> {
     let mut outcomes = Vec::with_capacity(batch.len());
     let result = (|| -> Result<()> {
@@ -260,9 +262,9 @@ fn apply_batch(
         txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
         {
             let mut t = Tables::open(&txn)?;
-            t.failures = failures;
+            t.grace_ms = grace_ms;
             for op in batch {
-                outcomes.push(t.apply(op, pinned)?);
+                outcomes.push(t.apply(op, pins)?);
             }
             t.save_stats()?;
         }
@@ -286,8 +288,8 @@ struct Tables<'t> {
     gc_files: Table<'t, [u8; 32], ()>,
     received: Table<'t, [u8; 32], u64>,
     stats: super::Stats,
-    /// The writer's failure count when this batch began (see `Op::Sync`).
-    failures: u64,
+    /// How long confirmed chunks awaiting their manifest are spared (see `RECEIVED`).
+    grace_ms: u64,
 }
 
 impl<'t> Tables<'t> {
@@ -305,7 +307,7 @@ impl<'t> Tables<'t> {
             gc_files: txn.open_table(GC_FILES)?,
             received: txn.open_table(RECEIVED)?,
             stats,
-            failures: 0,
+            grace_ms: 0,
         })
     }
 
@@ -315,7 +317,7 @@ impl<'t> Tables<'t> {
 
     /// Applies one operation. An `Err` here is a storage failure that aborts the batch;
     /// a refusal of this operation alone is carried in its outcome.
-    fn apply(&mut self, op: Op, pinned: Option<&HashMap<ChunkId, usize>>) -> Result<Outcome> {
+    fn apply(&mut self, op: Op, pins: &Pins) -> Result<Outcome> {
         Ok(match op {
             // `run` ends the loop at a close; one here has nothing left to do.
             Op::Close { reply } => {
@@ -327,14 +329,24 @@ impl<'t> Tables<'t> {
                 Outcome::None
             }
             Op::PutReceived { chunks } => {
-                let now = unix_ms();
                 for (id, sealed) in &chunks {
                     self.put_chunk(*id, sealed)?;
-                    if self.chunk_refs.get(id.as_bytes())?.is_none_or(|r| r.value() == 0) {
-                        self.received.insert(id.as_bytes(), now)?;
-                    }
                 }
                 Outcome::None
+            }
+            Op::Confirm { ids, reply } => {
+                // Recorded whatever else uses the chunk now: that other file may be deleted
+                // before this upload's manifest arrives.
+                let now = unix_ms();
+                let mut present = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    let here = has_sealed(&self.chunk_index, id)?;
+                    if here {
+                        self.received.insert(id.as_bytes(), now)?;
+                    }
+                    present.push(here);
+                }
+                Outcome::Bools(reply, Ok(present))
             }
             Op::CommitFile { manifest, name, record, inline, local, reply } => {
                 let mut new_bytes = 0;
@@ -351,10 +363,9 @@ impl<'t> Tables<'t> {
                 Outcome::Bool(reply, Ok(removed))
             }
             Op::Collect { reply } => {
-                let report = self.collect(pinned.unwrap_or(&HashMap::new()))?;
+                let report = self.collect(pins)?;
                 Outcome::Gc(reply, Ok(report))
             }
-            Op::Sync { reply } => Outcome::Count(reply, Ok(self.failures)),
             Op::PutChunksDurable { chunks, reply } => {
                 for (id, sealed) in &chunks {
                     self.put_chunk(*id, sealed)?;
@@ -374,8 +385,8 @@ impl<'t> Tables<'t> {
                 }
                 Outcome::Bools(reply, Ok(applied))
             }
-            Op::PutKeyCheck { check, reply } => {
-                self.meta.insert(KEY_CHECK, check.as_slice())?;
+            Op::PutMeta { key, value, reply } => {
+                self.meta.insert(key, value.as_slice())?;
                 Outcome::Unit(reply, Ok(()))
             }
             Op::DropCorrupt { id, found, reply } => {
@@ -392,9 +403,13 @@ impl<'t> Tables<'t> {
                 Outcome::Bool(reply, Ok(same))
             }
             Op::DropChunks { ids, reply } => {
+                // An upload or download in flight may rely on a surplus copy: keep those.
+                let pinned = pins.pinned(&ids);
                 let mut freed = 0;
-                for id in ids {
-                    freed += self.remove_chunk(&id)?;
+                for (id, pinned) in ids.into_iter().zip(pinned) {
+                    if !pinned {
+                        freed += self.remove_chunk(&id)?;
+                    }
                 }
                 self.stats.stored_bytes = self.stats.stored_bytes.saturating_sub(freed);
                 Outcome::Count(reply, Ok(freed))
@@ -509,9 +524,8 @@ impl<'t> Tables<'t> {
             let k = chunk.id.as_bytes();
             let refs = self.chunk_refs.get(k)?.map_or(0, |v| v.value());
             self.chunk_refs.insert(k, refs + 1)?;
-            if refs == 0 {
-                self.received.remove(k)?;
-            }
+            // The manifest the confirmation awaited (or another) keeps the chunk now.
+            self.received.remove(k)?;
         }
         self.stats.unique_bytes += manifest.size;
         Ok(())
@@ -549,7 +563,7 @@ impl<'t> Tables<'t> {
         Ok(self.apply_name(name, tombstone, None, false)? && was_live)
     }
 
-    fn collect(&mut self, pinned: &HashMap<ChunkId, usize>) -> Result<GcReport> {
+    fn collect(&mut self, pins: &Pins) -> Result<GcReport> {
         let mut report = GcReport::default();
         let queued: Vec<[u8; 32]> =
             self.gc_files.iter()?.map(|item| item.map(|(k, _)| k.value())).collect::<Result<_, _>>()?;
@@ -578,32 +592,34 @@ impl<'t> Tables<'t> {
             }
             report.files += 1;
         }
-        // Chunks nobody uses: dropped by the manifests above, or left by an upload that
-        // failed or crashed before its commit. Pinned ones belong to uploads in flight.
-        let unused: Vec<[u8; 32]> = self
-            .chunk_refs
+        // Confirmations whose manifest never came (the upload failed after confirming, or
+        // its file was replaced before the manifest arrived) expire after the grace.
+        let now = unix_ms();
+        let expired: Vec<[u8; 32]> = self
+            .received
             .iter()?
             .filter_map(|item| match item {
-                Ok((k, v)) if v.value() == 0 => Some(Ok(k.value())),
+                Ok((k, at)) if now.saturating_sub(at.value()) >= self.grace_ms => Some(Ok(k.value())),
                 Ok(_) => None,
                 Err(e) => Some(Err(e)),
             })
             .collect::<Result<_, _>>()?;
-        let now = unix_ms();
-        for key in unused {
-            if pinned.contains_key(&ChunkId::from_bytes(key)) {
-                continue;
+        for key in &expired {
+            self.received.remove(key)?;
+        }
+        // Chunks nobody uses: dropped by the manifests above, or left by an upload that
+        // failed or crashed before its commit. Pinned ones belong to transfers in flight,
+        // confirmed ones await their manifest.
+        let mut unused = Vec::new();
+        for item in self.chunk_refs.iter()? {
+            let (k, v) = item?;
+            if v.value() == 0 && self.received.get(&k.value())?.is_none() {
+                unused.push(ChunkId::from_bytes(k.value()));
             }
-            // From a peer whose manifest has not arrived yet: not garbage until the grace ends.
-            let received_at = self.received.get(&key)?.map(|v| v.value());
-            if let Some(at) = received_at {
-                if now.saturating_sub(at) < RECEIVED_GRACE_MS {
-                    continue;
-                }
-                self.received.remove(&key)?;
-            }
-            self.chunk_refs.remove(&key)?;
-            let len = self.remove_chunk(&ChunkId::from_bytes(key))?;
+        }
+        for id in pins.doom(unused) {
+            self.chunk_refs.remove(id.as_bytes())?;
+            let len = self.remove_chunk(&id)?;
             if len > 0 {
                 self.stats.stored_bytes = self.stats.stored_bytes.saturating_sub(len);
                 report.chunks += 1;
