@@ -26,6 +26,7 @@ async fn status_json(state: &State) -> Result<serde_json::Value, ApiError> {
                 "files": p.stats.files,
                 "stored_bytes": p.stats.stored_bytes,
                 "chunks": p.stats.chunks,
+                "error": p.error,
             })
         })
         .collect();
@@ -64,6 +65,13 @@ async fn status_json(state: &State) -> Result<serde_json::Value, ApiError> {
             "checked": s.scrub.checked,
             "corrupt": s.scrub.corrupt,
         },
+        "gc": {
+            "passes": s.gc.passes,
+            "files": s.gc.files,
+            "chunks": s.gc.chunks,
+            "bytes": s.gc.bytes,
+        },
+        "leases": s.leases,
     }))
 }
 
@@ -101,6 +109,14 @@ pub async fn metrics(req: Req) -> Result<Response, ApiError> {
         "Damaged chunk copies the scrub dropped since start.",
         s.scrub.corrupt,
     );
+    metric("counter", "diststore_gc_passes_total", "Collector passes since start.", s.gc.passes);
+    metric(
+        "counter",
+        "diststore_gc_bytes_total",
+        "Chunk bytes the collector removed since start.",
+        s.gc.bytes,
+    );
+    metric("gauge", "diststore_leases", "Leases peers' transfers hold on this node.", s.leases as u64);
     Ok(Response::builder(StatusCode::Ok).content_type("text/plain; version=0.0.4").body(out).build())
 }
 

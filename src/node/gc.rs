@@ -15,16 +15,37 @@ pub const PERIOD: Duration = Duration::from_secs(60);
 pub struct Collector {
     store: Store,
     period: Duration,
+    /// Passes done and what they removed, for the status page.
+    totals: std::sync::Mutex<GcTotals>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcTotals {
+    pub passes: u64,
+    pub files: u64,
+    pub chunks: u64,
+    pub bytes: u64,
 }
 
 impl Collector {
     pub fn new(store: Store, period: Duration) -> Self {
-        Self { store, period }
+        Self { store, period, totals: Default::default() }
+    }
+
+    pub fn totals(&self) -> GcTotals {
+        *self.totals.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// One pass.
     pub async fn step(&self) -> Result<GcReport, StorageError> {
         let report = self.store.collect_garbage().await?;
+        {
+            let mut t = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+            t.passes += 1;
+            t.files += report.files;
+            t.chunks += report.chunks;
+            t.bytes += report.bytes;
+        }
         if report.chunks > 0 || report.files > 0 {
             log::info!(
                 "gc: removed {} files, {} chunks, {} bytes",

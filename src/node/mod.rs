@@ -9,7 +9,7 @@ mod upload;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use gc::{Collector, PERIOD as GC_PERIOD};
+pub use gc::{Collector, GcTotals, PERIOD as GC_PERIOD};
 pub use read::ByteStream;
 pub use scrub::{ScrubReport, Scrubber};
 pub use upload::{PutOutcome, Staged, Upload};
@@ -131,6 +131,9 @@ pub struct Status {
     pub peers: Vec<PeerView>,
     pub repair: RepairReport,
     pub scrub: ScrubReport,
+    pub gc: GcTotals,
+    /// Leases peers' uploads and downloads hold on this node now.
+    pub leases: usize,
 }
 
 pub struct Node {
@@ -324,6 +327,8 @@ impl Node {
             peers: self.cluster.peers(),
             repair: self.cluster.repair_report(),
             scrub: self.scrubber.report(),
+            gc: self.collector.totals(),
+            leases: self.cluster.leases_held(),
         })
     }
 

@@ -1,6 +1,8 @@
 //! Test harness: real `diststore` processes on port 0, real HTTP.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
