@@ -170,6 +170,10 @@ impl Net {
             self.secret.display().to_string(),
             "--replication".into(),
             "2".into(),
+            // Both sides of a partition keep taking writes: the availability setting, below
+            // the default (a 201 means two copies).
+            "--min-replicas".into(),
+            "1".into(),
         ];
         if node != 1 {
             args.extend(["--peer".into(), format!("http://{}:{PORT}", self.host(1).addr)]);
