@@ -5,6 +5,7 @@
 //! both versions. `fixtures/` holds databases written by older versions; the tests open them.
 
 pub mod v1_to_v2;
+pub mod v2_to_v3;
 
 use redb::WriteTransaction;
 
@@ -16,6 +17,7 @@ pub fn upgrade(txn: &WriteTransaction, from: u64) -> Result<()> {
     while version < super::SCHEMA_VERSION {
         match version {
             1 => v1_to_v2::upgrade(txn)?,
+            2 => v2_to_v3::upgrade(txn)?,
             other => {
                 return Err(StorageError::Corrupt(format!("no upgrade known from schema {other}")));
             }

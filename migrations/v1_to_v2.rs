@@ -10,9 +10,11 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::storage::records::{ManifestRecordV1, NameRecordV2, StampV1, decode, encode};
-use crate::storage::{CHUNK_INDEX, CHUNKS, MANIFESTS, META, NAMES, Result, SEGMENT, Stats, schema};
+use crate::storage::{CHUNK_INDEX, CHUNKS, MANIFESTS, META, Result, SEGMENT, Stats, schema};
 
 pub const NAMES_V1: &str = "names_v1";
+/// Frozen: schema 2's names table (schema 3 moves it to `names_v3`).
+pub const NAMES_V2: TableDefinition<&str, &[u8]> = TableDefinition::new("names_v2");
 const NAMES_V1_TABLE: TableDefinition<&str, [u8; 32]> = TableDefinition::new(NAMES_V1);
 const CHUNKS_V1: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("chunks_v1");
 
@@ -20,7 +22,7 @@ pub fn upgrade(txn: &WriteTransaction) -> Result<()> {
     let mut stats = Stats::default();
     {
         let old = txn.open_table(NAMES_V1_TABLE)?;
-        let mut names = txn.open_table(NAMES)?;
+        let mut names = txn.open_table(NAMES_V2)?;
         let manifests = txn.open_table(MANIFESTS)?;
         for item in old.iter()? {
             let (name, file) = item?;

@@ -100,7 +100,7 @@ fn a_schema_1_database_is_upgraded_on_open() {
     let secret_arg = secret.to_str().unwrap();
 
     let node = TestNode::start_in(&dir, &["--secret-file", secret_arg]);
-    assert!(node.log_text().contains("upgrading database schema from 1 to 2"), "{}", node.log_text());
+    assert!(node.log_text().contains("upgrading database schema from 1 to 3"), "{}", node.log_text());
     let big: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     for (name, data) in [
         ("hello.txt", b"hello from schema 1\n".to_vec()),
@@ -123,6 +123,27 @@ fn a_schema_1_database_is_upgraded_on_open() {
     // Opening again does not upgrade twice.
     let node = TestNode::start_in(&dir, &["--secret-file", secret_arg]);
     assert_eq!(node.status()["files"], 2);
+}
+
+#[test]
+fn a_schema_2_database_is_upgraded_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/fixtures/v2.redb");
+    std::fs::copy(fixture, dir.join("diststore.redb")).unwrap();
+    let secret = tmp.path().join("secret");
+    std::fs::write(&secret, "fixture-secret").unwrap();
+    let node = TestNode::start_in(&dir, &["--secret-file", secret.to_str().unwrap()]);
+    assert!(node.log_text().contains("upgrading database schema from 2 to 3"), "{}", node.log_text());
+    let (code, head, body) = get_with(&node.url("/api/v1/files/docs/a.txt"), &[]);
+    assert_eq!((code, body.as_slice()), (200, b"schema two, text".as_slice()));
+    assert_eq!(head.get("content-type").unwrap(), "text/plain");
+    assert!(get(&node.url("/api/v1/files/big.bin")).1 == vec![b'z'; 400_000]);
+    // The delete is still a delete: its tombstone moved over too.
+    assert_eq!(get(&node.url("/api/v1/files/deleted")).0, 404);
+    assert_eq!(node.status()["files"], 2);
+    assert_eq!(put(&node.url("/api/v1/files/docs/b.txt"), b"schema three").0, 201);
 }
 
 #[test]

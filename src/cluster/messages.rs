@@ -7,13 +7,14 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::storage::records::{ManifestRecordV1, NameRecordV2};
+use crate::storage::records::{ManifestRecordV1, NameRecordV3};
 
 /// 2: chunk bytes as attachments beside the sealed message instead of inside it.
 /// 3: attachments sent as the sealed chunks they are, without a second link encryption.
 /// 4: uploads and downloads hold leases (pins) on holders; `Confirm` checks presence after the
 ///    fsync instead of comparing epochs.
-pub const PROTOCOL_VERSION: u16 = 4;
+/// 5: name records carry the S3 ETag and headers (`NameRecordV3`).
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Largest message accepted from a peer, attachments excluded.
 pub const MAX_MESSAGE: usize = 24 * 1024 * 1024;
@@ -51,7 +52,7 @@ pub struct PeerStats {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct NameUpdate {
     pub name: String,
-    pub record: NameRecordV2,
+    pub record: NameRecordV3,
     pub manifest: Option<ManifestRecordV1>,
 }
 
@@ -312,8 +313,9 @@ mod tests {
         fn corrupted_messages_never_panic(pos in any::<prop::sample::Index>(), byte: u8, n in 0usize..40) {
             let m = Message::Response { id: 1, body: Response::Bucket(vec![NameUpdate {
                 name: "x".repeat(n),
-                record: NameRecordV2 { file: Some([1; 32]), size: 5, content_type: "t".into(), modified_ms: 1,
-                    stamp: crate::storage::Stamp { wall_ms: 1, counter: 0, node: [2; 16] } },
+                record: NameRecordV3 { file: Some([1; 32]), size: 5, content_type: "t".into(), modified_ms: 1,
+                    stamp: crate::storage::Stamp { wall_ms: 1, counter: 0, node: [2; 16] },
+                    etag: Some("e".into()), headers: vec![("cache-control".into(), "no-cache".into())] },
                 manifest: Some(ManifestRecordV1 { size: 5, chunker: 1, created_ms: 1, chunks: vec![([4; 32], 5)] }),
             }]) };
             let mut bytes = encode(&m);

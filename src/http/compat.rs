@@ -8,7 +8,7 @@ use super::files::{check_declared_length, content_type_for};
 use super::serve_content::{self, Presentation, disposition};
 use super::{ApiError, Req, json, query};
 use crate::content::FileName;
-use crate::node::NodeError;
+use crate::node::{Attrs, NodeError};
 use crate::storage::ListQuery;
 
 /// Longest accepted `key` field, in bytes, before it is validated as a name.
@@ -85,7 +85,7 @@ pub async fn store(mut req: Req) -> Result<Response, ApiError> {
     let name = FileName::new(key)?;
     let staged = staged.ok_or_else(|| ApiError::BadRequest("missing `file` field".into()))?;
     let content_type = content_type_for(file_type.as_deref(), &name);
-    node.commit(staged, name, content_type).await?;
+    node.commit(staged, name, Attrs::typed(content_type)).await?;
     Ok(Response::builder(StatusCode::Ok).content_type("text/plain").body("File stored successfully").build())
 }
 

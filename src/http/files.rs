@@ -8,7 +8,7 @@ use super::serve_content::{self, Presentation, disposition};
 use super::{ApiError, Req, json, path_rest, query};
 use crate::clock::rfc3339;
 use crate::content::FileName;
-use crate::node::{NodeError, Upload};
+use crate::node::{Attrs, NodeError, Upload};
 use crate::storage::{ListQuery, NameEntry, SortBy};
 
 const PREFIX: &str = "/api/v1/files/";
@@ -67,7 +67,7 @@ pub async fn put(mut req: Req) -> Result<Response, ApiError> {
         }
     }
     let staged = upload.finish().await?;
-    let put = node.commit(staged, name.clone(), content_type).await?;
+    let put = node.commit(staged, name.clone(), Attrs::typed(content_type)).await?;
     Ok(json(
         StatusCode::Created,
         &json!({

@@ -101,6 +101,22 @@ pub struct NodeConfig {
     pub gc_period: std::time::Duration,
 }
 
+/// What a writer says about a file beside its bytes: served back with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attrs {
+    pub content_type: String,
+    /// The S3 ETag (see [`NameRecord::etag`]); `None` for native uploads.
+    pub etag: Option<String>,
+    /// Response headers to serve the file with (see [`NameRecord::headers`]).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Attrs {
+    pub fn typed(content_type: String) -> Self {
+        Self { content_type, ..Self::default() }
+    }
+}
+
 /// A file as found by name.
 #[derive(Debug, Clone)]
 pub struct Found {
@@ -238,20 +254,17 @@ impl Node {
     /// chunks pinned until the announcement is done; after that the manifest (or, where the
     /// announcement did not arrive, the confirmation record until anti-entropy brings it)
     /// keeps them.
-    pub async fn commit(
-        &self,
-        mut staged: Staged,
-        name: FileName,
-        content_type: String,
-    ) -> Result<PutOutcome> {
+    pub async fn commit(&self, mut staged: Staged, name: FileName, attrs: Attrs) -> Result<PutOutcome> {
         let placed = staged.placed.take();
         let stamp = self.clock.now();
         let record = NameRecord {
             file: Some(*staged.manifest.id.as_bytes()),
             size: staged.manifest.size,
-            content_type,
+            content_type: attrs.content_type,
             modified_ms: unix_ms(),
             stamp,
+            etag: attrs.etag,
+            headers: attrs.headers,
         };
         let announce = self
             .with_peers()
@@ -288,13 +301,7 @@ impl Node {
         }
         self.events.publish(Event::Delete { name: name.to_string() });
         if self.with_peers().is_some() {
-            let tombstone = NameRecord {
-                file: None,
-                size: 0,
-                content_type: String::new(),
-                modified_ms: stamp.wall_ms,
-                stamp,
-            };
+            let tombstone = NameRecord::tombstone(stamp);
             self.cluster.announce(Cluster::update_with(name.to_string(), tombstone, None)).await;
         }
         Ok(())

@@ -18,7 +18,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use crate::content::{ChunkId, FileId, FileName, Manifest, NodeId};
 use crate::runtime;
 use records::{ManifestRecordV1, decode};
-pub use records::{NameRecordV2 as NameRecord, StampV1 as Stamp};
+pub use records::{NameRecordV3 as NameRecord, StampV1 as Stamp};
 pub use schema::SCHEMA_VERSION;
 pub use writer::Committed;
 use writer::Op;
@@ -27,7 +27,7 @@ use writer::Op;
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// `META` key of the data key's check value, written at the first start.
 pub(crate) const KEY_CHECK: &str = "key_check";
-pub(crate) const NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("names_v2");
+pub(crate) const NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("names_v3");
 pub(crate) const MANIFESTS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("manifests_v1");
 /// Sealed chunks, cut into segments of [`SEGMENT`] bytes keyed (chunk id, index).
 pub(crate) const CHUNKS: TableDefinition<([u8; 32], u32), &[u8]> = TableDefinition::new("chunks_v2");
@@ -754,6 +754,8 @@ mod tests {
             content_type: String::new(),
             modified_ms: wall_ms,
             stamp: Stamp { wall_ms, counter: 0, node: [9; 16] },
+            etag: None,
+            headers: Vec::new(),
         }
     }
 

@@ -65,9 +65,53 @@ pub struct NameRecordV2 {
     pub stamp: StampV1,
 }
 
-impl NameRecordV2 {
+/// Value of `names_v3` keyed by the name: [`NameRecordV2`] plus what S3 clients set on an
+/// object and expect back. `file == None` is a tombstone.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct NameRecordV3 {
+    pub file: Option<[u8; 32]>,
+    pub size: u64,
+    pub content_type: String,
+    pub modified_ms: u64,
+    pub stamp: StampV1,
+    /// The S3 ETag, unquoted, of an object written through S3: the hex MD5 of its bytes, or
+    /// `md5(part md5s)-N` for a multipart upload. `None`: the file id stands in.
+    pub etag: Option<String>,
+    /// Response headers the writer set (`content-disposition`, `cache-control`,
+    /// `content-encoding`, `content-language`, `expires`, `x-amz-meta-*`), lower-case names.
+    pub headers: Vec<(String, String)>,
+}
+
+impl NameRecordV3 {
     pub fn file_id(&self) -> Option<FileId> {
         self.file.map(FileId::from_bytes)
+    }
+
+    /// The record of a name deleted at `stamp`.
+    pub fn tombstone(stamp: StampV1) -> Self {
+        Self {
+            file: None,
+            size: 0,
+            content_type: String::new(),
+            modified_ms: stamp.wall_ms,
+            stamp,
+            etag: None,
+            headers: Vec::new(),
+        }
+    }
+}
+
+impl From<NameRecordV2> for NameRecordV3 {
+    fn from(r: NameRecordV2) -> Self {
+        Self {
+            file: r.file,
+            size: r.size,
+            content_type: r.content_type,
+            modified_ms: r.modified_ms,
+            stamp: r.stamp,
+            etag: None,
+            headers: Vec::new(),
+        }
     }
 }
 
@@ -103,6 +147,29 @@ mod tests {
         assert_eq!(bytes, expected);
         assert_eq!(decode::<NameRecordV2>("name", &bytes).unwrap(), record);
         assert!(decode::<NameRecordV2>("name", &bytes[..10]).is_err());
+    }
+
+    #[test]
+    fn name_record_v3_bytes_are_stable() {
+        let record = NameRecordV3 {
+            file: None,
+            size: 0,
+            content_type: String::new(),
+            modified_ms: 1,
+            stamp: StampV1 { wall_ms: 2, counter: 3, node: [9; 16] },
+            etag: Some("ab".into()),
+            headers: vec![("x-amz-meta-a".into(), "b".into())],
+        };
+        let mut expected = vec![0, 0, 0, 1, 2, 3];
+        expected.extend([9; 16]);
+        expected.extend([1, 2]);
+        expected.extend(b"ab");
+        expected.extend([1, 12]);
+        expected.extend(b"x-amz-meta-a");
+        expected.extend([1]);
+        expected.extend(b"b");
+        assert_eq!(encode(&record), expected);
+        assert_eq!(decode::<NameRecordV3>("name", &expected).unwrap(), record);
     }
 
     #[test]

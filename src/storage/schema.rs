@@ -11,7 +11,7 @@ use super::{
 use crate::content::NodeId;
 
 /// Version of the whole set of tables and records. Bump it with a step in `migrations/`.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 #[path = "../../migrations/mod.rs"]
 mod migrations;

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 
-use super::records::{ManifestRecordV1, NameRecordV2, StampV1, decode, encode};
+use super::records::{ManifestRecordV1, NameRecordV3, StampV1, decode, encode};
 use super::{
     CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, GcReport, MANIFESTS, META, NAMES, Pins, RECEIVED,
     Result, SEGMENT, StorageError, WriterShared, has_sealed, read_manifest, read_sealed, schema,
@@ -46,7 +46,7 @@ pub(crate) enum Op {
     CommitFile {
         manifest: Manifest,
         name: String,
-        record: NameRecordV2,
+        record: NameRecordV3,
         inline: Vec<(ChunkId, Vec<u8>)>,
         local: bool,
         reply: Reply<Committed>,
@@ -66,7 +66,7 @@ pub(crate) enum Op {
     },
     /// Name records from peers, last writer wins; manifests ride along with live records.
     ApplyNames {
-        updates: Vec<(String, NameRecordV2, Option<Manifest>)>,
+        updates: Vec<(String, NameRecordV3, Option<Manifest>)>,
         reply: Reply<Vec<bool>>,
     },
     /// A chunk from a peer, ahead of its manifest (the peer's pins keep it meanwhile).
@@ -447,7 +447,7 @@ impl<'t> Tables<'t> {
         Ok(sealed.len() as u64)
     }
 
-    fn live_record(&self, name: &str) -> Result<Option<NameRecordV2>> {
+    fn live_record(&self, name: &str) -> Result<Option<NameRecordV3>> {
         match self.names.get(name)? {
             Some(raw) => Ok(Some(decode("name record", raw.value())?)),
             None => Ok(None),
@@ -459,7 +459,7 @@ impl<'t> Tables<'t> {
     fn apply_name(
         &mut self,
         name: &str,
-        record: NameRecordV2,
+        record: NameRecordV3,
         manifest: Option<&Manifest>,
         require_local_chunks: bool,
     ) -> Result<bool> {
@@ -532,7 +532,7 @@ impl<'t> Tables<'t> {
     }
 
     /// Takes a live name's reference off its manifest.
-    fn unlink(&mut self, old: &NameRecordV2) -> Result<()> {
+    fn unlink(&mut self, old: &NameRecordV3) -> Result<()> {
         if let Some(file) = old.file {
             let refs = self.file_refs.get(&file)?.map_or(0, |v| v.value());
             let refs = refs.saturating_sub(1);
@@ -553,14 +553,7 @@ impl<'t> Tables<'t> {
         if !was_live {
             return Ok(false);
         }
-        let tombstone = NameRecordV2 {
-            file: None,
-            size: 0,
-            content_type: String::new(),
-            modified_ms: stamp.wall_ms,
-            stamp,
-        };
-        Ok(self.apply_name(name, tombstone, None, false)? && was_live)
+        Ok(self.apply_name(name, NameRecordV3::tombstone(stamp), None, false)? && was_live)
     }
 
     fn collect(&mut self, pins: &Pins) -> Result<GcReport> {
