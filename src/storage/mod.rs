@@ -504,6 +504,7 @@ impl Store {
         local: bool,
     ) -> Result<Committed> {
         let name = name.as_str().to_owned();
+        let record = Box::new(record);
         self.submit(|reply| Op::CommitFile { manifest, name, record, inline, local, reply }).await
     }
 

@@ -46,7 +46,7 @@ pub(crate) enum Op {
     CommitFile {
         manifest: Manifest,
         name: String,
-        record: NameRecordV3,
+        record: Box<NameRecordV3>,
         inline: Vec<(ChunkId, Vec<u8>)>,
         local: bool,
         reply: Reply<Committed>,
@@ -353,7 +353,7 @@ impl<'t> Tables<'t> {
                 for (id, sealed) in &inline {
                     new_bytes += self.put_chunk(*id, sealed)?;
                 }
-                match self.apply_name(&name, record, Some(&manifest), local) {
+                match self.apply_name(&name, *record, Some(&manifest), local) {
                     Err(e @ StorageError::MissingChunk(_)) => Outcome::Commit(reply, Err(e)),
                     other => Outcome::Commit(reply, Ok(Committed { applied: other?, new_bytes })),
                 }
