@@ -18,7 +18,7 @@ fn key_param(req: &Req) -> Result<FileName, ApiError> {
     let key = query(req, "key")
         .filter(|k| !k.is_empty())
         .ok_or_else(|| ApiError::BadRequest("`key` is required".into()))?;
-    Ok(FileName::new(key)?)
+    super::user_name(key)
 }
 
 fn multipart_error(e: multer::Error) -> ApiError {
@@ -82,7 +82,7 @@ pub async fn store(mut req: Req) -> Result<Response, ApiError> {
     }
     let key =
         key.filter(|k| !k.is_empty()).ok_or_else(|| ApiError::BadRequest("missing `key` field".into()))?;
-    let name = FileName::new(key)?;
+    let name = super::user_name(key)?;
     let staged = staged.ok_or_else(|| ApiError::BadRequest("missing `file` field".into()))?;
     let content_type = content_type_for(file_type.as_deref(), &name);
     node.commit(staged, name, Attrs::typed(content_type)).await?;

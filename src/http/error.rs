@@ -64,10 +64,11 @@ impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
         match e {
             NodeError::BadName(e) => ApiError::BadRequest(format!("invalid name: {e}")),
+            NodeError::Invalid(e) => ApiError::BadRequest(e),
             NodeError::NotFound => ApiError::NotFound("no such file".into()),
             NodeError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
             NodeError::Body(e) => ApiError::BadRequest(format!("reading the request body failed: {e}")),
-            NodeError::Integrity { .. } => ApiError::Internal(e.to_string()),
+            NodeError::Integrity { .. } | NodeError::BadMetadata(_) => ApiError::Internal(e.to_string()),
             NodeError::Storage(e) => e.into(),
             NodeError::Cluster(
                 e @ (ClusterError::Unavailable { .. }

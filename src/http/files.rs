@@ -15,7 +15,7 @@ const PREFIX: &str = "/api/v1/files/";
 const READ_BUF: usize = 256 * 1024;
 
 fn name_from_path(req: &Req, prefix: &str) -> Result<FileName, ApiError> {
-    Ok(FileName::new(path_rest(req, prefix)?)?)
+    super::user_name(path_rest(req, prefix)?)
 }
 
 /// Content type to store: what the client said, else a guess from the name.
@@ -145,6 +145,7 @@ pub async fn list(req: Req) -> Result<Response, ApiError> {
         limit,
         sort,
         descending,
+        hidden: None,
     };
     let page = req.state().node.list(q).await?;
     let files: Vec<_> = page.entries.iter().map(entry_json).collect();

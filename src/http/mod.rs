@@ -212,3 +212,16 @@ mod tests {
         assert_eq!(percent_decode("%4"), None);
     }
 }
+
+/// A name a client of the native API may use: the node's own metadata (`.diststore/`) is not
+/// reachable through it.
+pub fn user_name(raw: impl Into<String>) -> Result<crate::content::FileName, ApiError> {
+    let name = crate::content::FileName::new(raw)?;
+    if crate::node::registry::is_system(name.as_str()) {
+        return Err(ApiError::BadRequest(format!(
+            "names under {} are reserved for the node's own metadata",
+            crate::node::registry::SYSTEM_PREFIX
+        )));
+    }
+    Ok(name)
+}

@@ -3,6 +3,7 @@
 
 mod gc;
 mod read;
+pub mod registry;
 mod scrub;
 mod upload;
 
@@ -39,6 +40,10 @@ pub enum NodeError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error("bad metadata: {0}")]
+    BadMetadata(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 pub type Result<T, E = NodeError> = std::result::Result<T, E>;
@@ -162,6 +167,7 @@ pub struct Node {
     scrubber: Scrubber,
     cluster: Arc<Cluster>,
     health: Arc<Health>,
+    registry: registry::Registry,
     started: Instant,
 }
 
@@ -189,6 +195,7 @@ impl Node {
             events,
             cluster,
             health,
+            registry: Default::default(),
             started: Instant::now(),
         })
     }
@@ -293,6 +300,27 @@ impl Node {
         read::open(self.store.clone(), self.keys.clone(), self.cluster.clone(), manifest, start, end).await
     }
 
+    /// Reads a whole (small) file into memory.
+    pub async fn read_all(&self, manifest: &Manifest) -> Result<Vec<u8>> {
+        use futures_lite::AsyncReadExt;
+        let mut out = Vec::with_capacity(manifest.size as usize);
+        self.read(manifest, 0, manifest.size).await?.read_to_end(&mut out).await.map_err(NodeError::Body)?;
+        Ok(out)
+    }
+
+    /// Stores `data` under `name` (for small files the node writes itself).
+    pub async fn put_bytes(
+        self: &Arc<Self>,
+        name: FileName,
+        data: &[u8],
+        attrs: Attrs,
+    ) -> Result<PutOutcome> {
+        let mut upload = self.upload().await?;
+        upload.write(data).await?;
+        let staged = upload.finish().await?;
+        self.commit(staged, name, attrs).await
+    }
+
     pub async fn delete(&self, name: &FileName) -> Result<()> {
         let stamp = self.clock.now();
         let removed = self.store.delete(name, stamp).await?;
@@ -307,7 +335,9 @@ impl Node {
         Ok(())
     }
 
-    pub async fn list(&self, query: ListQuery) -> Result<ListPage> {
+    /// Live names matching the query, without the node's own metadata.
+    pub async fn list(&self, mut query: ListQuery) -> Result<ListPage> {
+        query.hidden = Some(registry::SYSTEM_PREFIX);
         Ok(self.store.list(query).await?)
     }
 

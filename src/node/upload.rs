@@ -39,6 +39,8 @@ pub struct PutOutcome {
 /// Content fully received, its chunks stored or queued, not yet named.
 pub struct Staged {
     pub manifest: Manifest,
+    /// MD5 of the bytes, when the upload was asked for it (S3 ETags).
+    pub md5: Option<[u8; 16]>,
     new_bytes: u64,
     /// Small content rides along with the commit instead of going to the writer first.
     inline: Vec<(ChunkId, Vec<u8>)>,
@@ -79,7 +81,7 @@ enum Sink {
 struct Workers {
     hash_tx: async_channel::Sender<Bytes>,
     chunk_tx: async_channel::Sender<Bytes>,
-    hasher: JoinHandle<FileId>,
+    hasher: JoinHandle<(FileId, Option<[u8; 16]>)>,
     chunker: JoinHandle<Result<Chunked>>,
     replicator: Option<JoinHandle<Result<(u64, cluster::Placed), cluster::ClusterError>>>,
 }
@@ -100,11 +102,28 @@ pub struct Upload {
     size: u64,
     block: BytesMut,
     workers: Option<Workers>,
+    /// Whether to compute the MD5 of the bytes too (set before the first write).
+    md5: bool,
 }
 
 impl Upload {
     pub(super) fn new(store: Store, keys: Keys, cluster: Option<Arc<Cluster>>, limit: u64) -> Self {
-        Self { store, keys, cluster, limit, size: 0, block: BytesMut::with_capacity(BLOCK), workers: None }
+        Self {
+            store,
+            keys,
+            cluster,
+            limit,
+            size: 0,
+            block: BytesMut::with_capacity(BLOCK),
+            workers: None,
+            md5: false,
+        }
+    }
+
+    /// Also computes the MD5 of the bytes (S3 ETags), beside the SHA-256, on the hashing thread.
+    pub fn with_md5(mut self) -> Self {
+        self.md5 = true;
+        self
     }
 
     pub fn size(&self) -> u64 {
@@ -131,7 +150,8 @@ impl Upload {
 
     fn workers(&mut self) -> &mut Workers {
         let (store, keys, cluster) = (self.store.clone(), self.keys.clone(), self.cluster.clone());
-        self.workers.get_or_insert_with(|| start_workers(store, keys, cluster))
+        let md5 = self.md5;
+        self.workers.get_or_insert_with(|| start_workers(store, keys, cluster, md5))
     }
 
     async fn dispatch(&mut self, block: Bytes) -> Result<()> {
@@ -155,15 +175,19 @@ impl Upload {
     /// holders), and the manifest is ready.
     pub async fn finish(mut self) -> Result<Staged> {
         let tail = std::mem::take(&mut self.block).freeze();
-        let size = self.size;
+        let (size, want_md5) = (self.size, self.md5);
+        let md5_of = move |data: &[u8]| want_md5.then(|| md5::Md5::digest(data).into());
         match self.workers.take() {
-            None if self.cluster.is_none() && tail.len() <= INLINE_MAX => Ok(stage_inline(&self.keys, &tail)),
+            None if self.cluster.is_none() && tail.len() <= INLINE_MAX => {
+                Ok(Staged { md5: md5_of(&tail), ..stage_inline(&self.keys, &tail) })
+            }
             None if self.cluster.is_none() => {
                 let (store, keys) = (self.store.clone(), self.keys.clone());
                 runtime::blocking(move || {
                     let id = FileId::from_bytes(Sha256::digest(&tail).into());
+                    let md5 = md5_of(&tail);
                     let chunked = chunk_blocks(&store, &keys, &Sink::Local, std::iter::once(tail))?;
-                    Ok(staged(id, size, chunked, 0, true))
+                    Ok(staged((id, md5), size, chunked, 0, true))
                 })
                 .await
             }
@@ -193,11 +217,18 @@ impl Upload {
     }
 }
 
-fn staged(id: FileId, size: u64, chunked: Chunked, extra_new: u64, local: bool) -> Staged {
+fn staged(
+    (id, md5): (FileId, Option<[u8; 16]>),
+    size: u64,
+    chunked: Chunked,
+    extra_new: u64,
+    local: bool,
+) -> Staged {
     let manifest =
         Manifest { id, size, chunker: CHUNKER_VERSION, chunks: chunked.chunks, created_ms: unix_ms() };
     Staged {
         manifest,
+        md5,
         new_bytes: chunked.new_bytes + extra_new,
         inline: Vec::new(),
         local,
@@ -219,18 +250,22 @@ fn stage_inline(keys: &Keys, data: &[u8]) -> Staged {
     let manifest =
         Manifest { id, size: data.len() as u64, chunker: CHUNKER_VERSION, chunks, created_ms: unix_ms() };
     // The writer stores the chunk with the commit and counts it if it was new.
-    Staged { manifest, new_bytes: 0, inline, local: true, _pins: None, placed: None }
+    Staged { manifest, md5: None, new_bytes: 0, inline, local: true, _pins: None, placed: None }
 }
 
-fn start_workers(store: Store, keys: Keys, cluster: Option<Arc<Cluster>>) -> Workers {
+fn start_workers(store: Store, keys: Keys, cluster: Option<Arc<Cluster>>, want_md5: bool) -> Workers {
     let (hash_tx, hash_rx) = async_channel::bounded::<Bytes>(STAGE_QUEUE);
     let (chunk_tx, chunk_rx) = async_channel::bounded::<Bytes>(STAGE_QUEUE);
     let hasher = runtime::spawn(runtime::blocking(move || {
         let mut hasher = Sha256::new();
+        let mut md5 = want_md5.then(md5::Md5::new);
         while let Ok(block) = hash_rx.recv_blocking() {
             hasher.update(&block);
+            if let Some(md5) = &mut md5 {
+                md5.update(&block);
+            }
         }
-        FileId::from_bytes(hasher.finalize().into())
+        (FileId::from_bytes(hasher.finalize().into()), md5.map(|m| m.finalize().into()))
     }));
     let (sink, replicator) = match cluster {
         Some(cluster) => {

@@ -254,6 +254,8 @@ pub struct ListQuery {
     pub limit: usize,
     pub sort: SortBy,
     pub descending: bool,
+    /// Names under this prefix are left out.
+    pub hidden: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -683,12 +685,16 @@ fn list_names(names: &impl ReadableTable<&'static str, &'static [u8]>, q: &ListQ
     let mut page = ListPage::default();
     let limit = q.limit.max(1);
     let by_name_ascending = q.sort == SortBy::Name && !q.descending;
+    let hidden = q.hidden;
     let mut all = Vec::new();
     for item in names.range(q.prefix.as_str()..)? {
         let (key, value) = item?;
         let name = key.value();
         if !name.starts_with(&q.prefix) {
             break;
+        }
+        if hidden.is_some_and(|h| name.starts_with(h)) {
+            continue;
         }
         let record: NameRecord = decode("name record", value.value())?;
         if record.file.is_none() {
