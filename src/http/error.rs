@@ -16,6 +16,8 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
     TooLarge(String),
     #[error("range not satisfiable: the content is {size} bytes")]
     RangeNotSatisfiable { size: u64 },
@@ -31,6 +33,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BadRequest,
             ApiError::Unauthorized => StatusCode::Unauthorized,
             ApiError::NotFound(_) => StatusCode::NotFound,
+            ApiError::Conflict(_) => StatusCode::Conflict,
             ApiError::TooLarge(_) => StatusCode::PayloadTooLarge,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RequestedRangeNotSatisfiable,
             ApiError::Unavailable(_) => StatusCode::ServiceUnavailable,

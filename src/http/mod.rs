@@ -5,6 +5,7 @@ mod blobs;
 mod compat;
 pub mod error;
 mod files;
+mod keys;
 mod peer;
 mod serve_content;
 mod status;
@@ -48,6 +49,8 @@ pub fn app(node: Arc<Node>, api_token: Option<String>) -> tide::Server<State> {
         .get(endpoint!(files::get))
         .delete(endpoint!(files::delete));
     app.at("/api/v1/info/*name").get(endpoint!(files::info));
+    app.at("/api/v1/keys").post(endpoint!(keys::create)).get(endpoint!(keys::list));
+    app.at("/api/v1/keys/*access_key").delete(endpoint!(keys::delete));
     app.at("/api/v1/blobs/:id").get(endpoint!(blobs::get));
     app.at("/api/store").post(endpoint!(compat::store));
     app.at("/api/get").get(endpoint!(compat::get));

@@ -1,0 +1,57 @@
+//! `/api/v1/keys`: S3 access keys, managed through the native API (behind its token).
+
+use serde::Deserialize;
+use serde_json::json;
+use tide::{Response, StatusCode};
+
+use super::{ApiError, Req, json, path_rest};
+use crate::node::Node;
+
+#[derive(Deserialize)]
+struct NewKey {
+    name: String,
+    access_key: Option<String>,
+    secret_key: Option<String>,
+}
+
+/// `POST /api/v1/keys {"name", "access_key"?, "secret_key"?}`: given values are imported as
+/// they are, missing ones generated. Answers the key with its secret, the only time it is shown.
+pub async fn create(mut req: Req) -> Result<Response, ApiError> {
+    let body: NewKey =
+        req.body_json().await.map_err(|e| ApiError::BadRequest(format!("expected {{\"name\": ...}}: {e}")))?;
+    if body.name.trim().is_empty() || body.name.len() > 256 {
+        return Err(ApiError::BadRequest("a key needs a name of 1 to 256 bytes".into()));
+    }
+    if body.secret_key.as_ref().is_some_and(|s| s.len() < 8 || s.len() > 256) {
+        return Err(ApiError::BadRequest("a secret key is 8 to 256 bytes".into()));
+    }
+    let node = req.state().node.clone();
+    if let Some(ak) = &body.access_key {
+        if node.access_key(ak).await?.is_some() {
+            return Err(ApiError::Conflict(format!("access key {ak} exists")));
+        }
+    }
+    let key = Node::new_access_key(body.name, body.access_key, body.secret_key);
+    node.put_access_key(&key).await?;
+    Ok(json(
+        StatusCode::Created,
+        &json!({ "name": key.name, "access_key": key.access_key, "secret_key": key.secret_key }),
+    ))
+}
+
+/// `GET /api/v1/keys`: every key, never its secret.
+pub async fn list(req: Req) -> Result<Response, ApiError> {
+    let keys = req.state().node.access_keys().await?;
+    let keys: Vec<_> = keys
+        .iter()
+        .map(|k| json!({ "name": k.name, "access_key": k.access_key, "root": k.root }))
+        .collect();
+    Ok(json(StatusCode::Ok, &json!({ "keys": keys })))
+}
+
+/// `DELETE /api/v1/keys/{access_key}`.
+pub async fn delete(req: Req) -> Result<Response, ApiError> {
+    let access_key = path_rest(&req, "/api/v1/keys/")?;
+    req.state().node.delete_access_key(&access_key).await?;
+    Ok(Response::new(StatusCode::NoContent))
+}
