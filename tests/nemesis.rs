@@ -431,9 +431,9 @@ fn list_page(body: &[u8]) -> Result<Page, String> {
 fn body_size(rng: &mut StdRng) -> usize {
     const K: usize = 1024;
     match rng.random_range(0..100) {
-        0..75 => rng.random_range(4 * K..64 * K),
-        75..93 => rng.random_range(64 * K..1024 * K),
-        93..98 => rng.random_range(1024 * K..6 * 1024 * K),
+        0..80 => rng.random_range(4 * K..64 * K),
+        80..95 => rng.random_range(64 * K..1024 * K),
+        95..99 => rng.random_range(1024 * K..6 * 1024 * K),
         _ => rng.random_range(6 * 1024 * K..=20 * 1024 * K),
     }
 }
@@ -501,8 +501,9 @@ fn race_put_and_delete(
     fill_random(&mut data[at..at + 4096], rng.random());
     let put_node = rng.random_range(1..=n);
     let delete_node = (put_node + rng.random_range(0..n - 1)) % n + 1;
-    // A little jitter, so the delete lands at different points of the upload.
-    let delay = Duration::from_millis(rng.random_range(0..150));
+    // Jitter, so the delete lands at different points of the upload: up to its length at
+    // 8 MB/s, about what a debug build takes.
+    let delay = Duration::from_millis(rng.random_range(0..=data.len() as u64 / 8000));
     std::thread::scope(|s| {
         let deleter = s.spawn(|| {
             std::thread::sleep(delay);
@@ -738,6 +739,27 @@ fn report(test: &str, history: &[Op], faults: &[Fault], v: &Verdict, c: &Converg
         };
         *per_kind.entry((op.kind, outcome)).or_default() += 1;
     }
+    // Latency per kind (median and max), and why requests failed, most common first.
+    let mut latency: BTreeMap<Kind, Vec<Duration>> = BTreeMap::new();
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for op in history {
+        latency.entry(op.kind).or_default().push(op.end.saturating_sub(op.start));
+        let why = match &op.outcome {
+            Outcome::Failed(why) | Outcome::Unknown { why, .. } | Outcome::Cut { why, .. } => why,
+            _ => continue,
+        };
+        let short: String = why.chars().take(90).collect();
+        *reasons.entry(format!("{:?} {short}", op.kind)).or_default() += 1;
+    }
+    let latency: Vec<String> = latency
+        .into_iter()
+        .map(|(k, mut d)| {
+            d.sort();
+            format!("{k:?} median {:?} max {:?}", d[d.len() / 2], d[d.len() - 1])
+        })
+        .collect();
+    let mut reasons: Vec<_> = reasons.into_iter().collect();
+    reasons.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     let mut fault_kinds: BTreeMap<FaultKind, usize> = BTreeMap::new();
     for f in faults {
         *fault_kinds.entry(f.kind).or_default() += 1;
@@ -749,6 +771,10 @@ fn report(test: &str, history: &[Op], faults: &[Fault], v: &Verdict, c: &Converg
         history.len(),
         phase.as_secs_f64()
     );
+    eprintln!("latency: {}", latency.join("; "));
+    for (why, n) in reasons.iter().take(8) {
+        eprintln!("  {n:>5} x {why}");
+    }
     eprintln!("faults injected: {fault_kinds:?}");
     eprintln!("acknowledged writes: {}; put/delete races run: {races}", v.acked_writes);
     eprintln!(
@@ -780,13 +806,19 @@ fn report(test: &str, history: &[Op], faults: &[Fault], v: &Verdict, c: &Converg
     }
 }
 
-/// Lines of a node's log that report errors or warnings, counted by their text without the
-/// time stamp, so a report can say what the nodes complained about.
+/// Lines of a node's log that report errors or warnings (red or yellow in a debug build's
+/// pretty log, level 40 or 50 in a release build's JSON), counted by their first words, so a
+/// report can say what the nodes complained about.
 fn log_complaints(log: &str) -> BTreeMap<String, usize> {
+    const RED: &str = "\x1b[31m";
+    const YELLOW: &str = "\x1b[33m";
     let mut out = BTreeMap::new();
-    for line in log.lines().filter(|l| l.contains("ERROR") || l.contains("WARN") || l.contains("panicked")) {
-        let text: String = line.split_once(']').map_or(line, |(_, rest)| rest).chars().take(120).collect();
-        *out.entry(text.trim().to_string()).or_default() += 1;
+    let complaint = |l: &str| {
+        l.contains(RED) || l.contains(YELLOW) || l.contains("\"level\":40") || l.contains("\"level\":50")
+    };
+    for line in log.lines().filter(|l| complaint(l) || l.contains("panicked")) {
+        let text: String = strip_ansi(line).chars().take(110).collect();
+        *out.entry(text).or_default() += 1;
     }
     out
 }

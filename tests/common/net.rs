@@ -234,9 +234,9 @@ impl Net {
         }
     }
 
-    /// The node's log so far (stdout and stderr of every run).
+    /// The node's log so far (stdout and stderr of every run), as written.
     pub fn log_text(&self, node: usize) -> String {
-        strip_ansi(&std::fs::read_to_string(&self.host(node).log).unwrap_or_default())
+        std::fs::read_to_string(&self.host(node).log).unwrap_or_default()
     }
 
     /// Cuts the links between the two groups (both directions, silently).
@@ -427,7 +427,7 @@ impl Drop for Net {
 }
 
 /// Log text without terminal colour codes.
-fn strip_ansi(text: &str) -> String {
+pub fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
