@@ -523,6 +523,8 @@ struct Converged {
     last: BTreeMap<String, Vec<(usize, Seen)>>,
     /// What was still wrong at the bound; empty when it converged.
     problems: Vec<String>,
+    /// What was wrong at the last poll that found something wrong: what converged last.
+    last_wrong: Vec<String>,
     took: Duration,
 }
 
@@ -585,6 +587,7 @@ fn converge(urls: &[String], written: &BTreeSet<String>, limit: Duration) -> Con
     let mut verified: BTreeMap<String, Seen> = BTreeMap::new();
     let mut last: BTreeMap<String, Vec<(usize, Seen)>> = BTreeMap::new();
     let mut listing_seen: Option<BTreeMap<String, String>> = None;
+    let mut last_wrong = Vec::new();
     loop {
         let problems = (|| -> Vec<String> {
             let listings: Vec<_> = urls.iter().map(|u| full_listing(u)).collect();
@@ -659,8 +662,9 @@ fn converge(urls: &[String], written: &BTreeSet<String>, limit: Duration) -> Con
                 let seen = urls.iter().enumerate().map(|(i, u)| (i + 1, seen_at(u, name))).collect();
                 last.insert(name.clone(), seen);
             }
-            return Converged { last, problems, took: start.elapsed() };
+            return Converged { last, problems, last_wrong, took: start.elapsed() };
         }
+        last_wrong = problems;
         std::thread::sleep(Duration::from_millis(500));
     }
 }
@@ -786,7 +790,12 @@ fn report(test: &str, history: &[Op], faults: &[Fault], v: &Verdict, c: &Converg
         v.unexcused_cuts.len()
     );
     match c.problems.is_empty() {
-        true => eprintln!("converged {:.1} s after the heal ({} names)", c.took.as_secs_f64(), c.last.len()),
+        true => eprintln!(
+            "converged {:.1} s after the heal ({} names); the last still wrong: {:?}",
+            c.took.as_secs_f64(),
+            c.last.len(),
+            &c.last_wrong[..c.last_wrong.len().min(3)]
+        ),
         false => eprintln!(
             "NOT converged {:.1} s after the heal; still wrong ({}): {:#?}",
             c.took.as_secs_f64(),
