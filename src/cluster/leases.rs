@@ -114,10 +114,10 @@ impl Drop for RemoteLease {
         runtime::spawn(async move {
             for node in nodes {
                 // A holder that went away released the lease with the link already.
-                if let Some(link) = cluster.link_of(node) {
-                    if let Err(e) = link.request(Request::Release { lease }, RELEASE_TIMEOUT).await {
-                        log::debug!("releasing lease {lease:x} on {node}: {e}");
-                    }
+                if let Some(link) = cluster.link_of(node)
+                    && let Err(e) = link.request(Request::Release { lease }, RELEASE_TIMEOUT).await
+                {
+                    log::debug!("releasing lease {lease:x} on {node}: {e}");
                 }
             }
         });

@@ -237,10 +237,8 @@ impl Cluster {
             }
             changed = true;
         }
-        if changed {
-            if let Err(e) = self.store.set_meta(MEMBERS_KEY, messages::encode(&known)).await {
-                log::warn!("could not store the member list: {e}");
-            }
+        if changed && let Err(e) = self.store.set_meta(MEMBERS_KEY, messages::encode(&known)).await {
+            log::warn!("could not store the member list: {e}");
         }
     }
 

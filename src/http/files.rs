@@ -61,10 +61,10 @@ pub async fn put(mut req: Req) -> Result<Response, ApiError> {
     let declared = req.len();
     let mut upload = node.upload().await?;
     pump(req.take_body(), &mut upload).await?;
-    if let Some(declared) = declared {
-        if upload.size() != declared as u64 {
-            return Err(ApiError::BadRequest("the body ended before its Content-Length".into()));
-        }
+    if let Some(declared) = declared
+        && upload.size() != declared as u64
+    {
+        return Err(ApiError::BadRequest("the body ended before its Content-Length".into()));
     }
     let staged = upload.finish().await?;
     let put = node.commit(staged, name.clone(), Attrs::typed(content_type)).await?;

@@ -17,8 +17,10 @@ struct NewKey {
 /// `POST /api/v1/keys {"name", "access_key"?, "secret_key"?}`: given values are imported as
 /// they are, missing ones generated. Answers the key with its secret, the only time it is shown.
 pub async fn create(mut req: Req) -> Result<Response, ApiError> {
-    let body: NewKey =
-        req.body_json().await.map_err(|e| ApiError::BadRequest(format!("expected {{\"name\": ...}}: {e}")))?;
+    let body: NewKey = req
+        .body_json()
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("expected {{\"name\": ...}}: {e}")))?;
     if body.name.trim().is_empty() || body.name.len() > 256 {
         return Err(ApiError::BadRequest("a key needs a name of 1 to 256 bytes".into()));
     }
@@ -26,10 +28,10 @@ pub async fn create(mut req: Req) -> Result<Response, ApiError> {
         return Err(ApiError::BadRequest("a secret key is 8 to 256 bytes".into()));
     }
     let node = req.state().node.clone();
-    if let Some(ak) = &body.access_key {
-        if node.access_key(ak).await?.is_some() {
-            return Err(ApiError::Conflict(format!("access key {ak} exists")));
-        }
+    if let Some(ak) = &body.access_key
+        && node.access_key(ak).await?.is_some()
+    {
+        return Err(ApiError::Conflict(format!("access key {ak} exists")));
     }
     let key = Node::new_access_key(body.name, body.access_key, body.secret_key);
     node.put_access_key(&key).await?;
@@ -42,10 +44,8 @@ pub async fn create(mut req: Req) -> Result<Response, ApiError> {
 /// `GET /api/v1/keys`: every key, never its secret.
 pub async fn list(req: Req) -> Result<Response, ApiError> {
     let keys = req.state().node.access_keys().await?;
-    let keys: Vec<_> = keys
-        .iter()
-        .map(|k| json!({ "name": k.name, "access_key": k.access_key, "root": k.root }))
-        .collect();
+    let keys: Vec<_> =
+        keys.iter().map(|k| json!({ "name": k.name, "access_key": k.access_key, "root": k.root })).collect();
     Ok(json(StatusCode::Ok, &json!({ "keys": keys })))
 }
 

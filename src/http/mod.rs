@@ -203,19 +203,6 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response {
     res
 }
 
-#[cfg(test)]
-mod tests {
-    use super::percent_decode;
-
-    #[test]
-    fn decodes_percent_escapes() {
-        assert_eq!(percent_decode("a%20b/%C3%BC").as_deref(), Some("a b/ü"));
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%C3"), None);
-        assert_eq!(percent_decode("%4"), None);
-    }
-}
-
 /// A name a client of the native API may use: the node's own metadata (`.diststore/`) is not
 /// reachable through it.
 pub fn user_name(raw: impl Into<String>) -> Result<crate::content::FileName, ApiError> {
@@ -227,4 +214,17 @@ pub fn user_name(raw: impl Into<String>) -> Result<crate::content::FileName, Api
         )));
     }
     Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn decodes_percent_escapes() {
+        assert_eq!(percent_decode("a%20b/%C3%BC").as_deref(), Some("a b/ü"));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%C3"), None);
+        assert_eq!(percent_decode("%4"), None);
+    }
 }

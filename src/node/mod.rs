@@ -89,10 +89,10 @@ fn opens_stored_chunks(store: &Store, keys: &Keys) -> Result<bool, StorageError>
         return Ok(true);
     }
     for id in ids {
-        if let Ok(Some(sealed)) = store.chunk_blocking(id) {
-            if keys.verify_chunk(&id, &sealed).is_ok() {
-                return Ok(true);
-            }
+        if let Ok(Some(sealed)) = store.chunk_blocking(id)
+            && keys.verify_chunk(&id, &sealed).is_ok()
+        {
+            return Ok(true);
         }
     }
     Ok(false)

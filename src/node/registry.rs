@@ -68,10 +68,13 @@ impl Bucket {
     }
 }
 
+/// A record's bytes as read at a stamp of its name.
+type Cached = (Stamp, Arc<Vec<u8>>);
+
 /// Decrypted records by name, with the stamp they were read at.
 #[derive(Default)]
 pub struct Registry {
-    cache: Mutex<HashMap<String, (Stamp, Arc<Vec<u8>>)>>,
+    cache: Mutex<HashMap<String, Cached>>,
 }
 
 impl Node {

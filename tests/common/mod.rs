@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod net;
+
 pub use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_diststore");
