@@ -207,7 +207,7 @@ start_node() {
   # stdout.log before the child has got round to opening it.
   : >"$dir/stdout.log"
   : >"$dir/stderr.log"
-  "$BIN" --listen 127.0.0.1:0 --data-dir "$dir/data" "$@" >"$dir/stdout.log" 2>"$dir/stderr.log" &
+  "$BIN" --listen 127.0.0.1:0 --s3-listen 127.0.0.1:0 --data-dir "$dir/data" "$@" >"$dir/stdout.log" 2>"$dir/stderr.log" &
   NODE_PID=$!
   NODE_PIDS+=("$NODE_PID")
   NODE_URL=""

@@ -10,6 +10,7 @@
 #
 # Environment:
 #   BASE_PORT              node i listens on 127.0.0.1:$((BASE_PORT + i - 1))      (default 8080)
+#   S3_BASE_PORT           node i serves S3 on 127.0.0.1:$((S3_BASE_PORT + i - 1)) (default 3900)
 #   DISTSTORE_CLUSTER_DIR  data, logs, pid files and the shared secret      (default ./cluster-data)
 #   DISTSTORE_NODE_ARGS    extra flags for every node, split on whitespace (no quoting),
 #                          e.g. "--replication 3 --min-replicas 2"
@@ -36,6 +37,7 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SCRIPT="scripts/cluster.sh"
 
 BASE_PORT="${BASE_PORT:-8080}"
+S3_BASE_PORT="${S3_BASE_PORT:-3900}"
 # Absolute, so that pid files can be checked against a process's command line (see
 # is_our_node) whatever directory the script is later called from.
 CLUSTER_DIR="$(realpath -m -- "${DISTSTORE_CLUSTER_DIR:-./cluster-data}")"
@@ -210,7 +212,8 @@ abort_start() {
 # launch_node I N: starts node I in the background, detached from this script.
 launch_node() {
   local i="$1" port=$((BASE_PORT + $1 - 1)) args=() extra=()
-  args=(--listen "127.0.0.1:$port" --data-dir "$(node_dir "$i")" --secret-file "$SECRET_FILE")
+  args=(--listen "127.0.0.1:$port" --s3-listen "127.0.0.1:$((S3_BASE_PORT + i - 1))"
+    --data-dir "$(node_dir "$i")" --secret-file "$SECRET_FILE")
   # Every node joins through node 1; the members gossip the rest of the list among themselves.
   ((i == 1)) || args+=(--peer "$(node_url 1 "$BASE_PORT")")
   read -ra extra <<<"$DISTSTORE_NODE_ARGS"

@@ -29,6 +29,7 @@ pub enum Command {
 }
 
 #[derive(ClapArgs, Debug, Clone)]
+#[command(group = clap::ArgGroup::new("s3_secret").args(["s3_secret_key_file", "s3_secret_key"]).multiple(false))]
 pub struct ServeArgs {
     /// Address to serve the API, the web UI and peer links on. Defaults to 127.0.0.1:8080,
     /// or 127.0.0.1:$PORT when PORT is set (as the original program honoured it).
@@ -91,6 +92,35 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTSTORE_ADVERTISE", value_name = "URL")]
     pub advertise: Option<String>,
 
+    /// Address of the S3 endpoint, or `off`.
+    #[arg(long, env = "DISTSTORE_S3_LISTEN", value_name = "ADDR|off", default_value = "127.0.0.1:3900")]
+    pub s3_listen: String,
+
+    /// Serve virtual-host style S3 requests (`bucket.DOMAIN`) as well as path style.
+    #[arg(long, env = "DISTSTORE_S3_DOMAIN", value_name = "DOMAIN")]
+    pub s3_domain: Option<String>,
+
+    /// The region the S3 endpoint reports and expects in signatures.
+    #[arg(long, env = "DISTSTORE_S3_REGION", value_name = "REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+
+    /// The S3 root access key (imported as given; with --s3-secret-key or its file). Without
+    /// them, the first start generates a root key and writes it to DATA_DIR/s3-root-key.
+    #[arg(long, env = "DISTSTORE_S3_ACCESS_KEY", value_name = "KEY", requires = "s3_secret")]
+    pub s3_access_key: Option<String>,
+
+    /// File holding the S3 root secret key (preferred over --s3-secret-key: environments leak).
+    #[arg(long, value_name = "FILE", conflicts_with = "s3_secret_key")]
+    pub s3_secret_key_file: Option<PathBuf>,
+
+    /// The S3 root secret key itself.
+    #[arg(long, env = "DISTSTORE_S3_SECRET_KEY", hide_env_values = true, value_name = "SECRET")]
+    pub s3_secret_key: Option<String>,
+
+    /// Multipart uploads older than this are aborted and their parts collected, e.g. 24h.
+    #[arg(long, env = "DISTSTORE_S3_MULTIPART_MAX_AGE", value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub s3_multipart_max_age: std::time::Duration,
+
     /// Tests only: how long a restarted node waits to hear from its members, e.g. 10s.
     #[arg(long, hide = true, env = "DISTSTORE_SETTLE", value_parser = parse_duration)]
     pub settle: Option<std::time::Duration>,
@@ -132,6 +162,20 @@ pub struct Config {
     pub cluster: crate::cluster::ClusterConfig,
     pub gc_period: std::time::Duration,
     pub received_grace: std::time::Duration,
+    /// `None`: the S3 endpoint is off.
+    pub s3: Option<crate::s3::S3Config>,
+    pub s3_root: S3Root,
+}
+
+/// Where the S3 root key comes from.
+#[derive(Debug, Clone)]
+pub enum S3Root {
+    Given {
+        access_key: String,
+        secret: SecretSource,
+    },
+    /// Generated at the first start, written to this file.
+    Generated(PathBuf),
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +208,12 @@ pub enum ConfigError {
         "--advertise {0} names no address a peer can dial; give this node's reachable address or host name"
     )]
     UnreachableAdvertise(String),
+    #[error("--s3-listen must be an address like 127.0.0.1:3900, or off; got {0:?}")]
+    BadS3Listen(String),
+    #[error(
+        "the S3 endpoint on {0}, which is not loopback, needs --api-token too (or --open-api), like the API"
+    )]
+    S3TokenNeeded(SocketAddr),
 }
 
 impl ServeArgs {
@@ -214,6 +264,34 @@ impl ServeArgs {
                 return Err(ConfigError::UnreachableAdvertise(url.clone()));
             }
         }
+        let s3 = match self.s3_listen.trim() {
+            "off" => None,
+            text => {
+                let listen: SocketAddr =
+                    text.parse().map_err(|_| ConfigError::BadS3Listen(text.to_owned()))?;
+                // S3 requests are signed, but a public endpoint on a node whose API is open
+                // is a mistake the operator should make on purpose.
+                if !listen.ip().is_loopback() && self.api_token.is_none() && !self.open_api {
+                    return Err(ConfigError::S3TokenNeeded(listen));
+                }
+                Some(crate::s3::S3Config {
+                    listen,
+                    domain: self.s3_domain.clone(),
+                    region: self.s3_region.clone(),
+                    multipart_max_age: self.s3_multipart_max_age,
+                })
+            }
+        };
+        let s3_root =
+            match (self.s3_access_key.clone(), self.s3_secret_key_file.clone(), self.s3_secret_key.clone()) {
+                (Some(access_key), Some(file), _) => {
+                    S3Root::Given { access_key, secret: SecretSource::File(file) }
+                }
+                (Some(access_key), None, Some(value)) => {
+                    S3Root::Given { access_key, secret: SecretSource::Value(value) }
+                }
+                _ => S3Root::Generated(self.data_dir.join("s3-root-key")),
+            };
         let defaults = crate::cluster::Timing::default();
         let timing = crate::cluster::Timing {
             settle: self.settle.unwrap_or(defaults.settle),
@@ -238,6 +316,8 @@ impl ServeArgs {
             },
             gc_period: self.gc_period.unwrap_or(crate::node::GC_PERIOD),
             received_grace: self.received_grace.unwrap_or(crate::storage::RECEIVED_GRACE),
+            s3,
+            s3_root,
             listen,
             data_dir: self.data_dir,
             secret,
@@ -278,6 +358,15 @@ impl SecretSource {
         }
         Ok(trimmed)
     }
+}
+
+/// Writes `path` readable by its owner only, replacing it if it exists (a new file moved over
+/// the old one, so a crash leaves one or the other whole).
+pub fn write_private_replacing(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Creates `path` readable by its owner only, failing if it exists (two nodes racing on one

@@ -11,6 +11,7 @@
 //! - [`cluster`]: peer links, membership, placement, replication, anti-entropy, repair.
 //! - [`node`]: use cases (put, get, delete, list, status, GC).
 //! - [`http`]: the tide app: routes, error mapping, the embedded UI.
+//! - [`s3`]: the S3 endpoint (s3s on its own tokio runtime), beside `http`.
 //! - [`config`]: command line and environment → validated config.
 
 pub mod clock;
@@ -23,4 +24,5 @@ pub mod health;
 pub mod http;
 pub mod node;
 pub mod runtime;
+pub mod s3;
 pub mod storage;

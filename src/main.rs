@@ -1,7 +1,7 @@
 use anyhow::Context;
 use clap::Parser;
 
-use diststore::config::{Cli, Command};
+use diststore::config::{Cli, Command, S3Root};
 use diststore::crypto::Secret;
 use diststore::node::{self, Node, NodeConfig};
 use diststore::storage::Store;
@@ -85,5 +85,25 @@ fn main() -> anyhow::Result<()> {
         }
     });
 
+    if let Some(s3) = config.s3.clone() {
+        let bound = diststore::s3::start(node.clone(), s3).context("starting the S3 endpoint")?;
+        // Tests and scripts read this line to learn the port when listening on port 0.
+        println!("diststore s3 listening on http://{bound}");
+        let given = match &config.s3_root {
+            S3Root::Given { access_key, secret } => {
+                let secret = secret.load().context("loading the S3 root secret key")?;
+                Some((
+                    access_key.clone(),
+                    String::from_utf8(secret).context("the S3 secret key is not UTF-8")?,
+                ))
+            }
+            S3Root::Generated(_) => None,
+        };
+        let file = match &config.s3_root {
+            S3Root::Generated(path) => path.clone(),
+            S3Root::Given { .. } => config.data_dir.join("s3-root-key"),
+        };
+        diststore::s3::ensure_root_key(node.clone(), given, file);
+    }
     runtime::block_on(http::serve(node, &config, shutdown))
 }

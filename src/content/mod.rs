@@ -7,4 +7,4 @@ pub mod name;
 
 pub use ids::{ChunkId, FileId, NodeId, ParseIdError};
 pub use manifest::{ChunkRef, Manifest};
-pub use name::{FileName, NameError};
+pub use name::{FileName, NameError, content_type_for};

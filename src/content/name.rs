@@ -55,6 +55,16 @@ impl fmt::Debug for FileName {
     }
 }
 
+/// Content type to store: what the client said, else a guess from the name.
+pub fn content_type_for(given: Option<&str>, name: &FileName) -> String {
+    match given.map(str::trim) {
+        Some(t) if !t.is_empty() && t != "application/octet-stream" && !t.starts_with("multipart/") => {
+            t.to_owned()
+        }
+        _ => mime_guess::from_path(name.as_str()).first_or_octet_stream().essence_str().to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,10 +4,11 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tide::{Response, StatusCode};
 
-use super::files::{check_declared_length, content_type_for};
+use super::files::check_declared_length;
 use super::serve_content::{self, Presentation, disposition};
 use super::{ApiError, Req, json, query};
 use crate::content::FileName;
+use crate::content::content_type_for;
 use crate::node::{Attrs, NodeError};
 use crate::storage::ListQuery;
 

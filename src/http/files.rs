@@ -7,7 +7,7 @@ use tide::{Response, StatusCode};
 use super::serve_content::{self, Presentation, disposition};
 use super::{ApiError, Req, json, path_rest, query};
 use crate::clock::rfc3339;
-use crate::content::FileName;
+use crate::content::{FileName, content_type_for};
 use crate::node::{Attrs, NodeError, Upload};
 use crate::storage::{ListQuery, NameEntry, SortBy};
 
@@ -16,16 +16,6 @@ const READ_BUF: usize = 256 * 1024;
 
 fn name_from_path(req: &Req, prefix: &str) -> Result<FileName, ApiError> {
     super::user_name(path_rest(req, prefix)?)
-}
-
-/// Content type to store: what the client said, else a guess from the name.
-pub fn content_type_for(given: Option<&str>, name: &FileName) -> String {
-    match given.map(str::trim) {
-        Some(t) if !t.is_empty() && t != "application/octet-stream" && !t.starts_with("multipart/") => {
-            t.to_owned()
-        }
-        _ => mime_guess::from_path(name.as_str()).first_or_octet_stream().essence_str().to_owned(),
-    }
 }
 
 /// Refuses a body whose declared length is already over the limit, before reading any of it

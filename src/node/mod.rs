@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use gc::{Collector, GcTotals, PERIOD as GC_PERIOD};
-pub use read::ByteStream;
+pub use read::{ByteStream, Pieces};
 pub use scrub::{ScrubReport, Scrubber};
 pub use upload::{PutOutcome, Staged, Upload};
 
@@ -297,7 +297,35 @@ impl Node {
     /// Streams bytes `start..end` of a file, verifying every chunk. The first chunk is read
     /// before this returns, so a missing or corrupt start is an error, not a broken stream.
     pub async fn read(&self, manifest: &Manifest, start: u64, end: u64) -> Result<ByteStream> {
+        Ok(self.read_pieces(manifest, start, end).await?.into())
+    }
+
+    /// As [`Node::read`], as a stream of verified byte buffers.
+    pub async fn read_pieces(&self, manifest: &Manifest, start: u64, end: u64) -> Result<Pieces> {
         read::open(self.store.clone(), self.keys.clone(), self.cluster.clone(), manifest, start, end).await
+    }
+
+    /// Names content that is already stored (a copy: no bytes move). The content's chunks stay
+    /// pinned here and on every peer until the new name is announced, so a delete of the
+    /// source meanwhile cannot collect them; content no node holds any more is refused.
+    pub async fn link(&self, manifest: Manifest, name: FileName, attrs: Attrs) -> Result<PutOutcome> {
+        let ids: Vec<ChunkId> = manifest.distinct_chunks().iter().map(|c| c.id).collect();
+        let mut pins = self.store.pins();
+        pins.pin_all(&ids);
+        let here = self.store.have_chunks(ids.clone()).await?;
+        let (lease, on_peers) = if self.cluster.peers_up() > 0 {
+            let (lease, on_peers) = self.cluster.pin_for_read(&ids).await;
+            (Some(lease), on_peers)
+        } else {
+            (None, vec![false; ids.len()])
+        };
+        if let Some((id, _)) = ids.iter().zip(here.iter().zip(&on_peers)).find(|(_, (h, p))| !**h && !**p) {
+            return Err(ClusterError::ChunkUnavailable(*id).into());
+        }
+        let staged = Staged::existing(manifest, !self.cluster.has_members(), pins);
+        let outcome = self.commit(staged, name, attrs).await;
+        drop(lease);
+        outcome
     }
 
     /// Reads a whole (small) file into memory.

@@ -33,8 +33,17 @@ const READ_AHEAD: usize = 4;
 
 type Piece = io::Result<bytes::Bytes>;
 
+/// The verified pieces of a read, in order: a stream of byte buffers, `Send + Sync`.
+pub type Pieces = async_channel::Receiver<Piece>;
+
 /// A verified byte stream (`AsyncBufRead`), `Sync` as the HTTP layer needs.
-pub struct ByteStream(stream::IntoAsyncRead<Pin<Box<async_channel::Receiver<Piece>>>>);
+pub struct ByteStream(stream::IntoAsyncRead<Pin<Box<Pieces>>>);
+
+impl From<Pieces> for ByteStream {
+    fn from(pieces: Pieces) -> Self {
+        ByteStream(Box::pin(pieces).into_async_read())
+    }
+}
 
 impl AsyncRead for ByteStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
@@ -115,7 +124,7 @@ pub(super) async fn open(
     manifest: &Manifest,
     start: u64,
     end: u64,
-) -> Result<ByteStream> {
+) -> Result<Pieces> {
     if !cluster.settled() {
         cluster.wait_settled().await;
     }
@@ -134,7 +143,7 @@ pub(super) async fn open(
         // start and nothing to pin. Only a brief retry: the client is still waiting for a status.
         let plain = fetch(store, keys, cluster, chunk.clone(), Instant::now()).await?;
         tx.try_send(Ok(bytes::Bytes::from(plain).slice(*from..*to))).expect("a new queue has room");
-        return Ok(ByteStream(Box::pin(rx).into_async_read()));
+        return Ok(rx);
     }
     // Pinned here and on every peer before anything is read.
     let mut ids: Vec<ChunkId> = plan.iter().map(|(c, _, _)| c.id).collect();
@@ -184,5 +193,5 @@ pub(super) async fn open(
             }
         }
     });
-    Ok(ByteStream(Box::pin(rx).into_async_read()))
+    Ok(rx)
 }

@@ -79,7 +79,7 @@ pub struct Registry {
 
 impl Node {
     /// A metadata record, read through the cache.
-    async fn system_record<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+    pub async fn system_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
         let name = FileName::new(name)?;
         let found = match self.find(&name).await {
             Ok(found) => found,
@@ -105,10 +105,16 @@ impl Node {
         serde_json::from_slice(&bytes).map(Some).map_err(|e| NodeError::BadMetadata(format!("{name}: {e}")))
     }
 
-    async fn put_system_record<T: Serialize>(self: &Arc<Self>, name: &str, value: &T) -> Result<()> {
+    /// Stores a metadata record (a JSON file under the reserved prefix).
+    pub async fn put_system_json<T: Serialize>(self: &Arc<Self>, name: &str, value: &T) -> Result<()> {
         let bytes = serde_json::to_vec(value).expect("metadata serializes");
         self.put_bytes(FileName::new(name)?, &bytes, Attrs::typed("application/json".into())).await?;
         Ok(())
+    }
+
+    /// Names under the reserved prefix (which [`Node::list`] leaves out).
+    pub async fn list_system(&self, query: ListQuery) -> Result<crate::storage::ListPage> {
+        Ok(self.store.list(query).await?)
     }
 
     /// Every record under `prefix`, in name order.
@@ -124,7 +130,7 @@ impl Node {
             };
             let page = self.store.list(query).await?;
             for entry in &page.entries {
-                if let Some(record) = self.system_record(&entry.name).await? {
+                if let Some(record) = self.system_json(&entry.name).await? {
                     out.push(record);
                 }
             }
@@ -139,7 +145,7 @@ impl Node {
         if !valid_key_id(access_key) {
             return Ok(None);
         }
-        self.system_record(&format!("{KEYS}{access_key}")).await
+        self.system_json(&format!("{KEYS}{access_key}")).await
     }
 
     pub async fn access_keys(&self) -> Result<Vec<AccessKey>> {
@@ -151,7 +157,7 @@ impl Node {
         if !valid_key_id(&key.access_key) {
             return Err(NodeError::Invalid("an access key is 3 to 128 letters, digits, '-' or '_'".into()));
         }
-        self.put_system_record(&format!("{KEYS}{}", key.access_key), key).await
+        self.put_system_json(&format!("{KEYS}{}", key.access_key), key).await
     }
 
     pub async fn delete_access_key(&self, access_key: &str) -> Result<()> {
@@ -173,7 +179,7 @@ impl Node {
     }
 
     pub async fn bucket(&self, name: &str) -> Result<Option<Bucket>> {
-        self.system_record(&format!("{BUCKETS}{name}")).await
+        self.system_json(&format!("{BUCKETS}{name}")).await
     }
 
     pub async fn buckets(&self) -> Result<Vec<Bucket>> {
@@ -181,7 +187,7 @@ impl Node {
     }
 
     pub async fn put_bucket(self: &Arc<Self>, bucket: &Bucket) -> Result<()> {
-        self.put_system_record(&format!("{BUCKETS}{}", bucket.name), bucket).await
+        self.put_system_json(&format!("{BUCKETS}{}", bucket.name), bucket).await
     }
 
     pub async fn delete_bucket_record(&self, name: &str) -> Result<()> {

@@ -53,6 +53,20 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// Content already stored, to be named again; `pins` keep its chunks here meanwhile.
+    /// `local`: a single node, where the commit checks every chunk is here.
+    pub(super) fn existing(manifest: Manifest, local: bool, pins: PinSet) -> Self {
+        Staged {
+            manifest,
+            md5: None,
+            new_bytes: 0,
+            inline: Vec::new(),
+            local,
+            _pins: Some(pins),
+            placed: None,
+        }
+    }
+
     pub(super) async fn commit(
         self,
         store: &Store,

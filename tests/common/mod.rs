@@ -76,6 +76,17 @@ impl TestNode {
         format!("{}{}", self.base, path)
     }
 
+    /// The S3 endpoint's base URL, from the node's latest "s3 listening" line.
+    pub fn s3(&self) -> String {
+        let log = self.log_text();
+        log.lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("diststore s3 listening on "))
+            .unwrap_or_else(|| panic!("no S3 endpoint in the log:\n{log}"))
+            .trim()
+            .to_string()
+    }
+
     /// SIGKILL: no chance to flush or clean up.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -101,9 +112,13 @@ impl TestNode {
     pub fn restart(&mut self) {
         self.kill9();
         let port = self.base.rsplit(':').next().unwrap().to_string();
+        let s3_port = self.s3().rsplit(':').next().unwrap().to_string();
         let mut args = self.args.clone();
         if !args.iter().any(|a| a == "--listen") {
             args.extend(["--listen".into(), format!("127.0.0.1:{port}")]);
+        }
+        if !args.iter().any(|a| a == "--s3-listen") {
+            args.extend(["--s3-listen".into(), format!("127.0.0.1:{s3_port}")]);
         }
         let (child, base) = spawn_node(&self.dir, &args, &self.log, None).expect("restart");
         self.child = Some(child);
@@ -149,6 +164,10 @@ pub fn spawn_node(
     };
     if !args.iter().any(|a| a == "--listen") {
         cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    // Many nodes share this host: each gets its own S3 port too.
+    if !args.iter().any(|a| a == "--s3-listen") {
+        cmd.args(["--s3-listen", "127.0.0.1:0"]);
     }
     cmd.arg("--data-dir").arg(dir).args(args);
     cmd.env_remove("DISTSTORE_SECRET").env_remove("PORT").env_remove("DISTSTORE_API_TOKEN");

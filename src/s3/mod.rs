@@ -1,0 +1,142 @@
+//! The S3 endpoint: a second listener speaking the S3 REST API over the same store.
+//!
+//! `s3s` parses requests into typed inputs, verifies SigV4 (headers, presigned URLs,
+//! aws-chunked bodies with per-chunk signatures) and writes S3 XML; `service.rs` maps each
+//! operation onto the node's use cases. `s3s` is a hyper service, so this listener runs on a
+//! small tokio runtime of its own, in its own threads; the node's futures it awaits run on
+//! any executor. The object `k` of bucket `b` is the file `b/k`.
+
+mod access;
+mod errors;
+mod multipart;
+mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+
+use crate::node::Node;
+use crate::node::registry::AccessKey;
+
+/// Threads serving S3 connections (the store's work runs on its own threads).
+const WORKERS: usize = 2;
+
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub listen: SocketAddr,
+    /// With a domain, `bucket.DOMAIN` addresses a bucket (virtual-host style) too.
+    pub domain: Option<String>,
+    pub region: String,
+    /// Multipart uploads untouched this long are aborted.
+    pub multipart_max_age: Duration,
+}
+
+/// A request's id, for `x-amz-request-id` and error bodies.
+#[derive(Clone)]
+pub(crate) struct RequestId(pub String);
+
+/// Binds the S3 listener and serves it on its own threads until the process ends. Returns
+/// the bound address.
+pub fn start(node: Arc<Node>, config: S3Config) -> anyhow::Result<SocketAddr> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .thread_name("s3")
+        .enable_all()
+        .build()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind(config.listen))?;
+    let bound = listener.local_addr()?;
+    let service = service::build(node.clone(), &config);
+    std::thread::Builder::new().name("s3-accept".into()).spawn(move || {
+        runtime.block_on(serve(listener, service));
+    })?;
+    multipart::start_collector(node, config.multipart_max_age);
+    Ok(bound)
+}
+
+async fn serve(listener: tokio::net::TcpListener, service: s3s::service::S3Service) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                log::warn!("s3: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let handler = hyper::service::service_fn(move |req| handle(service.clone(), req));
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .serve_connection(TokioIo::new(stream), handler);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                log::debug!("s3 connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// Every answer carries `x-amz-request-id`, as S3's do.
+async fn handle(
+    service: s3s::service::S3Service,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<s3s::HttpResponse, s3s::HttpError> {
+    let id = crate::node::registry::random_text(16).to_uppercase();
+    let mut req = req.map(s3s::Body::from);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut res = service.call(req).await?;
+    if let Ok(value) = http::HeaderValue::from_str(&id) {
+        res.headers_mut().insert("x-amz-request-id", value);
+    }
+    Ok(res)
+}
+
+/// Makes sure a root key exists: the one given (imported as is), else a generated one whose
+/// secret goes to `secret_file`. Retries in the background until the cluster takes the write.
+pub fn ensure_root_key(node: Arc<Node>, given: Option<(String, String)>, secret_file: std::path::PathBuf) {
+    crate::runtime::spawn(async move {
+        loop {
+            match try_root_key(&node, given.clone(), &secret_file).await {
+                Ok(()) => return,
+                Err(e) => {
+                    log::warn!("s3: could not set up the root key yet ({e}); retrying");
+                    crate::runtime::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        }
+    });
+}
+
+async fn try_root_key(
+    node: &Arc<Node>,
+    given: Option<(String, String)>,
+    secret_file: &std::path::Path,
+) -> anyhow::Result<()> {
+    if let Some((access_key, secret_key)) = given {
+        let existing = node.access_key(&access_key).await?;
+        if existing.as_ref().is_none_or(|k| k.secret_key != secret_key || !k.root) {
+            let key = Node::new_access_key("root".into(), Some(access_key.clone()), Some(secret_key));
+            node.put_access_key(&AccessKey { root: true, ..key }).await?;
+        }
+        log::info!("s3: root access key {access_key} (given at start)");
+        return Ok(());
+    }
+    if node.access_keys().await?.iter().any(|k| k.root) {
+        return Ok(());
+    }
+    let key = AccessKey { root: true, ..Node::new_access_key("root".into(), None, None) };
+    node.put_access_key(&key).await?;
+    let text = format!("access_key={}\nsecret_key={}\n", key.access_key, key.secret_key);
+    crate::config::write_private_replacing(secret_file, text.as_bytes())?;
+    log::info!(
+        "s3: generated the root access key {}; its secret is in {}",
+        key.access_key,
+        secret_file.display()
+    );
+    println!("s3 root access key {} (secret in {})", key.access_key, secret_file.display());
+    Ok(())
+}
