@@ -136,6 +136,7 @@ pub async fn list(req: Req) -> Result<Response, ApiError> {
         sort,
         descending,
         hidden: None,
+        count: true,
     };
     let page = req.state().node.list(q).await?;
     let files: Vec<_> = page.entries.iter().map(entry_json).collect();

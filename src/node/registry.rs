@@ -18,7 +18,7 @@ use crate::content::FileName;
 use crate::storage::{ListQuery, Stamp};
 
 /// Names under this prefix are the node's own metadata.
-pub const SYSTEM_PREFIX: &str = ".diststore/";
+pub const SYSTEM_PREFIX: &str = crate::storage::HIDDEN_PREFIX;
 const KEYS: &str = ".diststore/keys/";
 const BUCKETS: &str = ".diststore/buckets/";
 /// Largest metadata file read back (a bucket's grants stay far below it).

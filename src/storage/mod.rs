@@ -81,6 +81,9 @@ pub(crate) const RECEIVED: TableDefinition<[u8; 32], u64> = TableDefinition::new
 /// Default grace for confirmed chunks awaiting their manifest: anti-entropy runs every few
 /// seconds, so this is a wide margin for partitions and restarts.
 pub const RECEIVED_GRACE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+/// Names under this prefix are the node's own metadata (see `node::registry`): stored like any
+/// file, but left out of the users' totals (`files`, `logical_bytes`).
+pub const HIDDEN_PREFIX: &str = ".diststore/";
 /// Manifests whose last name went away, for the collector.
 pub(crate) const GC_FILES: TableDefinition<[u8; 32], ()> = TableDefinition::new("gc_files_v1");
 
@@ -256,6 +259,9 @@ pub struct ListQuery {
     pub descending: bool,
     /// Names under this prefix are left out.
     pub hidden: Option<&'static str>,
+    /// Count every matching name for `total` (a scan of them all); otherwise the scan stops
+    /// once the page is full and `total` counts only what was scanned.
+    pub count: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -708,6 +714,8 @@ fn list_names(names: &impl ReadableTable<&'static str, &'static [u8]>, q: &ListQ
             // Keep one extra entry past the page to know whether there is a next page.
             if all.len() < q.offset.saturating_add(limit).saturating_add(1) {
                 all.push(NameEntry { name: name.to_owned(), record });
+            } else if !q.count {
+                break;
             }
         } else {
             all.push(NameEntry { name: name.to_owned(), record });

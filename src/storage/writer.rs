@@ -493,16 +493,20 @@ impl<'t> Tables<'t> {
             }
             link = Some((file, manifest));
         }
+        // The node's own metadata is not what users stored: their totals leave it out.
+        let counted = !name.starts_with(super::HIDDEN_PREFIX);
         if let Some(old) = &old {
-            self.unlink(old)?;
+            self.unlink(old, counted)?;
         }
         if let Some((file, manifest)) = link {
             match manifest {
                 Some(m) => self.link_new(m)?,
                 None => self.link_known(&file)?,
             }
-            self.stats.files += 1;
-            self.stats.logical_bytes += record.size;
+            if counted {
+                self.stats.files += 1;
+                self.stats.logical_bytes += record.size;
+            }
         }
         self.names.insert(name, encode(&record).as_slice())?;
         Ok(true)
@@ -531,8 +535,8 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    /// Takes a live name's reference off its manifest.
-    fn unlink(&mut self, old: &NameRecordV3) -> Result<()> {
+    /// Takes a live name's reference off its manifest (and, when `counted`, off the totals).
+    fn unlink(&mut self, old: &NameRecordV3, counted: bool) -> Result<()> {
         if let Some(file) = old.file {
             let refs = self.file_refs.get(&file)?.map_or(0, |v| v.value());
             let refs = refs.saturating_sub(1);
@@ -540,8 +544,10 @@ impl<'t> Tables<'t> {
             if refs == 0 {
                 self.gc_files.insert(&file, ())?;
             }
-            self.stats.files = self.stats.files.saturating_sub(1);
-            self.stats.logical_bytes = self.stats.logical_bytes.saturating_sub(old.size);
+            if counted {
+                self.stats.files = self.stats.files.saturating_sub(1);
+                self.stats.logical_bytes = self.stats.logical_bytes.saturating_sub(old.size);
+            }
         }
         Ok(())
     }

@@ -112,13 +112,16 @@ impl TestNode {
     pub fn restart(&mut self) {
         self.kill9();
         let port = self.base.rsplit(':').next().unwrap().to_string();
-        let s3_port = self.s3().rsplit(':').next().unwrap().to_string();
         let mut args = self.args.clone();
         if !args.iter().any(|a| a == "--listen") {
             args.extend(["--listen".into(), format!("127.0.0.1:{port}")]);
         }
-        if !args.iter().any(|a| a == "--s3-listen") {
-            args.extend(["--s3-listen".into(), format!("127.0.0.1:{s3_port}")]);
+        // A node serving S3 on a port it was given any (0) keeps the one it got.
+        if let Some(i) = args.iter().position(|a| a == "--s3-listen") {
+            if args.get(i + 1).is_some_and(|a| a.ends_with(":0")) {
+                let s3_port = self.s3().rsplit(':').next().unwrap().to_string();
+                args[i + 1] = format!("127.0.0.1:{s3_port}");
+            }
         }
         let (child, base) = spawn_node(&self.dir, &args, &self.log, None).expect("restart");
         self.child = Some(child);
@@ -165,9 +168,10 @@ pub fn spawn_node(
     if !args.iter().any(|a| a == "--listen") {
         cmd.args(["--listen", "127.0.0.1:0"]);
     }
-    // Many nodes share this host: each gets its own S3 port too.
+    // The S3 endpoint is off unless a test asks for it (`--s3-listen 127.0.0.1:0`): its root
+    // key is a file of the node's own, which tests counting stored bytes would see.
     if !args.iter().any(|a| a == "--s3-listen") {
-        cmd.args(["--s3-listen", "127.0.0.1:0"]);
+        cmd.args(["--s3-listen", "off"]);
     }
     cmd.arg("--data-dir").arg(dir).args(args);
     cmd.env_remove("DISTSTORE_SECRET").env_remove("PORT").env_remove("DISTSTORE_API_TOKEN");
