@@ -117,11 +117,11 @@ impl TestNode {
             args.extend(["--listen".into(), format!("127.0.0.1:{port}")]);
         }
         // A node serving S3 on a port it was given any (0) keeps the one it got.
-        if let Some(i) = args.iter().position(|a| a == "--s3-listen") {
-            if args.get(i + 1).is_some_and(|a| a.ends_with(":0")) {
-                let s3_port = self.s3().rsplit(':').next().unwrap().to_string();
-                args[i + 1] = format!("127.0.0.1:{s3_port}");
-            }
+        if let Some(i) = args.iter().position(|a| a == "--s3-listen")
+            && args.get(i + 1).is_some_and(|a| a.ends_with(":0"))
+        {
+            let s3_port = self.s3().rsplit(':').next().unwrap().to_string();
+            args[i + 1] = format!("127.0.0.1:{s3_port}");
         }
         let (child, base) = spawn_node(&self.dir, &args, &self.log, None).expect("restart");
         self.child = Some(child);
