@@ -51,6 +51,7 @@ pub fn app(node: Arc<Node>, api_token: Option<String>) -> tide::Server<State> {
     app.at("/api/v1/info/*name").get(endpoint!(files::info));
     app.at("/api/v1/keys").post(endpoint!(keys::create)).get(endpoint!(keys::list));
     app.at("/api/v1/keys/*access_key").delete(endpoint!(keys::delete));
+    app.at("/api/v1/buckets/*grant").put(endpoint!(keys::grant)).delete(endpoint!(keys::revoke));
     app.at("/api/v1/blobs/:id").get(endpoint!(blobs::get));
     app.at("/api/store").post(endpoint!(compat::store));
     app.at("/api/get").get(endpoint!(compat::get));
