@@ -15,6 +15,10 @@
 #      (before its 4 KiB runs) and reported beside the single-node figures of the same run as
 #      ratios to them; plus the stored bytes summed over the nodes (expected ≈ 2 x logical)
 #      and each node's peak RSS.
+#   6. (S3 section) the same large-file PUT and GET through the node's S3 endpoint, signed by
+#      `curl --aws-sigv4` (UNSIGNED-PAYLOAD, as aws-cli over TLS), right after the native ones
+#      in each rep and reported as ratios to them. (4 KiB S3 operations need a signing load
+#      tool, which wrk is not; they are not measured here.)
 #
 # Every repetition gets a fresh node (and a fresh cluster) on empty data dirs, so the same random
 # files can be uploaded again without deduplicating against the previous repetition.
@@ -60,6 +64,8 @@ BENCH_BIN="${BENCH_BIN:-}"
 BENCH_CLUSTER="${BENCH_CLUSTER:-1}"
 
 # Targets the report compares against.
+# S3 costs at most 15% over the native API for large objects.
+TARGET_S3_RATIO=0.85
 TARGET_PUT_RATIO=0.35   # PUT MB/s / sha256 MB/s
 TARGET_GET_RATIO=0.55   # GET MB/s / sha256 MB/s
 TARGET_PUT_OPS=3000
@@ -207,7 +213,8 @@ start_node() {
   # stdout.log before the child has got round to opening it.
   : >"$dir/stdout.log"
   : >"$dir/stderr.log"
-  "$BIN" --listen 127.0.0.1:0 --s3-listen 127.0.0.1:0 --data-dir "$dir/data" "$@" >"$dir/stdout.log" 2>"$dir/stderr.log" &
+  "$BIN" --listen 127.0.0.1:0 --s3-listen 127.0.0.1:0 --s3-access-key "$S3_KEY" --s3-secret-key "$S3_SECRET" \
+    --data-dir "$dir/data" "$@" >"$dir/stdout.log" 2>"$dir/stderr.log" &
   NODE_PID=$!
   NODE_PIDS+=("$NODE_PID")
   NODE_URL=""
@@ -221,7 +228,48 @@ start_node() {
     NODE_URL="$(sed -n 's/^diststore listening on \(http:\/\/[^ ]*\).*/\1/p' "$dir/stdout.log" | head -n 1)"
     [[ -n "$NODE_URL" ]] || sleep 0.05
   done
-  log "node $name: pid $NODE_PID at $NODE_URL"
+  NODE_S3="$(sed -n 's/^diststore s3 listening on \(http:\/\/[^ ]*\).*/\1/p' "$dir/stdout.log" | head -n 1)"
+  log "node $name: pid $NODE_PID at $NODE_URL (S3 $NODE_S3)"
+}
+
+# The S3 key the benchmark's nodes are started with.
+S3_KEY=benchkey
+S3_SECRET=bench-secret-key
+# s3curl ARGS...: curl signing its request with SigV4 for that key.
+s3curl() {
+  curl -sS --aws-sigv4 "aws:amz:us-east-1:s3" -u "$S3_KEY:$S3_SECRET" \
+    -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@"
+}
+
+# bench_s3 S3URL TAG: PUT and GET the large files through S3, timed like bench_put/bench_get.
+# Appends to R_S3_PUT_MBS and R_S3_GET_MBS.
+bench_s3() {
+  local s3="$1" tag="$2" i code out t0 t1 deadline=$((SECONDS + 30))
+  # The root key is stored in the background at start: wait for the bucket to be created.
+  until [[ "$(s3curl -X PUT "$s3/$tag" -o /dev/null -w '%{http_code}')" == 200 ]]; do
+    ((SECONDS < deadline)) || die "S3: could not create bucket $tag"
+    sleep 0.1
+  done
+  warm_memory "$BENCH_TOTAL_MIB"
+  log "$tag: S3 PUT $BENCH_FILES x $FILE_MIB MiB"
+  t0="$(now)"
+  for ((i = 0; i < BENCH_FILES; i++)); do
+    code="$(s3curl -T "${LARGE_FILES[i]}" "$s3/$tag/f$i" -o /dev/null -w '%{http_code}')"
+    [[ "$code" == 200 ]] || die "S3 PUT $tag/f$i: HTTP $code"
+  done
+  t1="$(now)"
+  R_S3_PUT_MBS+=("$(mbps "$TOTAL_BYTES" "$(calc "$t1 - $t0")")")
+  log "$tag: S3 GET $BENCH_FILES x $FILE_MIB MiB"
+  t0="$(now)"
+  for ((i = 0; i < BENCH_FILES; i++)); do
+    out="$(s3curl "$s3/$tag/f$i" -o /dev/null -w '%{http_code} %{size_download}')"
+    [[ "$out" == "200 $FILE_BYTES" ]] || die "S3 GET $tag/f$i: expected '200 $FILE_BYTES', got '$out'"
+  done
+  t1="$(now)"
+  R_S3_GET_MBS+=("$(mbps "$TOTAL_BYTES" "$(calc "$t1 - $t0")")")
+  local got
+  got="$(s3curl "$s3/$tag/f0" | openssl dgst -sha256 -r | cut -d' ' -f1)"
+  [[ "$got" == "$FILE0_SHA256" ]] || die "S3 GET $tag/f0 returned different bytes (sha256 $got)"
 }
 
 # stop_node PID NAME: stops the node and deletes its data, so the disk doesn't fill up over reps.
@@ -289,6 +337,7 @@ upload_small_files() {
 # Benchmarks. Each appends one value per call to the result arrays below.
 
 R_PUT_MBS=() R_GET_MBS=() R_RSS_MIB=() R_RSS_AFTER_SMALL_MIB=()
+R_S3_PUT_MBS=() R_S3_GET_MBS=()
 R_PUT_OPS=() R_GET_OPS=() R_PUT_NON2XX=() R_GET_NON2XX=() R_PUT_ERRORS=() R_GET_ERRORS=()
 R_PUT_P99_MS=() R_GET_P99_MS=()
 R_SHA_MBS=() R_DD_MBS=()
@@ -563,6 +612,15 @@ report() {
     printf "$fmt" "peak RSS (MiB)" "$(printf %.1f "$rss")" "max $(printf %.1f "$rss_max")" "" \
       "<= $TARGET_RSS_MIB" "$(verdict "$rss_max" '<=' "$TARGET_RSS_MIB")"
   }
+  local s3_put s3_get
+  s3_put="$(median "${R_S3_PUT_MBS[@]}")" s3_get="$(median "${R_S3_GET_MBS[@]}")"
+  echo
+  echo "S3 (large files through the S3 endpoint, same node and rep; ratio to the native API):"
+  printf '  %-22s %s\n' "S3 PUT large (MB/s)" "$(list "${R_S3_PUT_MBS[@]}")" \
+    "S3 GET large (MB/s)" "$(list "${R_S3_GET_MBS[@]}")"
+  printf '  %-22s median %.1f MB/s = %.2f x native (target >= %s)\n' \
+    "S3 PUT" "$s3_put" "$(calc "$s3_put / $put")" "$TARGET_S3_RATIO" \
+    "S3 GET" "$s3_get" "$(calc "$s3_get / $get")" "$TARGET_S3_RATIO"
   ((BENCH_CLUSTER == 0)) || report_cluster "$put" "$get"
   if ((${#WARNINGS[@]} > 0)); then
     echo
@@ -648,6 +706,7 @@ main() {
     single_pid="$NODE_PID" single_url="$NODE_URL"
     bench_single_put_get "$single_url" "rep$rep"
     R_RSS_MIB+=("$(peak_rss_mib "$single_pid")")
+    bench_s3 "$NODE_S3" "s3rep$rep"
     # The cluster's large files right after the single node's (which idles meanwhile), so the
     # ratios compare runs under the same background load, not separated by the 4 KiB runs.
     ((BENCH_CLUSTER == 0)) || bench_cluster "$rep"
