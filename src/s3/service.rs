@@ -552,9 +552,31 @@ impl S3 for Gateway {
         let input = &mut req.input;
         bucket(&self.node, &input.bucket).await.map_err(|e| with_id(&rid, e))?;
         let name = object_name(&input.bucket, &input.key)?;
+        // Conditional writes: If-None-Match: * creates only; If-Match replaces only that version.
+        let current = match self.node.find(&name).await {
+            Ok(found) => Some(etag_of(&found)),
+            Err(NodeError::NotFound) => None,
+            Err(e) => return Err(with_id(&rid, s3_error(e))),
+        };
+        if let Some(c) = &input.if_match
+            && !(current.is_some()
+                && (c.is_any() || c.as_etag().is_some_and(|e| Some(e.value()) == current.as_deref())))
+        {
+            return Err(with_id(
+                &rid,
+                if current.is_none() {
+                    s3_error!(NoSuchKey, "The specified key does not exist.")
+                } else {
+                    s3_error!(
+                        PreconditionFailed,
+                        "At least one of the pre-conditions you specified did not hold"
+                    )
+                },
+            ));
+        }
         if let Some(c) = &input.if_none_match
             && c.is_any()
-            && self.node.find(&name).await.is_ok()
+            && current.is_some()
         {
             return Err(with_id(
                 &rid,
