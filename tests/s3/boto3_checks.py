@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 
@@ -139,7 +140,7 @@ def check_presigned():
 
     url = s3.generate_presigned_url("get_object", Params={"Bucket": "presign", "Key": "doc.bin"}, ExpiresIn=300)
     status, _, got = fetch(url)
-    assert status == 200 and got == payload, f"presigned GET: {status}, {len(got)} bytes"
+    assert status == 200 and got == payload, f"presigned GET: {status} {got[:300]!r}"
 
     url = s3.generate_presigned_url("head_object", Params={"Bucket": "presign", "Key": "doc.bin"}, ExpiresIn=300)
     status, headers, _ = fetch(url, method="HEAD")
@@ -316,6 +317,29 @@ def check_listing():
     assert seen == sorted(keys), seen
     assert pages == 3, pages
 
+    # The paginator, as most applications list.
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket="lists", PaginationConfig={"PageSize": 2})
+    assert [o["Key"] for p in pages for o in p.get("Contents", [])] == sorted(keys)
+
+    # EncodingType=url asked for explicitly: the keys come percent-encoded (boto3 decodes them
+    # only when it set the parameter itself, as it does on every listing above).
+    raw = {}
+
+    def keep_raw(http_response, **_):
+        raw["xml"] = http_response.content.decode()
+
+    s3.meta.events.register("after-call.s3.ListObjectsV2", keep_raw)
+    got, _, res = all_keys(EncodingType="url")
+    s3.meta.events.unregister("after-call.s3.ListObjectsV2", keep_raw)
+    assert res.get("EncodingType") == "url", res.get("EncodingType")
+    assert [urllib.parse.unquote_plus(k) for k in got] == sorted(keys), got
+    assert "<Key>f%2Bg%26h</Key>" in raw["xml"], raw["xml"]
+    assert "<Key>z/%C3%BC</Key>" in raw["xml"], raw["xml"]
+
+    # ListObjects (v1) with a marker.
+    res = s3.list_objects(Bucket="lists", Marker="c")
+    assert [o["Key"] for o in res.get("Contents", [])] == ["d e", "f+g&h", "z/\u00fc"]
+
     # Paging with a delimiter: common prefixes count toward MaxKeys and come once.
     seen, token = [], None
     for _ in range(12):
@@ -329,27 +353,15 @@ def check_listing():
         token = res["NextContinuationToken"]
     assert seen == ["a/", "b/", "c", "d e", "f+g&h", "z/"], seen
 
-    # The paginator, as most applications list.
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket="lists", PaginationConfig={"PageSize": 2})
-    assert [o["Key"] for p in pages for o in p.get("Contents", [])] == sorted(keys)
-
-    # EncodingType=url: the XML carries the keys percent-encoded (boto3 decodes them again).
-    raw = {}
-
-    def keep_raw(http_response, **_):
-        raw["xml"] = http_response.content.decode()
-
-    s3.meta.events.register("after-call.s3.ListObjectsV2", keep_raw)
-    got, _, res = all_keys(EncodingType="url")
-    s3.meta.events.unregister("after-call.s3.ListObjectsV2", keep_raw)
-    assert res.get("EncodingType") == "url", res.get("EncodingType")
-    assert got == sorted(keys), got
-    assert "<Key>d%20e</Key>" in raw["xml"], raw["xml"]
-    assert "<Key>z/%C3%BC</Key>" in raw["xml"], raw["xml"]
-
-    # ListObjects (v1) with a marker.
-    res = s3.list_objects(Bucket="lists", Marker="c")
-    assert [o["Key"] for o in res.get("Contents", [])] == ["d e", "f+g&h", "z/\u00fc"]
+    # The same with ListObjects (v1): NextMarker after a common prefix skips all under it.
+    seen, marker = [], ""
+    for _ in range(12):
+        res = s3.list_objects(Bucket="lists", MaxKeys=1, Delimiter="/", Marker=marker)
+        seen += [o["Key"] for o in res.get("Contents", [])] + [p["Prefix"] for p in res.get("CommonPrefixes", [])]
+        if not res["IsTruncated"]:
+            break
+        marker = res["NextMarker"]
+    assert seen == ["a/", "b/", "c", "d e", "f+g&h", "z/"], seen
 
 
 def check_delete_objects():
