@@ -41,9 +41,10 @@ fn tool_or_skip(name: &str, install: &str) -> Option<PathBuf> {
     }
     assert!(
         std::env::var_os("CI").is_none(),
-        "{name} is not on PATH but CI is set: the S3 client tests must run in CI; install it first ({install})"
+        "{name} is not on PATH (or does not run) but CI is set: the S3 client tests must run in CI; \
+         install it first ({install})"
     );
-    eprintln!("skipping: {name} not on PATH ({install})");
+    eprintln!("skipping: {name} not on PATH or does not run ({install})");
     None
 }
 
@@ -671,8 +672,8 @@ fn finish_post(url: &str, body: &str) -> (u16, Vec<u8>) {
 
 #[test]
 fn s3cmd_put_get_with_md5_check_and_ls() {
-    let node = s3_node();
     let Some(s3cmd) = tool_or_skip("s3cmd", "pip install s3cmd (in .ci/venv)") else { return };
+    let node = s3_node();
     let home = Home::new();
     let host = node.s3().trim_start_matches("http://").to_string();
     let config = home.path().join("s3cfg");
@@ -727,8 +728,8 @@ fn s3cmd_put_get_with_md5_check_and_ls() {
 
 #[test]
 fn rclone_sync_then_check() {
-    let node = s3_node();
     let Some(rclone) = tool_or_skip("rclone", "apt-get install -y rclone") else { return };
+    let node = s3_node();
     let home = Home::new();
     let rclone = |args: &[&str]| {
         let mut cmd = home.command(&rclone);
@@ -776,8 +777,8 @@ fn rclone_sync_then_check() {
 
 #[test]
 fn restic_init_backup_check_restore() {
-    let node = s3_node();
     let Some(restic) = tool_or_skip("restic", "apt-get install -y restic") else { return };
+    let node = s3_node();
     let home = Home::new();
     let restic = |args: &[&str]| {
         let mut cmd = home.command(&restic);
