@@ -169,7 +169,7 @@ fn bad_names_are_refused_and_change_nothing() {
     let node = TestNode::start();
     assert_eq!(put(&node.url("/api/v1/files/keep"), b"keep").0, 201);
     let before = node.status();
-    let long = "n".repeat(1025);
+    let long = "n".repeat(1089);
     for (path, fragment) in [
         ("/api/v1/files/a%0Ab".to_string(), "control character"),
         (format!("/api/v1/files/{long}"), "longer than"),

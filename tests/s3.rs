@@ -174,7 +174,14 @@ impl Home {
 
 /// A node whose root S3 key is ours, ready to answer signed requests.
 fn s3_node() -> TestNode {
-    let node = TestNode::start_with(&["--s3-access-key", ACCESS_KEY, "--s3-secret-key", SECRET_KEY]);
+    let node = TestNode::start_with(&[
+        "--s3-listen",
+        "127.0.0.1:0",
+        "--s3-access-key",
+        ACCESS_KEY,
+        "--s3-secret-key",
+        SECRET_KEY,
+    ]);
     wait_s3_ready(&node);
     node
 }
@@ -1015,7 +1022,10 @@ fn errors_are_xml_with_code_message_resource_and_request_id() {
 #[test]
 fn cluster_multipart_upload_survives_or_fails_clearly_when_a_node_dies() {
     let Some(python) = python_or_skip() else { return };
-    let mut cluster = Cluster::start(3, &["--s3-access-key", ACCESS_KEY, "--s3-secret-key", SECRET_KEY]);
+    let mut cluster = Cluster::start(
+        3,
+        &["--s3-listen", "127.0.0.1:0", "--s3-access-key", ACCESS_KEY, "--s3-secret-key", SECRET_KEY],
+    );
     for node in &cluster.nodes {
         wait_s3_ready(node);
     }

@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-pub const MAX_NAME_BYTES: usize = 1024;
+/// An S3 key may have 1024 bytes, and its name is `bucket/key` with a bucket of up to 63.
+pub const MAX_NAME_BYTES: usize = 1024 + 64;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NameError {
@@ -14,7 +15,7 @@ pub enum NameError {
     ControlCharacter,
 }
 
-/// A valid name: 1..=1024 bytes of UTF-8 without control characters.
+/// A valid name: 1..=1088 bytes of UTF-8 without control characters.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileName(String);
 
@@ -73,7 +74,8 @@ mod tests {
     fn validates() {
         assert_eq!(FileName::new(""), Err(NameError::Empty));
         assert_eq!(FileName::new("a\nb"), Err(NameError::ControlCharacter));
-        assert_eq!(FileName::new("x".repeat(1025)), Err(NameError::TooLong));
+        assert_eq!(FileName::new("x".repeat(1089)), Err(NameError::TooLong));
+        assert!(FileName::new("x".repeat(1088)).is_ok());
         assert_eq!(FileName::new("dir/ü.txt").unwrap().base(), "ü.txt");
     }
 }

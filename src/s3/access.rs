@@ -59,9 +59,10 @@ impl S3Access for Access {
             return Err(s3_error!(AccessDenied, "Anonymous access is not allowed: sign the request."));
         };
         // SigV2 is weaker (no clock check) and no current client needs it.
-        if cx.headers().get("authorization").is_some_and(|v| v.as_bytes().starts_with(b"AWS "))
-            || cx.uri().query().is_some_and(|q| q.contains("Signature="))
-        {
+        let v2_query = cx.uri().query().is_some_and(|q| {
+            q.split('&').any(|kv| kv.starts_with("Signature=") || kv.starts_with("AWSAccessKeyId="))
+        });
+        if cx.headers().get("authorization").is_some_and(|v| v.as_bytes().starts_with(b"AWS ")) || v2_query {
             return Err(s3_error!(AccessDenied, "Signature Version 2 is not supported: use SigV4."));
         }
         // Presigned URLs live at most seven days, as on AWS.

@@ -48,3 +48,79 @@ pub(crate) fn body_error(e: &dyn std::error::Error) -> S3Error {
         S3Error::with_message(S3ErrorCode::IncompleteBody, format!("reading the body failed: {text}"))
     }
 }
+
+/// Adds what an S3 error document lacks: a `Message` (the code's standard text when none was
+/// given), the `Resource` and the `RequestId`.
+pub(crate) fn complete_error_xml(body: &[u8], resource: &str, request_id: &str) -> Vec<u8> {
+    let Ok(text) = std::str::from_utf8(body) else { return body.to_vec() };
+    let Some(end) = text.rfind("</Error>") else { return body.to_vec() };
+    let mut extra = String::new();
+    if !text.contains("<Message>") {
+        let code = between(text, "<Code>", "</Code>").unwrap_or("");
+        extra.push_str(&format!("<Message>{}</Message>", escape(standard_message(code))));
+    }
+    if !text.contains("<Resource>") {
+        extra.push_str(&format!("<Resource>{}</Resource>", escape(resource)));
+    }
+    if !text.contains("<RequestId>") {
+        extra.push_str(&format!("<RequestId>{}</RequestId>", escape(request_id)));
+    }
+    format!("{}{extra}{}", &text[..end], &text[end..]).into_bytes()
+}
+
+fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let start = text.find(open)? + open.len();
+    let len = text[start..].find(close)?;
+    Some(&text[start..start + len])
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// The message AWS gives with a code, for errors raised without one.
+fn standard_message(code: &str) -> &str {
+    match code {
+        "AccessDenied" => "Access Denied",
+        "SignatureDoesNotMatch" => {
+            "The request signature we calculated does not match the signature you provided. Check your key and signing method."
+        }
+        "InvalidAccessKeyId" => "The AWS Access Key Id you provided does not exist in our records.",
+        "InvalidBucketName" => "The specified bucket is not valid.",
+        "KeyTooLongError" => "Your key is too long.",
+        "NoSuchBucket" => "The specified bucket does not exist.",
+        "NoSuchKey" => "The specified key does not exist.",
+        "MalformedXML" => {
+            "The XML you provided was not well-formed or did not validate against our published schema."
+        }
+        "InvalidArgument" => "Invalid Argument",
+        "MethodNotAllowed" => "The specified method is not allowed against this resource.",
+        "NotImplemented" => "A header you provided implies functionality that is not implemented.",
+        "RequestTimeTooSkewed" => {
+            "The difference between the request time and the current time is too large."
+        }
+        "InvalidRange" => "The requested range is not satisfiable",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_documents_get_message_resource_and_request_id() {
+        let body =
+            br#"<?xml version="1.0" encoding="UTF-8"?><Error><Code>SignatureDoesNotMatch</Code></Error>"#;
+        let done = String::from_utf8(super::complete_error_xml(body, "/b/k<1>", "REQ1")).unwrap();
+        assert!(done.contains("<Message>The request signature"), "{done}");
+        assert!(
+            done.contains("<Resource>/b/k&lt;1&gt;</Resource><RequestId>REQ1</RequestId></Error>"),
+            "{done}"
+        );
+        let given = br#"<Error><Code>NoSuchKey</Code><Message>m</Message><RequestId>X</RequestId></Error>"#;
+        let done = String::from_utf8(super::complete_error_xml(given, "/b/k", "Y")).unwrap();
+        assert_eq!(
+            done,
+            "<Error><Code>NoSuchKey</Code><Message>m</Message><RequestId>X</RequestId><Resource>/b/k</Resource></Error>"
+        );
+    }
+}

@@ -80,17 +80,27 @@ async fn serve(listener: tokio::net::TcpListener, service: s3s::service::S3Servi
     }
 }
 
-/// Every answer carries `x-amz-request-id`, as S3's do.
+/// Every answer carries `x-amz-request-id`, as S3's do, and every error body names its
+/// `Resource`, `RequestId` and a `Message`, wherever in the stack it was raised.
 async fn handle(
     service: s3s::service::S3Service,
     req: http::Request<hyper::body::Incoming>,
 ) -> Result<s3s::HttpResponse, s3s::HttpError> {
     let id = crate::node::registry::random_text(16).to_uppercase();
+    let resource = req.uri().path().to_owned();
     let mut req = req.map(s3s::Body::from);
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut res = service.call(req).await?;
     if let Ok(value) = http::HeaderValue::from_str(&id) {
         res.headers_mut().insert("x-amz-request-id", value);
+    }
+    if res.status().as_u16() >= 400 {
+        // Error bodies are small XML documents s3s has already made in full.
+        if let Some(body) = res.body_mut().take_bytes() {
+            let completed = errors::complete_error_xml(&body, &resource, &id);
+            res.headers_mut().remove(http::header::CONTENT_LENGTH);
+            *res.body_mut() = s3s::Body::from(completed);
+        }
     }
     Ok(res)
 }

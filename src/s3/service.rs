@@ -348,9 +348,20 @@ pub(crate) async fn list(
 ) -> S3Result<Listing> {
     let base = format!("{bucket}/");
     let mut out = Listing { objects: Vec::new(), prefixes: Vec::new(), truncated: false, last: None };
-    let mut cursor = after.map(|a| format!("{base}{a}"));
-    // A start-after key inside a common prefix still skips that whole prefix once listed.
     let delimiter = delimiter.filter(|d| !d.is_empty());
+    // A page that ended on a common prefix continues after everything under it (a key inside
+    // one, as a start-after may be, continues right after that key, as on S3).
+    let mut cursor = after.map(|a| match delimiter {
+        Some(d)
+            if a.starts_with(prefix)
+                && a.len() > prefix.len()
+                && a.ends_with(d)
+                && a[prefix.len()..].find(d) == Some(a.len() - prefix.len() - d.len()) =>
+        {
+            format!("{base}{a}\u{10FFFF}")
+        }
+        _ => format!("{base}{a}"),
+    });
     loop {
         let want = max.saturating_sub(out.objects.len() + out.prefixes.len()) + 1;
         let query = ListQuery {
