@@ -17,8 +17,9 @@
 #      and each node's peak RSS.
 #   6. (S3 section) the same large-file PUT and GET through the node's S3 endpoint, signed by
 #      `curl --aws-sigv4` (UNSIGNED-PAYLOAD, as aws-cli over TLS), right after the native ones
-#      in each rep and reported as ratios to them. (4 KiB S3 operations need a signing load
-#      tool, which wrk is not; they are not measured here.)
+#      in each rep and reported as ratios to them; and 4 KiB PutObject/GetObject at 16
+#      connections through wrk replaying URLs presigned by scripts/bench/presign.py (the node
+#      verifies each SigV4 signature as for any request), beside the native 4 KiB figures.
 #
 # Every repetition gets a fresh node (and a fresh cluster) on empty data dirs, so the same random
 # files can be uploaded again without deduplicating against the previous repetition.
@@ -66,6 +67,8 @@ BENCH_CLUSTER="${BENCH_CLUSTER:-1}"
 # Targets the report compares against.
 # S3 costs at most 15% over the native API for large objects.
 TARGET_S3_RATIO=0.85
+# And at most 30% for 4 KiB objects.
+TARGET_S3_SMALL_RATIO=0.70
 TARGET_PUT_RATIO=0.35   # PUT MB/s / sha256 MB/s
 TARGET_GET_RATIO=0.55   # GET MB/s / sha256 MB/s
 TARGET_PUT_OPS=3000
@@ -337,7 +340,7 @@ upload_small_files() {
 # Benchmarks. Each appends one value per call to the result arrays below.
 
 R_PUT_MBS=() R_GET_MBS=() R_RSS_MIB=() R_RSS_AFTER_SMALL_MIB=()
-R_S3_PUT_MBS=() R_S3_GET_MBS=()
+R_S3_PUT_MBS=() R_S3_GET_MBS=() R_S3_PUT_OPS=() R_S3_GET_OPS=()
 R_PUT_OPS=() R_GET_OPS=() R_PUT_NON2XX=() R_GET_NON2XX=() R_PUT_ERRORS=() R_GET_ERRORS=()
 R_PUT_P99_MS=() R_GET_P99_MS=()
 R_SHA_MBS=() R_DD_MBS=()
@@ -450,6 +453,24 @@ bench_small_ops() {
   R_GET_P99_MS+=("$WRK_P99_MS")
   ((WRK_non2xx == 0)) || warn "$tag: wrk GET got $WRK_non2xx non-2xx responses of $WRK_requests"
   ((WRK_SOCKET_ERRORS == 0)) || warn "$tag: wrk GET had $WRK_SOCKET_ERRORS socket errors/timeouts"
+}
+
+# bench_small_ops_s3 NATIVE_URL S3URL TAG: the 4 KiB runs through S3, with presigned URLs.
+bench_small_ops_s3() {
+  local url="$1" s3="$2" tag="$3" bucket="s3small$3" urls="$WORK/presigned.txt"
+  until [[ "$(s3curl -X PUT "$s3/$bucket" -o /dev/null -w '%{http_code}')" == 200 ]]; do sleep 0.1; done
+  python3 "$REPO_ROOT/scripts/bench/presign.py" "$s3" "$S3_KEY" "$S3_SECRET" PUT "$bucket" put 100000 >"$urls"
+  log "$tag: wrk S3 PUT 4 KiB, ${BENCH_CONNECTIONS} connections, ${BENCH_DURATION} s"
+  run_wrk "$s3" s3put "$urls" "$BENCH_WRK_THREADS"
+  R_S3_PUT_OPS+=("$WRK_OPS")
+  ((WRK_non2xx == 0)) || warn "$tag: wrk S3 PUT got $WRK_non2xx non-2xx responses of $WRK_requests"
+  # The GET run reads objects put through the native API into the bucket's folder: one namespace.
+  upload_small_files "$url" "$bucket/get"
+  python3 "$REPO_ROOT/scripts/bench/presign.py" "$s3" "$S3_KEY" "$S3_SECRET" GET "$bucket" get "$BENCH_SMALL_FILES" >"$urls"
+  log "$tag: wrk S3 GET 4 KiB, ${BENCH_CONNECTIONS} connections, ${BENCH_DURATION} s"
+  run_wrk "$s3" s3get "$urls"
+  R_S3_GET_OPS+=("$WRK_OPS")
+  ((WRK_non2xx == 0)) || warn "$tag: wrk S3 GET got $WRK_non2xx non-2xx responses of $WRK_requests"
 }
 
 # machine_limits: one sample each of what this machine can do with the same bytes, taken in the
@@ -621,6 +642,14 @@ report() {
   printf '  %-22s median %.1f MB/s = %.2f x native (target >= %s)\n' \
     "S3 PUT" "$s3_put" "$(calc "$s3_put / $put")" "$TARGET_S3_RATIO" \
     "S3 GET" "$s3_get" "$(calc "$s3_get / $get")" "$TARGET_S3_RATIO"
+  local s3_put_ops s3_get_ops n_put_ops n_get_ops
+  s3_put_ops="$(median "${R_S3_PUT_OPS[@]}")" s3_get_ops="$(median "${R_S3_GET_OPS[@]}")"
+  n_put_ops="$(median "${R_PUT_OPS[@]}")" n_get_ops="$(median "${R_GET_OPS[@]}")"
+  printf '  %-22s %s\n' "S3 PUT 4KiB (ops/s)" "$(list "${R_S3_PUT_OPS[@]}")" \
+    "S3 GET 4KiB (ops/s)" "$(list "${R_S3_GET_OPS[@]}")"
+  printf '  %-22s median %.0f ops/s = %.2f x native (target >= %s)\n' \
+    "S3 PUT 4KiB" "$s3_put_ops" "$(calc "$s3_put_ops / $n_put_ops")" "$TARGET_S3_SMALL_RATIO" \
+    "S3 GET 4KiB" "$s3_get_ops" "$(calc "$s3_get_ops / $n_get_ops")" "$TARGET_S3_SMALL_RATIO"
   ((BENCH_CLUSTER == 0)) || report_cluster "$put" "$get"
   if ((${#WARNINGS[@]} > 0)); then
     echo
@@ -711,6 +740,7 @@ main() {
     # ratios compare runs under the same background load, not separated by the 4 KiB runs.
     ((BENCH_CLUSTER == 0)) || bench_cluster "$rep"
     bench_small_ops "$single_url" "rep$rep"
+    bench_small_ops_s3 "$single_url" "$NODE_S3" "rep$rep"
     R_RSS_AFTER_SMALL_MIB+=("$(peak_rss_mib "$single_pid")")
     stop_node "$single_pid" "$name"
     log "rep $rep: PUT ${R_PUT_MBS[-1]%.*} MB/s, GET ${R_GET_MBS[-1]%.*} MB/s," \

@@ -3,6 +3,9 @@
 -- Usage (after wrk's own options):
 --   wrk ... -s wrk.lua URL -- put PREFIX        PUT a new 4 KiB file per request under PREFIX/
 --   wrk ... -s wrk.lua URL -- get PREFIX COUNT  GET PREFIX/0 .. PREFIX/(COUNT-1), round robin
+--   wrk ... -s wrk.lua URL -- s3put FILE THREADS  PUT a new 4 KiB object per request to the
+--                                   presigned paths in FILE (each thread its own share)
+--   wrk ... -s wrk.lua URL -- s3get FILE          GET the presigned paths in FILE, round robin
 --
 -- PUT uses a distinct name AND distinct content for every request: same-content bodies would
 -- deduplicate to one chunk, and the run would then only measure the metadata path, not the
@@ -43,8 +46,21 @@ function init(args)
     -- Threads start at different places in the list so they don't walk it in lock step.
     math.randomseed(os.time() + id * 7919)
     counter = math.random(count) - 1
+  elseif mode == "s3put" or mode == "s3get" then
+    -- Presigned by scripts/bench/presign.py: the node checks each signature as it would any
+    -- SigV4 request, and wrk need not sign.
+    local threads = tonumber(args[3] or "1")
+    local all = {}
+    for line in io.lines(args[2]) do all[#all + 1] = line end
+    requests = {}
+    for i, path in ipairs(all) do
+      if mode == "s3get" or (i - 1) % threads == id - 1 then requests[#requests + 1] = path end
+    end
+    filler = string.rep("diststore-bench.", BODY_SIZE / 16)
+    math.randomseed(os.time() + id * 7919)
+    counter = mode == "s3get" and math.random(#requests) - 1 or 0
   else
-    error("wrk.lua: unknown mode " .. tostring(mode) .. " (want put or get)")
+    error("wrk.lua: unknown mode " .. tostring(mode) .. " (want put, get, s3put or s3get)")
   end
 end
 
@@ -54,6 +70,16 @@ function request()
   if mode == "get" then
     counter = counter + 1
     return requests[(counter % #requests) + 1]
+  end
+  if mode == "s3get" then
+    counter = counter + 1
+    return wrk.format("GET", requests[(counter % #requests) + 1])
+  end
+  if mode == "s3put" then
+    counter = counter + 1
+    -- Past the end of its share a thread overwrites its first objects, with new bytes.
+    local tag = string.format("t%d-%d\n", id, counter)
+    return wrk.format("PUT", requests[((counter - 1) % #requests) + 1], nil, tag .. filler:sub(#tag + 1))
   end
   counter = counter + 1
   local name = string.format("%s/t%d-%d", prefix, id, counter)
