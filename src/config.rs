@@ -92,6 +92,16 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTSTORE_ADVERTISE", value_name = "URL")]
     pub advertise: Option<String>,
 
+    /// A host name the API and UI answer to (repeatable), beside IP addresses, localhost and
+    /// the --advertise host; requests naming any other `Host` are refused (DNS rebinding).
+    #[arg(
+        long = "allowed-host",
+        env = "DISTSTORE_ALLOWED_HOSTS",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+
     /// Address of the S3 endpoint, or `off`.
     #[arg(long, env = "DISTSTORE_S3_LISTEN", value_name = "ADDR|off", default_value = "127.0.0.1:3900")]
     pub s3_listen: String,
@@ -158,6 +168,7 @@ pub struct Config {
     pub scrub_rate: u64,
     pub api_token: Option<String>,
     pub advertise: Option<String>,
+    pub allowed_hosts: Vec<String>,
     pub io_threads: usize,
     pub cluster: crate::cluster::ClusterConfig,
     pub gc_period: std::time::Duration,
@@ -308,6 +319,12 @@ impl ServeArgs {
         };
         Ok(Config {
             advertise,
+            allowed_hosts: self
+                .allowed_hosts
+                .iter()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .collect(),
             cluster: crate::cluster::ClusterConfig {
                 seeds,
                 replication: self.replication,

@@ -17,6 +17,9 @@ fn serve(req: &Req, path: &str) -> Result<Response, ApiError> {
     res.insert_header("ETag", etag.as_str());
     res.insert_header("Cache-Control", "no-cache");
     res.insert_header("X-Content-Type-Options", "nosniff");
+    // No other site may frame the UI (clickjacking its buttons).
+    res.insert_header("Content-Security-Policy", "frame-ancestors 'none'");
+    res.insert_header("X-Frame-Options", "DENY");
     if req.header("If-None-Match").is_some_and(|v| v.as_str() == etag) {
         res.set_status(StatusCode::NotModified);
         return Ok(res);

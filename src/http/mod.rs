@@ -5,6 +5,7 @@ mod blobs;
 mod compat;
 pub mod error;
 mod files;
+mod guard;
 mod keys;
 mod peer;
 mod serve_content;
@@ -23,6 +24,7 @@ pub use error::ApiError;
 pub struct State {
     pub node: Arc<Node>,
     api_token: Option<Arc<str>>,
+    hosts: Arc<guard::Hosts>,
 }
 
 pub type Req = Request<State>;
@@ -34,9 +36,11 @@ macro_rules! endpoint {
     };
 }
 
-pub fn app(node: Arc<Node>, api_token: Option<String>) -> tide::Server<State> {
-    let mut app = tide::with_state(State { node, api_token: api_token.map(Into::into) });
+pub fn app(node: Arc<Node>, api_token: Option<String>, hosts: guard::Hosts) -> tide::Server<State> {
+    let mut app =
+        tide::with_state(State { node, api_token: api_token.map(Into::into), hosts: Arc::new(hosts) });
     app.with(tide::utils::After(json_errors));
+    app.with(guard::guard);
     app.with(require_token);
     app.at("/health").get(health);
     app.at("/metrics").get(endpoint!(status::metrics));
@@ -82,7 +86,11 @@ pub async fn serve(
         );
     }
     node.cluster().start(url, shutdown).await;
-    let app = app(node, config.api_token.clone());
+    let mut names = config.allowed_hosts.clone();
+    names.extend(
+        config.advertise.as_deref().and_then(|a| url::Url::parse(a).ok()?.host_str().map(str::to_owned)),
+    );
+    let app = app(node, config.api_token.clone(), guard::Hosts(names));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,

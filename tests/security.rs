@@ -1,0 +1,88 @@
+//! Attacks from a browser on a default node (no token, loopback): a page of another site
+//! sending state-changing requests (CSRF) and a host name rebound to the node (DNS rebinding).
+//! The requests are made here as the browser would send them, with its headers.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use common::*;
+
+/// Sends a raw HTTP/1.1 request (any `Host`, any headers) and returns the status and body.
+fn raw(base: &str, request: &str) -> (u16, String) {
+    let addr = base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, out)
+}
+
+fn host_of(base: &str) -> &str {
+    base.trim_start_matches("http://")
+}
+
+#[test]
+fn a_cross_site_form_post_or_fetch_changes_nothing() {
+    let node = TestNode::start();
+    let host = host_of(&node.base).to_owned();
+    // What a plain HTML form on another site posts: multipart, no token, its Origin.
+    let body = "--B\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nvictim\r\n--B\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nowned\r\n--B--\r\n";
+    let form = format!(
+        "POST /api/store HTTP/1.1\r\nHost: {host}\r\nOrigin: http://evil.example\r\nSec-Fetch-Site: cross-site\r\n\
+         Content-Type: multipart/form-data; boundary=B\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (code, text) = raw(&node.base, &form);
+    assert_eq!(code, 403, "{text}");
+    // A no-cors fetch from another origin, without Sec-Fetch-Site (an older browser).
+    let no_cors = format!(
+        "PUT /api/v1/files/victim HTTP/1.1\r\nHost: {host}\r\nOrigin: http://127.0.0.1:1\r\nContent-Length: 5\r\nConnection: close\r\n\r\nowned"
+    );
+    assert_eq!(raw(&node.base, &no_cors).0, 403);
+    let delete = format!(
+        "DELETE /api/v1/files/victim HTTP/1.1\r\nHost: {host}\r\nSec-Fetch-Site: same-site\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(raw(&node.base, &delete).0, 403);
+    assert_eq!(get(&node.url("/api/v1/files/victim")).0, 404, "nothing was stored");
+    // The node's own page (same origin) and clients that send no Origin still work.
+    let own = format!(
+        "PUT /api/v1/files/mine HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nSec-Fetch-Site: same-origin\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    );
+    assert_eq!(raw(&node.base, &own).0, 201);
+    assert_eq!(put(&node.url("/api/v1/files/curl"), b"no origin").0, 201);
+}
+
+#[test]
+fn a_rebound_host_name_is_refused_and_allowed_ones_answer() {
+    let node = TestNode::start_with(&["--allowed-host", "nas.example"]);
+    assert_eq!(put(&node.url("/api/v1/files/secret.txt"), b"secret").0, 201);
+    let port = host_of(&node.base).rsplit(':').next().unwrap().to_owned();
+    for path in ["/api/v1/files", "/api/v1/files/secret.txt", "/"] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: evil.example:{port}\r\nConnection: close\r\n\r\n");
+        let (code, text) = raw(&node.base, &req);
+        assert_eq!(code, 421, "{path}: {text}");
+        assert!(!text.contains("secret\""), "{text}");
+    }
+    let delete =
+        "DELETE /api/v1/files/secret.txt HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
+            .to_string();
+    assert_eq!(raw(&node.base, &delete).0, 421);
+    assert_eq!(get(&node.url("/api/v1/files/secret.txt")).1, b"secret");
+    for ok in ["localhost", "nas.example", "127.0.0.1"] {
+        let req = format!(
+            "GET /api/v1/files/secret.txt HTTP/1.1\r\nHost: {ok}:{port}\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(raw(&node.base, &req).0, 200, "{ok}");
+    }
+}
+
+#[test]
+fn the_ui_page_cannot_be_framed() {
+    let node = TestNode::start();
+    let (code, head, _) = get_with(&node.url("/"), &[]);
+    assert_eq!(code, 200);
+    assert_eq!(head.get("content-security-policy").unwrap(), "frame-ancestors 'none'");
+}
