@@ -203,7 +203,11 @@ pub fn spawn_node(
             let _ = err_log.write_all(&buf[..n]);
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // A node killed with a large database repairs it at start; long fault runs
+    // (NEMESIS_SECS) grow it, and may set DISTSTORE_TEST_START_SECS to wait longer.
+    let limit: u64 =
+        std::env::var("DISTSTORE_TEST_START_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
+    let deadline = Instant::now() + Duration::from_secs(limit);
     loop {
         if let Ok(url) = rx.recv_timeout(Duration::from_millis(100)) {
             return Ok((child, url));
@@ -218,7 +222,7 @@ pub fn spawn_node(
         if Instant::now() > deadline {
             let _ = child.kill();
             return Err(format!(
-                "no 'listening' line within 60 s:\n{}",
+                "no 'listening' line within {limit} s:\n{}",
                 std::fs::read_to_string(log).unwrap_or_default()
             ));
         }
