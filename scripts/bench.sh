@@ -726,21 +726,21 @@ main() {
   # One fresh node per rep: an empty store each time, so nothing deduplicates against the
   # previous rep, and VmHWM is this rep's peak. The machine limits are sampled in the same rep
   # so that they see the same background load.
-  local rep name single_pid single_url
+  local rep name single_pid single_url single_s3
   for ((rep = 1; rep <= BENCH_REPS; rep++)); do
     log "--- rep $rep of $BENCH_REPS"
     machine_limits
     name="node-rep$rep"
     start_node "$name"
-    single_pid="$NODE_PID" single_url="$NODE_URL"
+    single_pid="$NODE_PID" single_url="$NODE_URL" single_s3="$NODE_S3"
     bench_single_put_get "$single_url" "rep$rep"
     R_RSS_MIB+=("$(peak_rss_mib "$single_pid")")
-    bench_s3 "$NODE_S3" "s3rep$rep"
+    bench_s3 "$single_s3" "s3rep$rep"
     # The cluster's large files right after the single node's (which idles meanwhile), so the
     # ratios compare runs under the same background load, not separated by the 4 KiB runs.
     ((BENCH_CLUSTER == 0)) || bench_cluster "$rep"
     bench_small_ops "$single_url" "rep$rep"
-    bench_small_ops_s3 "$single_url" "$NODE_S3" "rep$rep"
+    bench_small_ops_s3 "$single_url" "$single_s3" "rep$rep"
     R_RSS_AFTER_SMALL_MIB+=("$(peak_rss_mib "$single_pid")")
     stop_node "$single_pid" "$name"
     log "rep $rep: PUT ${R_PUT_MBS[-1]%.*} MB/s, GET ${R_GET_MBS[-1]%.*} MB/s," \
