@@ -3,8 +3,11 @@
 //! Each is a small JSON file under the reserved `.diststore/` prefix, so it is what every
 //! file is: replicated to every node with the names, ordered by the same stamps, sealed at rest
 //! under the data key (a secret key is never on disk in the clear), and there after a restart.
-//! The native API and the UI neither list nor touch that prefix. Reads are cached by the
-//! name's stamp, so an unchanged record is decrypted once.
+//! The native API and the UI neither list nor touch that prefix. Reads are cached (found or
+//! not) until the next change to that prefix here or from a peer ([`Events::system_changes`]),
+//! so an S3 request costs no database read for its key and bucket.
+//!
+//! [`Events::system_changes`]: crate::events::Events::system_changes
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::{Attrs, Node, NodeError, Result};
 use crate::clock::unix_ms;
 use crate::content::FileName;
-use crate::storage::{ListQuery, Stamp};
+use crate::storage::ListQuery;
 
 /// Names under this prefix are the node's own metadata.
 pub const SYSTEM_PREFIX: &str = crate::storage::HIDDEN_PREFIX;
@@ -23,6 +26,8 @@ const KEYS: &str = ".diststore/keys/";
 const BUCKETS: &str = ".diststore/buckets/";
 /// Largest metadata file read back (a bucket's grants stay far below it).
 const MAX_RECORD: u64 = 1 << 20;
+/// Records kept in the cache at most (keys, buckets and upload records in use).
+const MAX_CACHED: usize = 10_000;
 
 /// Whether a name belongs to the node's own metadata.
 pub fn is_system(name: &str) -> bool {
@@ -68,10 +73,10 @@ impl Bucket {
     }
 }
 
-/// A record's bytes as read at a stamp of its name.
-type Cached = (Stamp, Arc<Vec<u8>>);
+/// A record's bytes (`None`: no such record) as read while the change count was this.
+type Cached = (u64, Option<Arc<Vec<u8>>>);
 
-/// Decrypted records by name, with the stamp they were read at.
+/// Decrypted records by name, with the change count they were read under.
 #[derive(Default)]
 pub struct Registry {
     cache: Mutex<HashMap<String, Cached>>,
@@ -80,29 +85,43 @@ pub struct Registry {
 impl Node {
     /// A metadata record, read through the cache.
     pub async fn system_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        // Taken before reading: a change published meanwhile makes this entry stale at once.
+        let generation = self.events.system_changes();
+        let cached = {
+            let cache = self.registry.cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache.get(name).filter(|(g, _)| *g == generation).map(|(_, b)| b.clone())
+        };
+        let bytes = match cached {
+            Some(bytes) => bytes,
+            None => {
+                let bytes = self.read_system(name).await?.map(Arc::new);
+                let mut cache = self.registry.cache.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.len() > MAX_CACHED {
+                    cache.clear();
+                }
+                cache.insert(name.to_owned(), (generation, bytes.clone()));
+                bytes
+            }
+        };
+        match bytes {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| NodeError::BadMetadata(format!("{name}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    async fn read_system(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let name = FileName::new(name)?;
         let found = match self.find(&name).await {
             Ok(found) => found,
             Err(NodeError::NotFound) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let cached = {
-            let cache = self.registry.cache.lock().unwrap_or_else(|p| p.into_inner());
-            cache.get(name.as_str()).filter(|(stamp, _)| *stamp == found.record.stamp).map(|(_, b)| b.clone())
-        };
-        let bytes = match cached {
-            Some(bytes) => bytes,
-            None => {
-                if found.manifest.size > MAX_RECORD {
-                    return Err(NodeError::BadMetadata(format!("{name} is too large")));
-                }
-                let bytes = Arc::new(self.read_all(&found.manifest).await?);
-                let mut cache = self.registry.cache.lock().unwrap_or_else(|p| p.into_inner());
-                cache.insert(name.as_str().to_owned(), (found.record.stamp, bytes.clone()));
-                bytes
-            }
-        };
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| NodeError::BadMetadata(format!("{name}: {e}")))
+        if found.manifest.size > MAX_RECORD {
+            return Err(NodeError::BadMetadata(format!("{name} is too large")));
+        }
+        Ok(Some(self.read_all(&found.manifest).await?))
     }
 
     /// Stores a metadata record (a JSON file under the reserved prefix).
