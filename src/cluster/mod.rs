@@ -10,6 +10,7 @@
 //! can give nor reads a chunk it lacks as missing.
 
 pub mod connection;
+mod handshakes;
 mod leases;
 mod link;
 pub mod messages;
@@ -41,8 +42,6 @@ pub use repair::RepairReport;
 pub use serve::reachable_url;
 pub use transfer::{Placed, store_all};
 
-/// Unauthenticated peer handshakes served at once.
-const MAX_HANDSHAKES: usize = 16;
 /// Requests one peer may have in progress on this node at once.
 const HANDLERS_PER_LINK: usize = 32;
 /// Chunks sent to one holder in one request, when that many are ready. Each request costs its
@@ -131,9 +130,8 @@ pub struct Cluster {
     leases: Leases,
     health: Arc<Health>,
     started: Instant,
-    /// Slots for unauthenticated handshakes: a send takes one, a receive gives it back.
-    handshakes: async_channel::Sender<()>,
-    handshakes_done: async_channel::Receiver<()>,
+    /// Bounds unauthenticated handshakes, in total and per source.
+    handshakes: Arc<handshakes::Handshakes>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -150,7 +148,6 @@ impl Cluster {
         config: ClusterConfig,
     ) -> Arc<Self> {
         let (repair_wake, repair_woken) = async_channel::bounded(1);
-        let handshake_slots = async_channel::bounded(MAX_HANDSHAKES);
         Arc::new(Cluster {
             me: store.node_id(),
             url: Mutex::new(String::new()),
@@ -164,8 +161,7 @@ impl Cluster {
             repair_wake,
             repair_woken,
             repair_report: Mutex::new(RepairReport::default()),
-            handshakes: handshake_slots.0,
-            handshakes_done: handshake_slots.1,
+            handshakes: Arc::default(),
             health,
             started: Instant::now(),
         })
@@ -398,6 +394,11 @@ impl Cluster {
             return Err(ClusterError::Unavailable { live, needed });
         }
         Ok(())
+    }
+
+    /// Unauthenticated peer handshakes refused so far (over the total or a source's bound).
+    pub fn handshakes_refused(&self) -> u64 {
+        self.handshakes.refused()
     }
 
     /// Leases peers hold on this node now (uploads and downloads in flight).

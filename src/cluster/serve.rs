@@ -28,14 +28,11 @@ impl Cluster {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        // Anyone can open this endpoint: bound how many unauthenticated handshakes (each may
-        // buffer one message) run at once.
-        if self.handshakes.try_send(()).is_err() {
-            log::warn!("refused a peer connection: too many handshakes in progress");
-            return;
-        }
+        // Anyone can open this endpoint: bound the unauthenticated handshakes (each may buffer
+        // one message), per source too.
+        let Some(slot) = self.handshakes.admit(remote) else { return };
         let handshake = connection::server_handshake(&mut ws, &self.keys, self.me).await;
-        let _ = self.handshakes_done.try_recv();
+        drop(slot);
         let auth = match handshake {
             Ok(auth) => auth,
             Err(e) => {

@@ -117,6 +117,12 @@ pub async fn metrics(req: Req) -> Result<Response, ApiError> {
         s.gc.bytes,
     );
     metric("gauge", "diststore_leases", "Leases peers' transfers hold on this node.", s.leases as u64);
+    metric(
+        "counter",
+        "diststore_peer_handshakes_refused_total",
+        "Unauthenticated peer handshakes refused (over the total or one source's bound).",
+        s.handshakes_refused,
+    );
     Ok(Response::builder(StatusCode::Ok).content_type("text/plain; version=0.0.4").body(out).build())
 }
 

@@ -155,6 +155,7 @@ pub struct Status {
     pub gc: GcTotals,
     /// Leases peers' uploads and downloads hold on this node now.
     pub leases: usize,
+    pub handshakes_refused: u64,
 }
 
 pub struct Node {
@@ -394,6 +395,7 @@ impl Node {
             scrub: self.scrubber.report(),
             gc: self.collector.totals(),
             leases: self.cluster.leases_held(),
+            handshakes_refused: self.cluster.handshakes_refused(),
         })
     }
 
