@@ -33,6 +33,12 @@ fn main() -> anyhow::Result<()> {
 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The data directory is the node's alone (it holds the secret and the database).
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting data directory {}", config.data_dir.display()))?;
+    }
     let secret = config.secret.load().context("loading the cluster secret")?;
     let keys = Secret::new(secret).keys();
     let db_path = config.data_dir.join(DB_FILE);

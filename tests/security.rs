@@ -86,3 +86,12 @@ fn the_ui_page_cannot_be_framed() {
     assert_eq!(code, 200);
     assert_eq!(head.get("content-security-policy").unwrap(), "frame-ancestors 'none'");
 }
+
+#[test]
+fn the_data_directory_and_database_are_the_owner_s_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let node = TestNode::start();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&node.dir), 0o700, "data directory");
+    assert_eq!(mode(&node.dir.join("diststore.redb")), 0o600, "database");
+}

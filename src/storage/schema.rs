@@ -22,13 +22,19 @@ const STATS_KEY: &str = "stats_v1";
 
 /// Opens the database; also returns a second handle on its file, for starting writeback early.
 pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<(Database, NodeId, std::fs::File)> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    // Names, sizes and sealed chunks are nobody else's business: owner only, also for a file an
+    // older version created readable by all.
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(path)
         .map_err(|e| StorageError::Corrupt(format!("opening {}: {e}", path.display())))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| StorageError::Corrupt(format!("restricting {}: {e}", path.display())))?;
     let writeback =
         file.try_clone().map_err(|e| StorageError::Corrupt(format!("duplicating a file handle: {e}")))?;
     let db = Builder::new()
