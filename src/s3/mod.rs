@@ -33,10 +33,6 @@ pub struct S3Config {
     pub multipart_max_age: Duration,
 }
 
-/// A request's id, for `x-amz-request-id` and error bodies.
-#[derive(Clone)]
-pub(crate) struct RequestId(pub String);
-
 /// Binds the S3 listener and serves it on its own threads until the process ends. Returns
 /// the bound address.
 pub fn start(node: Arc<Node>, config: S3Config) -> anyhow::Result<SocketAddr> {
@@ -88,9 +84,7 @@ async fn handle(
 ) -> Result<s3s::HttpResponse, s3s::HttpError> {
     let id = crate::node::registry::random_text(16).to_uppercase();
     let resource = req.uri().path().to_owned();
-    let mut req = req.map(s3s::Body::from);
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let mut res = service.call(req).await?;
+    let mut res = service.call(req.map(s3s::Body::from)).await?;
     if let Ok(value) = http::HeaderValue::from_str(&id) {
         res.headers_mut().insert("x-amz-request-id", value);
     }

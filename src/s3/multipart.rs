@@ -14,9 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::access::{caller, check_bucket};
 use super::errors::s3_error;
-use super::service::{
-    Checks, Gateway, Written, bucket, etag_of, object, object_name, receive, request_id, with_id,
-};
+use super::service::{Checks, Gateway, Written, bucket, checks_of, etag_of, object, object_name, receive};
 use crate::clock::unix_ms;
 use crate::content::{FileId, FileName, Manifest};
 use crate::node::registry::random_text;
@@ -112,7 +110,8 @@ async fn uploads(node: &Node) -> S3Result<Vec<(String, UploadRecord)>> {
 /// Removes an upload's parts and record.
 async fn remove(node: &Node, id: &str) -> S3Result<()> {
     for entry in names_under(node, &part_prefix(id)).await? {
-        let name = FileName::new(entry.name).expect("a stored name");
+        // A stored name is valid; were it not (bytes from disk), the error says so.
+        let name = FileName::new(entry.name).map_err(|e| s3_error(e.into()))?;
         match node.delete(&name).await {
             Ok(()) | Err(NodeError::NotFound) => {}
             Err(e) => return Err(s3_error(e)),
@@ -136,9 +135,8 @@ pub(crate) async fn create(
     gw: &Gateway,
     req: S3Request<CreateMultipartUploadInput>,
 ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-    let rid = request_id(&req);
     let input = req.input;
-    bucket(&gw.node, &input.bucket).await.map_err(|e| with_id(&rid, e))?;
+    bucket(&gw.node, &input.bucket).await?;
     object_name(&input.bucket, &input.key)?;
     let owner = req.credentials.map(|c| c.access_key).unwrap_or_default();
     let written = Written::new(
@@ -161,7 +159,7 @@ pub(crate) async fn create(
         content_type: written.content_type,
         headers: written.headers,
     };
-    gw.node.put_system_json(&record_name(&id), &record).await.map_err(|e| with_id(&rid, s3_error(e)))?;
+    gw.node.put_system_json(&record_name(&id), &record).await.map_err(s3_error)?;
     Ok(S3Response::new(CreateMultipartUploadOutput {
         bucket: Some(input.bucket),
         key: Some(input.key),
@@ -174,37 +172,20 @@ pub(crate) async fn upload_part(
     gw: &Gateway,
     mut req: S3Request<UploadPartInput>,
 ) -> S3Result<S3Response<UploadPartOutput>> {
-    let rid = request_id(&req);
     let input = &mut req.input;
-    let number = part_number(input.part_number).map_err(|e| with_id(&rid, e))?;
-    upload(&gw.node, &input.upload_id, &input.bucket, &input.key).await.map_err(|e| with_id(&rid, e))?;
-    let checks = Checks::new(
-        input.content_md5.as_deref(),
-        Checksum {
-            checksum_crc32: input.checksum_crc32.take(),
-            checksum_crc32c: input.checksum_crc32c.take(),
-            checksum_crc64nvme: input.checksum_crc64nvme.take(),
-            checksum_sha1: input.checksum_sha1.take(),
-            checksum_sha256: input.checksum_sha256.take(),
-            ..Default::default()
-        },
-        input.checksum_algorithm.as_ref().map(|a| a.as_str()),
-    )
-    .map_err(|e| with_id(&rid, e))?;
+    let number = part_number(input.part_number)?;
+    upload(&gw.node, &input.upload_id, &input.bucket, &input.key).await?;
+    let checks = checks_of!(input)?;
     let (staged, checksum) =
         receive(&gw.node, input.body.take(), input.content_length, checks, req.trailing_headers.as_ref())
-            .await
-            .map_err(|e| with_id(&rid, e))?;
+            .await?;
     let etag = hex::encode(staged.md5.expect("asked for"));
     let attrs = Attrs {
         content_type: "application/octet-stream".into(),
         etag: Some(etag.clone()),
         headers: Vec::new(),
     };
-    gw.node
-        .commit(staged, part_name(&input.upload_id, number), attrs)
-        .await
-        .map_err(|e| with_id(&rid, s3_error(e)))?;
+    gw.node.commit(staged, part_name(&input.upload_id, number), attrs).await.map_err(s3_error)?;
     Ok(S3Response::new(UploadPartOutput {
         e_tag: Some(ETag::Strong(etag)),
         checksum_crc32: checksum.checksum_crc32,
@@ -220,16 +201,15 @@ pub(crate) async fn upload_part_copy(
     gw: &Gateway,
     req: S3Request<UploadPartCopyInput>,
 ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-    let rid = request_id(&req);
     let input = &req.input;
-    let number = part_number(input.part_number).map_err(|e| with_id(&rid, e))?;
-    upload(&gw.node, &input.upload_id, &input.bucket, &input.key).await.map_err(|e| with_id(&rid, e))?;
+    let number = part_number(input.part_number)?;
+    upload(&gw.node, &input.upload_id, &input.bucket, &input.key).await?;
     let CopySource::Bucket { bucket: src_bucket, key: src_key, .. } = &input.copy_source else {
-        return Err(with_id(&rid, s3_error!(NotImplemented, "Only bucket copy sources are supported.")));
+        return Err(s3_error!(NotImplemented, "Only bucket copy sources are supported."));
     };
     let key = caller(&gw.node, &req.credentials.as_ref().expect("signed").access_key).await?;
-    check_bucket(&gw.node, &key, src_bucket, false).await.map_err(|e| with_id(&rid, e))?;
-    let source = object(&gw.node, src_bucket, src_key).await.map_err(|e| with_id(&rid, e))?;
+    check_bucket(&gw.node, &key, src_bucket, false).await?;
+    let source = object(&gw.node, src_bucket, src_key).await?;
     let size = source.manifest.size;
     let range = match &input.copy_source_range {
         Some(text) => {
@@ -239,10 +219,8 @@ pub(crate) async fn upload_part_copy(
                     "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy"
                 )
             };
-            let r = Range::parse(text).map_err(|_| with_id(&rid, bad()))?;
-            r.check(size).map_err(|_| {
-                with_id(&rid, s3_error!(InvalidRange, "The requested range is not satisfiable"))
-            })?
+            let r = Range::parse(text).map_err(|_| bad())?;
+            r.check(size).map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?
         }
         None => 0..size,
     };
@@ -255,29 +233,24 @@ pub(crate) async fn upload_part_copy(
             etag: Some(etag.clone()),
             headers: Vec::new(),
         };
-        gw.node.link(source.manifest, name, attrs).await.map_err(|e| with_id(&rid, s3_error(e)))?;
+        gw.node.link(source.manifest, name, attrs).await.map_err(s3_error)?;
         etag
     } else {
         // A range (or content without a known MD5) is read and stored as a part of its own.
-        let mut upload = gw.node.upload().await.map_err(|e| with_id(&rid, s3_error(e)))?.with_md5();
-        let pieces = gw
-            .node
-            .read_pieces(&source.manifest, range.start, range.end)
-            .await
-            .map_err(|e| with_id(&rid, s3_error(e)))?;
+        let mut upload = gw.node.upload().await.map_err(s3_error)?.with_md5();
+        let pieces = gw.node.read_pieces(&source.manifest, range.start, range.end).await.map_err(s3_error)?;
         while let Ok(piece) = pieces.recv().await {
-            let piece = piece
-                .map_err(|e| with_id(&rid, s3_error!(InternalError, "reading the source failed: {e}")))?;
-            upload.write(&piece).await.map_err(|e| with_id(&rid, s3_error(e)))?;
+            let piece = piece.map_err(|e| s3_error!(InternalError, "reading the source failed: {e}"))?;
+            upload.write(&piece).await.map_err(s3_error)?;
         }
-        let staged = upload.finish().await.map_err(|e| with_id(&rid, s3_error(e)))?;
+        let staged = upload.finish().await.map_err(s3_error)?;
         let etag = hex::encode(staged.md5.expect("asked for"));
         let attrs = Attrs {
             content_type: "application/octet-stream".into(),
             etag: Some(etag.clone()),
             headers: Vec::new(),
         };
-        gw.node.commit(staged, name, attrs).await.map_err(|e| with_id(&rid, s3_error(e)))?;
+        gw.node.commit(staged, name, attrs).await.map_err(s3_error)?;
         etag
     };
     Ok(S3Response::new(UploadPartCopyOutput {
@@ -294,13 +267,11 @@ pub(crate) async fn complete(
     gw: &Gateway,
     req: S3Request<CompleteMultipartUploadInput>,
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-    let rid = request_id(&req);
     let input = req.input;
-    let record =
-        upload(&gw.node, &input.upload_id, &input.bucket, &input.key).await.map_err(|e| with_id(&rid, e))?;
+    let record = upload(&gw.node, &input.upload_id, &input.bucket, &input.key).await?;
     let parts = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
     if parts.is_empty() {
-        return Err(with_id(&rid, s3_error!(MalformedXML, "You must specify at least one part")));
+        return Err(s3_error!(MalformedXML, "You must specify at least one part"));
     }
     let name = object_name(&input.bucket, &input.key)?;
     let mut chunks = Vec::new();
@@ -310,12 +281,9 @@ pub(crate) async fn complete(
     for (i, part) in parts.iter().enumerate() {
         let number = part.part_number.unwrap_or(0);
         if number <= last_number {
-            return Err(with_id(
-                &rid,
-                s3_error!(
-                    InvalidPartOrder,
-                    "The list of parts was not in ascending order. The parts list must be specified in order by part number."
-                ),
+            return Err(s3_error!(
+                InvalidPartOrder,
+                "The list of parts was not in ascending order. The parts list must be specified in order by part number."
             ));
         }
         last_number = number;
@@ -327,28 +295,25 @@ pub(crate) async fn complete(
         };
         let found = match gw.node.find(&part_name(&input.upload_id, number)).await {
             Ok(found) => found,
-            Err(NodeError::NotFound) => return Err(with_id(&rid, invalid())),
-            Err(e) => return Err(with_id(&rid, s3_error(e))),
+            Err(NodeError::NotFound) => return Err(invalid()),
+            Err(e) => return Err(s3_error(e)),
         };
         let etag = etag_of(&found);
         if part.e_tag.as_ref().is_some_and(|e| e.value().trim_matches('"') != etag) {
-            return Err(with_id(&rid, invalid()));
+            return Err(invalid());
         }
         if i + 1 < parts.len() && found.manifest.size < MIN_PART {
-            return Err(with_id(
-                &rid,
-                s3_error!(
-                    EntityTooSmall,
-                    "Your proposed upload is smaller than the minimum allowed object size."
-                ),
+            return Err(s3_error!(
+                EntityTooSmall,
+                "Your proposed upload is smaller than the minimum allowed object size."
             ));
         }
-        md5s.extend(hex::decode(&etag).map_err(|_| with_id(&rid, invalid()))?);
+        md5s.extend(hex::decode(&etag).map_err(|_| invalid())?);
         chunks.extend(found.manifest.chunks.iter().cloned());
         manifests.push(found.manifest);
     }
     // The object's id is the SHA-256 of its bytes: read the parts once to compute it.
-    let id = content_id(&gw.node, &manifests).await.map_err(|e| with_id(&rid, e))?;
+    let id = content_id(&gw.node, &manifests).await?;
     let size = manifests.iter().map(|m| m.size).sum();
     let manifest = Manifest { id, size, chunker: manifests[0].chunker, chunks, created_ms: unix_ms() };
     let etag = format!("{}-{}", hex::encode(md5::Md5::digest(&md5s)), parts.len());
@@ -357,8 +322,8 @@ pub(crate) async fn complete(
         etag: Some(etag.clone()),
         headers: record.headers,
     };
-    gw.node.link(manifest, name, attrs).await.map_err(|e| with_id(&rid, s3_error(e)))?;
-    remove(&gw.node, &input.upload_id).await.map_err(|e| with_id(&rid, e))?;
+    gw.node.link(manifest, name, attrs).await.map_err(s3_error)?;
+    remove(&gw.node, &input.upload_id).await?;
     Ok(S3Response::new(CompleteMultipartUploadOutput {
         bucket: Some(input.bucket.clone()),
         key: Some(input.key.clone()),
@@ -395,10 +360,9 @@ pub(crate) async fn abort(
     gw: &Gateway,
     req: S3Request<AbortMultipartUploadInput>,
 ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-    let rid = request_id(&req);
     let input = &req.input;
-    upload(&gw.node, &input.upload_id, &input.bucket, &input.key).await.map_err(|e| with_id(&rid, e))?;
-    remove(&gw.node, &input.upload_id).await.map_err(|e| with_id(&rid, e))?;
+    upload(&gw.node, &input.upload_id, &input.bucket, &input.key).await?;
+    remove(&gw.node, &input.upload_id).await?;
     Ok(S3Response::new(AbortMultipartUploadOutput::default()))
 }
 
@@ -406,9 +370,8 @@ pub(crate) async fn list_parts(
     gw: &Gateway,
     req: S3Request<ListPartsInput>,
 ) -> S3Result<S3Response<ListPartsOutput>> {
-    let rid = request_id(&req);
     let input = &req.input;
-    upload(&gw.node, &input.upload_id, &input.bucket, &input.key).await.map_err(|e| with_id(&rid, e))?;
+    upload(&gw.node, &input.upload_id, &input.bucket, &input.key).await?;
     let max = input.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
     let marker: i32 = input.part_number_marker.unwrap_or(0);
     let mut parts = Vec::new();
@@ -452,9 +415,8 @@ pub(crate) async fn list_uploads(
     gw: &Gateway,
     req: S3Request<ListMultipartUploadsInput>,
 ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
-    let rid = request_id(&req);
     let input = &req.input;
-    bucket(&gw.node, &input.bucket).await.map_err(|e| with_id(&rid, e))?;
+    bucket(&gw.node, &input.bucket).await?;
     let prefix = input.prefix.clone().unwrap_or_default();
     let max = input.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
     let mut all: Vec<(String, UploadRecord)> = uploads(&gw.node)

@@ -14,7 +14,7 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::access::{Access, Auth, Host, caller, check_bucket};
 use super::errors::{body_error, s3_error};
-use super::{RequestId, S3Config, multipart};
+use super::{S3Config, multipart};
 use crate::clock::unix_ms;
 use crate::content::FileName;
 use crate::node::registry::Bucket as BucketRecord;
@@ -61,7 +61,12 @@ fn millis(ts: &Timestamp) -> u64 {
 
 /// The ETag of a found file (unquoted).
 pub(crate) fn etag_of(found: &Found) -> String {
-    found.record.etag.clone().unwrap_or_else(|| found.manifest.id.to_string())
+    record_etag(&found.record)
+}
+
+/// A record's ETag: the one S3 wrote, else the file id.
+fn record_etag(record: &crate::storage::NameRecord) -> String {
+    record.etag.clone().unwrap_or_else(|| record.file_id().map(|f| f.to_string()).unwrap_or_default())
 }
 
 /// Everything an object was written with, from a request's fields.
@@ -114,12 +119,31 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
+/// The checks an upload's input asks for: PutObject and UploadPart carry the same fields in
+/// different types.
+macro_rules! checks_of {
+    ($input:expr) => {
+        Checks::new(
+            $input.content_md5.as_deref(),
+            Checksum {
+                checksum_crc32: $input.checksum_crc32.take(),
+                checksum_crc32c: $input.checksum_crc32c.take(),
+                checksum_crc64nvme: $input.checksum_crc64nvme.take(),
+                checksum_sha1: $input.checksum_sha1.take(),
+                checksum_sha256: $input.checksum_sha256.take(),
+                ..Default::default()
+            },
+            $input.checksum_algorithm.as_ref().map(|a| a.as_str()),
+        )
+    };
+}
+pub(crate) use checks_of;
+
 /// Checksums a client asked us to verify, with what we compute alongside the upload.
 pub(crate) struct Checks {
     md5: Option<Vec<u8>>,
     hasher: s3s::checksum::ChecksumHasher,
     expected: Checksum,
-    wants_trailer: bool,
 }
 
 impl Checks {
@@ -147,7 +171,7 @@ impl Checks {
             sha256: wants("SHA256", &expected.checksum_sha256).then(Default::default),
             crc64nvme: wants("CRC64NVME", &expected.checksum_crc64nvme).then(Default::default),
         };
-        Ok(Self { md5, hasher, expected, wants_trailer: algorithm.is_some() })
+        Ok(Self { md5, hasher, expected })
     }
 
     fn update(&mut self, data: &[u8]) {
@@ -191,7 +215,6 @@ impl Checks {
                 ));
             }
         }
-        let _ = self.wants_trailer;
         Ok(computed)
     }
 }
@@ -302,18 +325,6 @@ fn not_modified(found: &Found) -> S3Error {
     err
 }
 
-pub(crate) fn request_id<T>(req: &S3Request<T>) -> Option<String> {
-    req.extensions.get::<RequestId>().map(|r| r.0.clone())
-}
-
-/// Gives an error the request's id, for its XML body.
-pub(crate) fn with_id(id: &Option<String>, mut e: S3Error) -> S3Error {
-    if let Some(id) = id {
-        e.set_request_id(id.clone());
-    }
-    e
-}
-
 fn url_encode(s: &str) -> String {
     const KEEP: &percent_encoding::AsciiSet =
         &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
@@ -322,7 +333,7 @@ fn url_encode(s: &str) -> String {
 
 /// One page of a bucket listing.
 pub(crate) struct Listing {
-    pub objects: Vec<(String, Found0)>,
+    pub objects: Vec<(String, Listed)>,
     pub prefixes: Vec<String>,
     pub truncated: bool,
     /// The last key or common prefix returned: where the next page starts after.
@@ -330,7 +341,7 @@ pub(crate) struct Listing {
 }
 
 /// A listed object: its record (no manifest needed to list).
-pub(crate) struct Found0 {
+pub(crate) struct Listed {
     pub size: u64,
     pub modified_ms: u64,
     pub etag: String,
@@ -394,12 +405,10 @@ pub(crate) async fn list(
                     let record = &entry.record;
                     out.objects.push((
                         key.to_owned(),
-                        Found0 {
+                        Listed {
                             size: record.size,
                             modified_ms: record.modified_ms,
-                            etag: record.etag.clone().unwrap_or_else(|| {
-                                record.file_id().map(|f| f.to_string()).unwrap_or_default()
-                            }),
+                            etag: record_etag(record),
                         },
                     ));
                     out.last = Some(key.to_owned());
@@ -414,7 +423,50 @@ pub(crate) async fn list(
     }
 }
 
-fn s3_object(key: String, o: Found0, encode: bool) -> Object {
+/// One page of a listing operation, with the options every listing shares.
+struct Page {
+    listing: Listing,
+    prefix: String,
+    max: usize,
+    /// `encoding-type=url`: keys and prefixes go out percent-encoded.
+    encode: bool,
+}
+
+impl Page {
+    /// Checks the bucket and the options, then lists from `after`.
+    async fn fetch(
+        node: &Node,
+        bucket_name: &str,
+        prefix: &Option<String>,
+        delimiter: Option<&str>,
+        after: Option<&str>,
+        max: Option<i32>,
+        encoding: &Option<EncodingType>,
+    ) -> S3Result<Page> {
+        bucket(node, bucket_name).await?;
+        let encode = wants_url(encoding)?;
+        let max = max_keys(max)?;
+        let prefix = prefix.clone().unwrap_or_default();
+        let listing = list(node, bucket_name, &prefix, delimiter, after, max).await?;
+        Ok(Page { listing, prefix, max, encode })
+    }
+
+    fn enc(&self, s: String) -> String {
+        if self.encode { url_encode(&s) } else { s }
+    }
+
+    fn objects(&mut self) -> Vec<Object> {
+        let encode = self.encode;
+        std::mem::take(&mut self.listing.objects).into_iter().map(|(k, o)| s3_object(k, o, encode)).collect()
+    }
+
+    fn common_prefixes(&mut self) -> Vec<CommonPrefix> {
+        let prefixes = std::mem::take(&mut self.listing.prefixes);
+        prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(self.enc(p)) }).collect()
+    }
+}
+
+fn s3_object(key: String, o: Listed, encode: bool) -> Object {
     Object {
         key: Some(if encode { url_encode(&key) } else { key }),
         size: Some(o.size as i64),
@@ -471,7 +523,6 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
-        let rid = request_id(&req);
         let key = caller(&self.node, &req.credentials.as_ref().expect("signed").access_key).await?;
         let name = req.input.bucket.clone();
         if let Some(location) =
@@ -479,27 +530,21 @@ impl S3 for Gateway {
             && location.as_str() != self.region
             && !(location.as_str().is_empty() && self.region == "us-east-1")
         {
-            return Err(with_id(
-                &rid,
-                s3_error!(
-                    InvalidLocationConstraint,
-                    "The specified location-constraint is not valid: this endpoint is {}.",
-                    self.region
-                ),
+            return Err(s3_error!(
+                InvalidLocationConstraint,
+                "The specified location-constraint is not valid: this endpoint is {}.",
+                self.region
             ));
         }
         if let Some(existing) = self.node.bucket(&name).await.map_err(s3_error)? {
-            return Err(with_id(
-                &rid,
-                if existing.owner == key.access_key {
-                    s3_error!(
-                        BucketAlreadyOwnedByYou,
-                        "Your previous request to create the named bucket succeeded and you already own it."
-                    )
-                } else {
-                    s3_error!(BucketAlreadyExists, "The requested bucket name is not available.")
-                },
-            ));
+            return Err(if existing.owner == key.access_key {
+                s3_error!(
+                    BucketAlreadyOwnedByYou,
+                    "Your previous request to create the named bucket succeeded and you already own it."
+                )
+            } else {
+                s3_error!(BucketAlreadyExists, "The requested bucket name is not available.")
+            });
         }
         let record = BucketRecord {
             name: name.clone(),
@@ -507,13 +552,12 @@ impl S3 for Gateway {
             created_ms: unix_ms(),
             grants: Vec::new(),
         };
-        self.node.put_bucket(&record).await.map_err(|e| with_id(&rid, s3_error(e)))?;
+        self.node.put_bucket(&record).await.map_err(s3_error)?;
         Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")) }))
     }
 
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
-        let rid = request_id(&req);
-        bucket(&self.node, &req.input.bucket).await.map_err(|e| with_id(&rid, e))?;
+        bucket(&self.node, &req.input.bucket).await?;
         Ok(S3Response::new(HeadBucketOutput {
             bucket_region: Some(self.region.clone()),
             ..Default::default()
@@ -524,17 +568,13 @@ impl S3 for Gateway {
         &self,
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
-        let rid = request_id(&req);
         let name = &req.input.bucket;
-        bucket(&self.node, name).await.map_err(|e| with_id(&rid, e))?;
+        bucket(&self.node, name).await?;
         let some = list(&self.node, name, "", None, None, 1).await?;
         if !some.objects.is_empty() || multipart::any_in(&self.node, name).await? {
-            return Err(with_id(
-                &rid,
-                s3_error!(BucketNotEmpty, "The bucket you tried to delete is not empty"),
-            ));
+            return Err(s3_error!(BucketNotEmpty, "The bucket you tried to delete is not empty"));
         }
-        self.node.delete_bucket_record(name).await.map_err(|e| with_id(&rid, s3_error(e)))?;
+        self.node.delete_bucket_record(name).await.map_err(s3_error)?;
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
 
@@ -542,8 +582,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        let rid = request_id(&req);
-        bucket(&self.node, &req.input.bucket).await.map_err(|e| with_id(&rid, e))?;
+        bucket(&self.node, &req.input.bucket).await?;
         let location_constraint =
             (self.region != "us-east-1").then(|| BucketLocationConstraint::from(self.region.clone()));
         Ok(S3Response::new(GetBucketLocationOutput { location_constraint }))
@@ -553,63 +592,40 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetBucketVersioningInput>,
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-        let rid = request_id(&req);
-        bucket(&self.node, &req.input.bucket).await.map_err(|e| with_id(&rid, e))?;
+        bucket(&self.node, &req.input.bucket).await?;
         Ok(S3Response::new(GetBucketVersioningOutput::default()))
     }
 
     async fn put_object(&self, mut req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
-        let rid = request_id(&req);
         let input = &mut req.input;
-        bucket(&self.node, &input.bucket).await.map_err(|e| with_id(&rid, e))?;
+        bucket(&self.node, &input.bucket).await?;
         let name = object_name(&input.bucket, &input.key)?;
         // Conditional writes: If-None-Match: * creates only; If-Match replaces only that version.
         let current = match self.node.find(&name).await {
             Ok(found) => Some(etag_of(&found)),
             Err(NodeError::NotFound) => None,
-            Err(e) => return Err(with_id(&rid, s3_error(e))),
+            Err(e) => return Err(s3_error(e)),
         };
         if let Some(c) = &input.if_match
             && !(current.is_some()
                 && (c.is_any() || c.as_etag().is_some_and(|e| Some(e.value()) == current.as_deref())))
         {
-            return Err(with_id(
-                &rid,
-                if current.is_none() {
-                    s3_error!(NoSuchKey, "The specified key does not exist.")
-                } else {
-                    s3_error!(
-                        PreconditionFailed,
-                        "At least one of the pre-conditions you specified did not hold"
-                    )
-                },
-            ));
+            return Err(if current.is_none() {
+                s3_error!(NoSuchKey, "The specified key does not exist.")
+            } else {
+                s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
+            });
         }
         if let Some(c) = &input.if_none_match
             && c.is_any()
             && current.is_some()
         {
-            return Err(with_id(
-                &rid,
-                s3_error!(
-                    PreconditionFailed,
-                    "At least one of the pre-conditions you specified did not hold"
-                ),
+            return Err(s3_error!(
+                PreconditionFailed,
+                "At least one of the pre-conditions you specified did not hold"
             ));
         }
-        let checks = Checks::new(
-            input.content_md5.as_deref(),
-            Checksum {
-                checksum_crc32: input.checksum_crc32.take(),
-                checksum_crc32c: input.checksum_crc32c.take(),
-                checksum_crc64nvme: input.checksum_crc64nvme.take(),
-                checksum_sha1: input.checksum_sha1.take(),
-                checksum_sha256: input.checksum_sha256.take(),
-                ..Default::default()
-            },
-            input.checksum_algorithm.as_ref().map(|a| a.as_str()),
-        )
-        .map_err(|e| with_id(&rid, e))?;
+        let checks = checks_of!(input)?;
         let written = Written::new(
             input.content_type.take(),
             [
@@ -623,14 +639,10 @@ impl S3 for Gateway {
         );
         let body = input.body.take();
         let declared = input.content_length;
-        let (staged, checksum) = receive(&self.node, body, declared, checks, req.trailing_headers.as_ref())
-            .await
-            .map_err(|e| with_id(&rid, e))?;
+        let (staged, checksum) =
+            receive(&self.node, body, declared, checks, req.trailing_headers.as_ref()).await?;
         let etag = hex::encode(staged.md5.expect("asked for"));
-        self.node
-            .commit(staged, name.clone(), written.attrs(&name, etag.clone()))
-            .await
-            .map_err(|e| with_id(&rid, s3_error(e)))?;
+        self.node.commit(staged, name.clone(), written.attrs(&name, etag.clone())).await.map_err(s3_error)?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(etag)),
             checksum_crc32: checksum.checksum_crc32,
@@ -643,23 +655,21 @@ impl S3 for Gateway {
     }
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
-        let rid = request_id(&req);
         let input = &req.input;
-        let found = object(&self.node, &input.bucket, &input.key).await.map_err(|e| with_id(&rid, e))?;
+        let found = object(&self.node, &input.bucket, &input.key).await?;
         preconditions(
             &found,
             input.if_match.as_ref(),
             input.if_none_match.as_ref(),
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
-        )
-        .map_err(|e| with_id(&rid, e))?;
+        )?;
         let size = found.manifest.size;
         let (range, content_range) = match &input.range {
             Some(r) => {
-                let r = r.check(size).map_err(|_| {
-                    with_id(&rid, s3_error!(InvalidRange, "The requested range is not satisfiable"))
-                })?;
+                let r = r
+                    .check(size)
+                    .map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?;
                 let text = format!("bytes {}-{}/{size}", r.start, r.end - 1);
                 (r, Some(text))
             }
@@ -668,12 +678,7 @@ impl S3 for Gateway {
         let pieces = if range.is_empty() {
             None
         } else {
-            Some(
-                self.node
-                    .read_pieces(&found.manifest, range.start, range.end)
-                    .await
-                    .map_err(|e| with_id(&rid, s3_error(e)))?,
-            )
+            Some(self.node.read_pieces(&found.manifest, range.start, range.end).await.map_err(s3_error)?)
         };
         let body = pieces.map(StreamingBlob::wrap);
         let (head, h) = object_head(&found);
@@ -696,23 +701,21 @@ impl S3 for Gateway {
     }
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
-        let rid = request_id(&req);
         let input = &req.input;
-        let found = object(&self.node, &input.bucket, &input.key).await.map_err(|e| with_id(&rid, e))?;
+        let found = object(&self.node, &input.bucket, &input.key).await?;
         preconditions(
             &found,
             input.if_match.as_ref(),
             input.if_none_match.as_ref(),
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
-        )
-        .map_err(|e| with_id(&rid, e))?;
+        )?;
         let size = found.manifest.size;
         let (mut head, h) = object_head(&found);
         if let Some(r) = &input.range {
-            let r = r.check(size).map_err(|_| {
-                with_id(&rid, s3_error!(InvalidRange, "The requested range is not satisfiable"))
-            })?;
+            let r = r
+                .check(size)
+                .map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?;
             head.content_length = Some((r.end - r.start) as i64);
             head.content_range = Some(format!("bytes {}-{}/{size}", r.start, r.end - 1));
         }
@@ -727,13 +730,12 @@ impl S3 for Gateway {
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
-        let rid = request_id(&req);
-        bucket(&self.node, &req.input.bucket).await.map_err(|e| with_id(&rid, e))?;
+        bucket(&self.node, &req.input.bucket).await?;
         let name = object_name(&req.input.bucket, &req.input.key)?;
         match self.node.delete(&name).await {
             // Deleting what is not there succeeds, as on S3.
             Ok(()) | Err(NodeError::NotFound) => Ok(S3Response::new(DeleteObjectOutput::default())),
-            Err(e) => Err(with_id(&rid, s3_error(e))),
+            Err(e) => Err(s3_error(e)),
         }
     }
 
@@ -741,10 +743,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
-        let rid = request_id(&req);
-        bucket(&self.node, &req.input.bucket).await.map_err(|e| with_id(&rid, e))?;
+        bucket(&self.node, &req.input.bucket).await?;
         if req.input.delete.objects.len() > 1000 {
-            return Err(with_id(&rid, s3_error!(MalformedXML, "at most 1000 keys per request")));
+            return Err(s3_error!(MalformedXML, "at most 1000 keys per request"));
         }
         let quiet = req.input.delete.quiet.unwrap_or(false);
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
@@ -775,14 +776,13 @@ impl S3 for Gateway {
     }
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
-        let rid = request_id(&req);
         let input = &req.input;
         let CopySource::Bucket { bucket: src_bucket, key: src_key, .. } = &input.copy_source else {
-            return Err(with_id(&rid, s3_error!(NotImplemented, "Only bucket copy sources are supported.")));
+            return Err(s3_error!(NotImplemented, "Only bucket copy sources are supported."));
         };
         let key = caller(&self.node, &req.credentials.as_ref().expect("signed").access_key).await?;
-        check_bucket(&self.node, &key, src_bucket, false).await.map_err(|e| with_id(&rid, e))?;
-        let source = object(&self.node, src_bucket, src_key).await.map_err(|e| with_id(&rid, e))?;
+        check_bucket(&self.node, &key, src_bucket, false).await?;
+        let source = object(&self.node, src_bucket, src_key).await?;
         preconditions(
             &source,
             input.copy_source_if_match.as_ref(),
@@ -792,27 +792,20 @@ impl S3 for Gateway {
         )
         .map_err(|e| match e.code() {
             // A copy's failed conditions are all 412.
-            S3ErrorCode::NotModified => with_id(
-                &rid,
-                s3_error!(
-                    PreconditionFailed,
-                    "At least one of the pre-conditions you specified did not hold"
-                ),
-            ),
-            _ => with_id(&rid, e),
+            S3ErrorCode::NotModified => {
+                s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
+            }
+            _ => e,
         })?;
-        bucket(&self.node, &input.bucket).await.map_err(|e| with_id(&rid, e))?;
+        bucket(&self.node, &input.bucket).await?;
         let name = object_name(&input.bucket, &input.key)?;
         let replace =
             input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
         let same = name.as_str() == format!("{src_bucket}/{src_key}");
         if same && !replace {
-            return Err(with_id(
-                &rid,
-                s3_error!(
-                    InvalidRequest,
-                    "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
-                ),
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
             ));
         }
         let etag = etag_of(&source);
@@ -836,7 +829,7 @@ impl S3 for Gateway {
                 headers: source.record.headers.clone(),
             }
         };
-        self.node.link(source.manifest, name, attrs).await.map_err(|e| with_id(&rid, s3_error(e)))?;
+        self.node.link(source.manifest, name, attrs).await.map_err(s3_error)?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(ETag::Strong(etag)),
@@ -851,36 +844,43 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        let rid = request_id(&req);
         let input = &req.input;
-        bucket(&self.node, &input.bucket).await.map_err(|e| with_id(&rid, e))?;
-        let encode = wants_url(&input.encoding_type)?;
-        let max = max_keys(input.max_keys)?;
-        let prefix = input.prefix.clone().unwrap_or_default();
         let token = match &input.continuation_token {
-            Some(t) => Some(B64.decode(t).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| {
-                with_id(&rid, s3_error!(InvalidArgument, "The continuation token provided is incorrect"))
-            })?),
+            Some(t) => {
+                Some(B64.decode(t).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| {
+                    s3_error!(InvalidArgument, "The continuation token provided is incorrect")
+                })?)
+            }
             None => None,
         };
         let after = token.as_deref().or(input.start_after.as_deref());
-        let l = list(&self.node, &input.bucket, &prefix, input.delimiter.as_deref(), after, max).await?;
-        let enc = |s: String| if encode { url_encode(&s) } else { s };
+        let delimiter = input.delimiter.as_deref();
+        let mut page = Page::fetch(
+            &self.node,
+            &input.bucket,
+            &input.prefix,
+            delimiter,
+            after,
+            input.max_keys,
+            &input.encoding_type,
+        )
+        .await?;
+        let l = &page.listing;
         let key_count = (l.objects.len() + l.prefixes.len()) as i32;
+        let next_continuation_token = l.truncated.then(|| l.last.as_ref().map(|k| B64.encode(k))).flatten();
+        let truncated = l.truncated;
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket.clone()),
-            prefix: Some(enc(prefix)),
-            delimiter: input.delimiter.clone().map(enc),
-            max_keys: Some(max as i32),
+            prefix: Some(page.enc(page.prefix.clone())),
+            delimiter: input.delimiter.clone().map(|d| page.enc(d)),
+            max_keys: Some(page.max as i32),
             key_count: Some(key_count),
             continuation_token: input.continuation_token.clone(),
-            next_continuation_token: l.truncated.then(|| l.last.as_ref().map(|k| B64.encode(k))).flatten(),
-            start_after: input.start_after.clone().map(enc),
-            is_truncated: Some(l.truncated),
-            contents: Some(l.objects.into_iter().map(|(k, o)| s3_object(k, o, encode)).collect()),
-            common_prefixes: Some(
-                l.prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect(),
-            ),
+            next_continuation_token,
+            start_after: input.start_after.clone().map(|s| page.enc(s)),
+            is_truncated: Some(truncated),
+            contents: Some(page.objects()),
+            common_prefixes: Some(page.common_prefixes()),
             encoding_type: input.encoding_type.clone(),
             ..Default::default()
         }))
@@ -890,37 +890,33 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
-        let rid = request_id(&req);
         let input = &req.input;
-        bucket(&self.node, &input.bucket).await.map_err(|e| with_id(&rid, e))?;
-        let encode = wants_url(&input.encoding_type)?;
-        let max = max_keys(input.max_keys)?;
-        let prefix = input.prefix.clone().unwrap_or_default();
-        let l = list(
+        let (delimiter, marker) = (input.delimiter.as_deref(), input.marker.as_deref());
+        let mut page = Page::fetch(
             &self.node,
             &input.bucket,
-            &prefix,
-            input.delimiter.as_deref(),
-            input.marker.as_deref(),
-            max,
+            &input.prefix,
+            delimiter,
+            marker,
+            input.max_keys,
+            &input.encoding_type,
         )
         .await?;
-        let enc = |s: String| if encode { url_encode(&s) } else { s };
+        let truncated = page.listing.truncated;
         // NextMarker only with a delimiter, as S3 (clients use the last key otherwise).
-        let next_marker =
-            (l.truncated && input.delimiter.is_some()).then(|| l.last.clone().map(enc)).flatten();
+        let next_marker = (truncated && delimiter.is_some())
+            .then(|| page.listing.last.clone().map(|l| page.enc(l)))
+            .flatten();
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket.clone()),
-            prefix: Some(enc(prefix)),
+            prefix: Some(page.enc(page.prefix.clone())),
             marker: Some(input.marker.clone().unwrap_or_default()),
             next_marker,
-            delimiter: input.delimiter.clone().map(enc),
-            max_keys: Some(max as i32),
-            is_truncated: Some(l.truncated),
-            contents: Some(l.objects.into_iter().map(|(k, o)| s3_object(k, o, encode)).collect()),
-            common_prefixes: Some(
-                l.prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect(),
-            ),
+            delimiter: input.delimiter.clone().map(|d| page.enc(d)),
+            max_keys: Some(page.max as i32),
+            is_truncated: Some(truncated),
+            contents: Some(page.objects()),
+            common_prefixes: Some(page.common_prefixes()),
             encoding_type: input.encoding_type.clone(),
             ..Default::default()
         }))
@@ -930,28 +926,24 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListObjectVersionsInput>,
     ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
-        let rid = request_id(&req);
         let input = &req.input;
-        bucket(&self.node, &input.bucket).await.map_err(|e| with_id(&rid, e))?;
-        let encode = wants_url(&input.encoding_type)?;
-        let max = max_keys(input.max_keys)?;
-        let prefix = input.prefix.clone().unwrap_or_default();
-        let l = list(
+        let (delimiter, marker) = (input.delimiter.as_deref(), input.key_marker.as_deref());
+        let mut page = Page::fetch(
             &self.node,
             &input.bucket,
-            &prefix,
-            input.delimiter.as_deref(),
-            input.key_marker.as_deref(),
-            max,
+            &input.prefix,
+            delimiter,
+            marker,
+            input.max_keys,
+            &input.encoding_type,
         )
         .await?;
-        let enc = |s: String| if encode { url_encode(&s) } else { s };
+        let truncated = page.listing.truncated;
         // Unversioned: every object is its one `null` version.
-        let versions = l
-            .objects
+        let versions = std::mem::take(&mut page.listing.objects)
             .into_iter()
             .map(|(k, o)| ObjectVersion {
-                key: Some(enc(k)),
+                key: Some(page.enc(k)),
                 version_id: Some("null".into()),
                 is_latest: Some(true),
                 e_tag: Some(ETag::Strong(o.etag)),
@@ -965,17 +957,15 @@ impl S3 for Gateway {
             .collect();
         Ok(S3Response::new(ListObjectVersionsOutput {
             name: Some(input.bucket.clone()),
-            prefix: Some(enc(prefix)),
+            prefix: Some(page.enc(page.prefix.clone())),
             key_marker: input.key_marker.clone(),
-            next_key_marker: l.truncated.then(|| l.last.clone().map(enc)).flatten(),
-            next_version_id_marker: l.truncated.then(|| "null".to_owned()),
-            max_keys: Some(max as i32),
-            delimiter: input.delimiter.clone().map(enc),
-            is_truncated: Some(l.truncated),
+            next_key_marker: truncated.then(|| page.listing.last.clone().map(|l| page.enc(l))).flatten(),
+            next_version_id_marker: truncated.then(|| "null".to_owned()),
+            max_keys: Some(page.max as i32),
+            delimiter: input.delimiter.clone().map(|d| page.enc(d)),
+            is_truncated: Some(truncated),
             versions: Some(versions),
-            common_prefixes: Some(
-                l.prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect(),
-            ),
+            common_prefixes: Some(page.common_prefixes()),
             encoding_type: input.encoding_type.clone(),
             ..Default::default()
         }))
