@@ -267,13 +267,8 @@ impl ServeArgs {
             .map(|p| normalize(p))
             .collect::<Result<_, _>>()?;
         let advertise = self.advertise.as_deref().map(normalize).transpose()?;
-        if let Some(url) = &advertise {
-            let host = url::Url::parse(url)
-                .ok()
-                .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_owned()));
-            if host.and_then(|h| h.parse::<std::net::IpAddr>().ok()).is_some_and(|ip| ip.is_unspecified()) {
-                return Err(ConfigError::UnreachableAdvertise(url.clone()));
-            }
+        if let Some(url) = advertise.as_ref().filter(|u| crate::cluster::unspecified_host(u)) {
+            return Err(ConfigError::UnreachableAdvertise(url.clone()));
         }
         let s3 = match self.s3_listen.trim() {
             "off" => None,

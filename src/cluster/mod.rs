@@ -455,9 +455,12 @@ impl Cluster {
 }
 
 /// Whether a URL names the unspecified address (`0.0.0.0`, `[::]`), which no peer can dial.
-fn unspecified_host(url: &str) -> bool {
-    url::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_owned()))
-        .is_some_and(|h| h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified()))
+pub fn unspecified_host(url: &str) -> bool {
+    url_ip(url).is_some_and(|ip| ip.is_unspecified())
+}
+
+/// The IP address a URL names as its host, when it names one rather than a host name.
+pub fn url_ip(url: &str) -> Option<std::net::IpAddr> {
+    let url = url::Url::parse(url).ok()?;
+    url.host_str()?.trim_matches(['[', ']']).parse().ok()
 }

@@ -260,12 +260,8 @@ impl Cluster {
 /// only its own host can: from another host, the address its connection came from (with the
 /// port it announced) reaches it.
 pub fn reachable_url(advertised: &str, remote: Option<IpAddr>) -> String {
+    let (Some(ip), Some(remote)) = (super::url_ip(advertised), remote) else { return advertised.to_owned() };
     let Ok(mut url) = url::Url::parse(advertised) else { return advertised.to_owned() };
-    let Some(host) = url.host_str().map(|h| h.trim_matches(['[', ']']).to_owned()) else {
-        return advertised.to_owned();
-    };
-    let Ok(ip) = host.parse::<IpAddr>() else { return advertised.to_owned() };
-    let Some(remote) = remote else { return advertised.to_owned() };
     let unreachable = ip.is_unspecified() || (ip.is_loopback() && !remote.is_loopback());
     if !unreachable || url.set_ip_host(remote).is_err() {
         return advertised.to_owned();

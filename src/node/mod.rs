@@ -311,21 +311,11 @@ impl Node {
     /// source meanwhile cannot collect them; content no node holds any more is refused.
     pub async fn link(&self, manifest: Manifest, name: FileName, attrs: Attrs) -> Result<PutOutcome> {
         let ids: Vec<ChunkId> = manifest.distinct_chunks().iter().map(|c| c.id).collect();
-        let mut pins = self.store.pins();
-        pins.pin_all(&ids);
-        let here = self.store.have_chunks(ids.clone()).await?;
-        let (lease, on_peers) = if self.cluster.peers_up() > 0 {
-            let (lease, on_peers) = self.cluster.pin_for_read(&ids).await;
-            (Some(lease), on_peers)
-        } else {
-            (None, vec![false; ids.len()])
-        };
-        if let Some((id, _)) = ids.iter().zip(here.iter().zip(&on_peers)).find(|(_, (h, p))| !**h && !**p) {
-            return Err(ClusterError::ChunkUnavailable(*id).into());
-        }
-        let staged = Staged::existing(manifest, !self.cluster.has_members(), pins);
+        let held =
+            read::hold(&self.store, &self.cluster, &ids).await?.map_err(ClusterError::ChunkUnavailable)?;
+        let staged = Staged::existing(manifest, !self.cluster.has_members(), held.pins);
         let outcome = self.commit(staged, name, attrs).await;
-        drop(lease);
+        drop(held.lease);
         outcome
     }
 

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use futures_util::{AsyncBufRead, AsyncRead, StreamExt, TryStreamExt, stream};
 
 use super::{NodeError, Result};
-use crate::cluster::{Cluster, ClusterError};
+use crate::cluster::{Cluster, ClusterError, RemoteLease};
 use crate::content::{ChunkId, ChunkRef, Manifest};
 use crate::crypto::Keys;
 use crate::runtime;
-use crate::storage::{StorageError, Store};
+use crate::storage::{PinSet, StorageError, Store};
 
 /// How long a download in progress keeps trying to reach some holder of its next chunk
 /// (peers reconnecting, a restarted holder coming back) before it gives up and is cut.
@@ -111,10 +111,33 @@ async fn fetch(
     Ok(plain)
 }
 
-/// Whether every one of `ids` is held somewhere: checked once the download's pins are in
-/// place, so that what is held now stays held until the download ends.
-fn all_held(ids: &[ChunkId], here: &[bool], on_peers: &[bool]) -> Option<ChunkId> {
-    ids.iter().zip(here.iter().zip(on_peers)).find(|(_, (h, p))| !**h && !**p).map(|(id, _)| *id)
+/// Chunks held for a transfer: pinned here and, by lease, on every live peer, until dropped.
+pub(super) struct Held {
+    pub(super) pins: PinSet,
+    pub(super) lease: Option<RemoteLease>,
+}
+
+/// Pins `ids` here and on every live peer, then checks that each is held somewhere. What is
+/// held now stays held until the returned pins drop. `Err` names a chunk no node holds.
+pub(super) async fn hold(
+    store: &Store,
+    cluster: &Arc<Cluster>,
+    ids: &[ChunkId],
+) -> Result<Result<Held, ChunkId>> {
+    let mut pins = store.pins();
+    pins.pin_all(ids);
+    let (lease, on_peers) = if cluster.peers_up() > 0 {
+        let (lease, on_peers) = cluster.pin_for_read(ids).await;
+        (Some(lease), on_peers)
+    } else {
+        (None, vec![false; ids.len()])
+    };
+    let here = store.have_chunks(ids.to_vec()).await?;
+    let lost = ids.iter().zip(here.iter().zip(&on_peers)).find(|(_, (h, p))| !**h && !**p);
+    Ok(match lost {
+        Some((id, _)) => Err(*id),
+        None => Ok(Held { pins, lease }),
+    })
 }
 
 pub(super) async fn open(
@@ -149,22 +172,11 @@ pub(super) async fn open(
     let mut ids: Vec<ChunkId> = plan.iter().map(|(c, _, _)| c.id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let mut pins = store.pins();
-    pins.pin_all(&ids);
-    let (lease, on_peers) = if cluster.peers_up() > 0 {
-        let (lease, on_peers) = cluster.pin_for_read(&ids).await;
-        (Some(lease), on_peers)
-    } else {
-        (None, vec![false; ids.len()])
+    let held = match hold(&store, &cluster, &ids).await? {
+        Ok(held) => held,
+        Err(lost) if cluster.has_members() => return Err(ClusterError::ChunkUnavailable(lost).into()),
+        Err(lost) => return Err(StorageError::MissingChunk(lost).into()),
     };
-    let here = store.have_chunks(ids.clone()).await?;
-    if let Some(lost) = all_held(&ids, &here, &on_peers) {
-        return Err(if cluster.has_members() {
-            ClusterError::ChunkUnavailable(lost).into()
-        } else {
-            StorageError::MissingChunk(lost).into()
-        });
-    }
     let mut pieces = stream::iter(plan)
         .map(move |(chunk, from, to)| {
             let (store, keys, cluster) = (store.clone(), keys.clone(), cluster.clone());
@@ -180,7 +192,7 @@ pub(super) async fn open(
     }
     runtime::spawn(async move {
         // Held until the download ends, however it ends.
-        let _held = (pins, lease);
+        let _held = held;
         while let Some(piece) = pieces.next().await {
             let piece = piece.map_err(|e| {
                 log::error!("download cut after retrying for {FAILOVER:?}: {e}");
