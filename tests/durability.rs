@@ -88,15 +88,22 @@ fn kill_9_during_a_large_upload_loses_nothing_acknowledged() {
     assert_eq!(put(&node.url("/api/v1/files/after-crash"), b"still here").0, 201);
 }
 
-#[test]
-fn a_schema_1_database_is_upgraded_on_open() {
+/// A data directory holding a copy of `migrations/fixtures/<fixture>`, and the file of the
+/// secret the fixtures were written under.
+fn fixture_dir(fixture: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     std::fs::create_dir_all(&dir).unwrap();
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/fixtures/v1.redb");
-    std::fs::copy(fixture, dir.join("diststore.redb")).unwrap();
+    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/fixtures").join(fixture);
+    std::fs::copy(from, dir.join("diststore.redb")).unwrap();
     let secret = tmp.path().join("secret");
     std::fs::write(&secret, "fixture-secret\n").unwrap();
+    (tmp, dir, secret)
+}
+
+#[test]
+fn a_schema_1_database_is_upgraded_on_open() {
+    let (_tmp, dir, secret) = fixture_dir("v1.redb");
     let secret_arg = secret.to_str().unwrap();
 
     let node = TestNode::start_in(&dir, &["--secret-file", secret_arg]);
@@ -127,13 +134,7 @@ fn a_schema_1_database_is_upgraded_on_open() {
 
 #[test]
 fn a_schema_2_database_is_upgraded_on_open() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    std::fs::create_dir_all(&dir).unwrap();
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/fixtures/v2.redb");
-    std::fs::copy(fixture, dir.join("diststore.redb")).unwrap();
-    let secret = tmp.path().join("secret");
-    std::fs::write(&secret, "fixture-secret").unwrap();
+    let (_tmp, dir, secret) = fixture_dir("v2.redb");
     let node = TestNode::start_in(&dir, &["--secret-file", secret.to_str().unwrap()]);
     assert!(node.log_text().contains("upgrading database schema from 2 to 3"), "{}", node.log_text());
     let (code, head, body) = get_with(&node.url("/api/v1/files/docs/a.txt"), &[]);
