@@ -103,8 +103,16 @@
     return `${secs} s`;
   }
 
-  // Names are path-like: encode each segment, keep the slashes between them.
-  const encodeName = (name) => name.split('/').map(encodeURIComponent).join('/');
+  // Names are path-like: encode each segment, keep the slashes between them, so
+  // URLs stay readable. A browser resolves "." and ".." segments (also written
+  // %2e) and turns "\\" into "/" before sending, which would act on another
+  // name; such a name (the node refuses new ones, an older node may hold them)
+  // goes as one segment with its slashes encoded, which no browser rewrites.
+  const encodeName = (name) => {
+    const segments = name.split('/');
+    const rewritten = name.includes('\\') || segments.some((s) => s === '.' || s === '..');
+    return rewritten ? encodeURIComponent(name) : segments.map(encodeURIComponent).join('/');
+  };
   const baseName = (name) => name.slice(name.lastIndexOf('/') + 1) || name;
 
   // Plain links (download, open) cannot carry headers, so the token rides in

@@ -95,3 +95,40 @@ fn the_data_directory_and_database_are_the_owner_s_alone() {
     assert_eq!(mode(&node.dir), 0o700, "data directory");
     assert_eq!(mode(&node.dir.join("diststore.redb")), 0o600, "database");
 }
+
+#[test]
+fn names_that_would_act_on_or_look_like_another_are_refused() {
+    let node = TestNode::start();
+    assert_eq!(put(&node.url("/api/v1/files/victim.txt"), b"keep me").0, 201);
+    // What the UI sends for such a name: slashes encoded, so no browser resolves the dots.
+    // The node must not resolve them either, nor store a look-alike.
+    for (encoded, says) in [
+        ("zz%2F..%2Fvictim.txt", "\"..\""),
+        ("zz%2F.%2Fvictim.txt", "\".\""),
+        ("a%5Cvictim.txt", "\\"),
+        ("invoice%E2%80%AEtxt.exe", "U+202E"),
+        ("vic%E2%80%8Btim.txt", "U+200B"),
+    ] {
+        let url = node.url(&format!("/api/v1/files/{encoded}"));
+        let (code, body) = put(&url, b"owned");
+        assert_eq!(code, 400, "{encoded}: {}", String::from_utf8_lossy(&body));
+        assert!(error_of(&body).contains(says), "{encoded}: {}", error_of(&body));
+        assert_eq!(delete(&url).0, 400, "{encoded}");
+    }
+    assert_eq!(get(&node.url("/api/v1/files/victim.txt")).1, b"keep me");
+    let listed = json(&get(&node.url("/api/v1/files")).1);
+    assert_eq!(listed["files"].as_array().unwrap().len(), 1, "{listed}");
+
+    // Two normal forms of "café" are one name, stored composed: the second upload replaces the
+    // first, and either spelling reads it.
+    assert_eq!(put(&node.url("/api/v1/files/caf%C3%A9.txt"), b"composed").0, 201);
+    assert_eq!(put(&node.url("/api/v1/files/cafe%CC%81.txt"), b"decomposed").0, 201);
+    assert_eq!(get(&node.url("/api/v1/files/caf%C3%A9.txt")).1, b"decomposed");
+    let names: Vec<String> = json(&get(&node.url("/api/v1/files")).1)["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["caf\u{e9}.txt", "victim.txt"]);
+}
