@@ -12,6 +12,7 @@
 //! - [`node`]: use cases (put, get, delete, list, status, GC).
 //! - [`http`]: the tide app: routes, error mapping, the embedded UI.
 //! - [`s3`]: the S3 endpoint (s3s on its own tokio runtime), beside `http`.
+//! - [`logging`]: femme behind pumps, so a closed stdout never stops the node.
 //! - [`config`]: command line and environment → validated config.
 
 pub mod clock;
@@ -22,6 +23,7 @@ pub mod crypto;
 pub mod events;
 pub mod health;
 pub mod http;
+pub mod logging;
 pub mod node;
 pub mod runtime;
 pub mod s3;

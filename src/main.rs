@@ -22,12 +22,19 @@ fn limit_malloc_arenas() {
 
 fn main() -> anyhow::Result<()> {
     limit_malloc_arenas();
+    let result = run();
+    // Whatever ends the node, its last log lines and its error reach the real output.
+    diststore::logging::finish();
+    result
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
         None => cli.serve,
     };
-    femme::with_level(femme::LevelFilter::Info);
+    diststore::logging::start(log::LevelFilter::Info);
     let config = args.validate()?;
     runtime::configure(config.io_threads);
 
@@ -85,8 +92,10 @@ fn main() -> anyhow::Result<()> {
             log::info!("signal {signal}: shutting down");
             if let Err(e) = runtime::block_on(closing.shutdown()) {
                 log::error!("closing the database: {e}");
+                diststore::logging::finish();
                 std::process::exit(1);
             }
+            diststore::logging::finish();
             std::process::exit(0);
         }
     });

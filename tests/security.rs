@@ -6,6 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::time::Duration;
 
 use common::*;
 
@@ -131,4 +132,41 @@ fn names_that_would_act_on_or_look_like_another_are_refused() {
         .map(|f| f["name"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(names, ["caf\u{e9}.txt", "victim.txt"]);
+}
+
+#[test]
+fn a_closed_output_never_stops_the_node() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--s3-listen", "off", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("DISTSTORE_API_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = lines
+        .find_map(|l| l.ok()?.strip_prefix("diststore listening on ").map(|u| u.trim().to_owned()))
+        .expect("a listening line");
+    // Whoever read the node's output goes away (a closed terminal, a dead log pipe).
+    drop(lines);
+    drop(child.stderr.take());
+    // Work that logs: a delete makes the collector remove content and say so.
+    let data = random_bytes(300_000, 7);
+    assert_eq!(put(&format!("{base}/api/v1/files/a"), &data).0, 201);
+    assert_eq!(delete(&format!("{base}/api/v1/files/a")).0, 204);
+    wait_for("the collector to remove the content", Duration::from_secs(20), || {
+        let status = json(&get(&format!("{base}/api/v1/status")).1);
+        (status["gc"]["chunks"].as_u64()? > 0).then_some(())
+    });
+    assert_eq!(get(&format!("{base}/health")).0, 200, "every loop still runs");
+    assert_eq!(put(&format!("{base}/api/v1/files/b"), b"still writes").0, 201);
+    // SIGTERM still shuts it down cleanly.
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = wait_for("the node to exit", Duration::from_secs(20), || child.try_wait().unwrap());
+    assert!(status.success(), "{status}");
 }

@@ -15,7 +15,9 @@ pub enum NameError {
     TooLong,
     #[error("name contains a control character")]
     ControlCharacter,
-    #[error("name contains an invisible or text-direction character (U+{0:04X}), which would make it look like another name")]
+    #[error(
+        "name contains an invisible or text-direction character (U+{0:04X}), which would make it look like another name"
+    )]
     Invisible(u32),
     #[error("name contains a \\; use / to separate folders")]
     Backslash,
@@ -96,7 +98,8 @@ fn invisible(name: &str) -> Option<char> {
     chars.iter().enumerate().find_map(|(i, &c)| {
         let hidden = match c {
             '\u{200c}' | '\u{200d}' => {
-                let visible_neighbour = |n: Option<&char>| n.is_some_and(|n| !n.is_ascii() && !n.is_whitespace());
+                let visible_neighbour =
+                    |n: Option<&char>| n.is_some_and(|n| !n.is_ascii() && !n.is_whitespace());
                 !(i > 0 && visible_neighbour(chars.get(i - 1)) && visible_neighbour(chars.get(i + 1)))
             }
             // Soft hyphen, Arabic letter mark, Mongolian vowel separator, zero-width space,
