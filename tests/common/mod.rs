@@ -1,6 +1,7 @@
 //! Test harness: real `diststore` processes on port 0, real HTTP.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod cluster;
 
 use std::io::{BufRead, BufReader, Read, Write};
