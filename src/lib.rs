@@ -3,6 +3,8 @@
 //! Module map (dependencies point up the list only):
 //! - [`content`]: ids, chunker, manifests, names. Pure.
 //! - [`crypto`]: key derivation, chunk sealing. Pure.
+//! - [`private_file`]: owner-only files written whole (secrets, keys). A leaf.
+//! - [`time`]: wall-clock milliseconds and date formatting. A leaf.
 //! - [`runtime`]: the only module that names the async runtime.
 //! - [`storage`]: the redb owner: tables, records, the batching writer, migrations.
 //! - [`clock`]: hybrid logical clock for version stamps.
@@ -25,6 +27,8 @@ pub mod health;
 pub mod http;
 pub mod logging;
 pub mod node;
+pub mod private_file;
 pub mod runtime;
 pub mod s3;
 pub mod storage;
+pub mod time;

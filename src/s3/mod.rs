@@ -135,7 +135,7 @@ async fn try_root_key(
     let key = AccessKey { root: true, ..Node::new_access_key("root".into(), None, None) };
     node.put_access_key(&key).await?;
     let text = format!("access_key={}\nsecret_key={}\n", key.access_key, key.secret_key);
-    crate::config::write_private_replacing(secret_file, text.as_bytes())?;
+    crate::private_file::write_private_replacing(secret_file, text.as_bytes())?;
     log::info!(
         "s3: generated the root access key {}; its secret is in {}",
         key.access_key,

@@ -16,8 +16,8 @@ use super::{
     CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, GcReport, MANIFESTS, META, NAMES, Pins, RECEIVED,
     Result, SEGMENT, StorageError, WriterShared, has_sealed, read_manifest, read_sealed, schema,
 };
-use crate::clock::unix_ms;
 use crate::content::{ChunkId, FileId, Manifest};
+use crate::time::unix_ms;
 
 const MAX_BATCH_OPS: usize = 512;
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
