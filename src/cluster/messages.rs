@@ -2,12 +2,15 @@
 //! carries travel beside it as attachments (see [`Message::take_attachments`]).
 //!
 //! These bytes are an API between releases: `PROTOCOL_VERSION` is checked in the handshake,
-//! and a change to any type here is a new version.
+//! and a change to any type here is a new version. So names and manifests travel as wire types
+//! of their own ([`WireName`], [`WireManifest`]), converted from and to the disk records at the
+//! edge: a change to the disk format cannot silently change the protocol, and the tests below
+//! pin their bytes.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::storage::records::{ManifestRecordV1, NameRecordV3};
+use crate::storage::records::{ManifestRecordV1, NameRecordV3, StampV1};
 
 /// 2: chunk bytes as attachments beside the sealed message instead of inside it.
 /// 3: attachments sent as the sealed chunks they are, without a second link encryption.
@@ -48,12 +51,107 @@ pub struct PeerStats {
     pub chunks: u64,
 }
 
+/// A name's version stamp: hybrid clock reading, then the writing node (last writer wins).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WireStamp {
+    pub wall_ms: u64,
+    pub counter: u32,
+    pub node: [u8; 16],
+}
+
+/// A name's state as peers exchange it. `file == None` is a deletion (a tombstone).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct WireName {
+    pub file: Option<[u8; 32]>,
+    pub size: u64,
+    pub content_type: String,
+    pub modified_ms: u64,
+    pub stamp: WireStamp,
+    /// The S3 ETag, unquoted, when the file was written through S3.
+    pub etag: Option<String>,
+    /// Response headers the writer set, lower-case names.
+    pub headers: Vec<(String, String)>,
+}
+
+/// A file's content as peers exchange it: its size, chunker version, creation time and chunks
+/// (id, plain length) in order.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct WireManifest {
+    pub size: u64,
+    pub chunker: u8,
+    pub created_ms: u64,
+    pub chunks: Vec<([u8; 32], u32)>,
+}
+
+impl From<StampV1> for WireStamp {
+    fn from(s: StampV1) -> Self {
+        Self { wall_ms: s.wall_ms, counter: s.counter, node: s.node }
+    }
+}
+
+impl From<WireStamp> for StampV1 {
+    fn from(s: WireStamp) -> Self {
+        Self { wall_ms: s.wall_ms, counter: s.counter, node: s.node }
+    }
+}
+
+impl From<NameRecordV3> for WireName {
+    fn from(r: NameRecordV3) -> Self {
+        Self {
+            file: r.file,
+            size: r.size,
+            content_type: r.content_type,
+            modified_ms: r.modified_ms,
+            stamp: r.stamp.into(),
+            etag: r.etag,
+            headers: r.headers,
+        }
+    }
+}
+
+impl From<WireName> for NameRecordV3 {
+    fn from(w: WireName) -> Self {
+        Self {
+            file: w.file,
+            size: w.size,
+            content_type: w.content_type,
+            modified_ms: w.modified_ms,
+            stamp: w.stamp.into(),
+            etag: w.etag,
+            headers: w.headers,
+        }
+    }
+}
+
+impl From<ManifestRecordV1> for WireManifest {
+    fn from(m: ManifestRecordV1) -> Self {
+        Self { size: m.size, chunker: m.chunker, created_ms: m.created_ms, chunks: m.chunks }
+    }
+}
+
+impl From<WireManifest> for ManifestRecordV1 {
+    fn from(m: WireManifest) -> Self {
+        Self { size: m.size, chunker: m.chunker, created_ms: m.created_ms, chunks: m.chunks }
+    }
+}
+
 /// A name's record, with the manifest it points at (for live records).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct NameUpdate {
     pub name: String,
-    pub record: NameRecordV3,
-    pub manifest: Option<ManifestRecordV1>,
+    pub record: WireName,
+    pub manifest: Option<WireManifest>,
+}
+
+impl NameUpdate {
+    pub fn new(name: String, record: NameRecordV3, manifest: Option<ManifestRecordV1>) -> Self {
+        Self { name, record: record.into(), manifest: manifest.map(Into::into) }
+    }
+
+    /// The records to store.
+    pub fn into_records(self) -> (String, NameRecordV3, Option<ManifestRecordV1>) {
+        (self.name, self.record.into(), self.manifest.map(Into::into))
+    }
 }
 
 /// A sealed chunk in transit. On the wire `sealed` is an empty placeholder and the bytes
@@ -152,7 +250,7 @@ pub enum Response {
         absent: u64,
     },
     Released,
-    Manifest(Option<ManifestRecordV1>),
+    Manifest(Option<WireManifest>),
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -285,6 +383,54 @@ mod tests {
         assert_eq!(Message::Response { id: 1, body: Response::Chunk(None) }.attachment_count(), 0);
     }
 
+    fn sample_update() -> NameUpdate {
+        NameUpdate::new(
+            "a/b".into(),
+            NameRecordV3 {
+                file: Some([1; 32]),
+                size: 5,
+                content_type: "t".into(),
+                modified_ms: 1,
+                stamp: StampV1 { wall_ms: 1, counter: 0, node: [2; 16] },
+                etag: Some("e".into()),
+                headers: vec![("k".into(), "v".into())],
+            },
+            Some(ManifestRecordV1 { size: 5, chunker: 1, created_ms: 1, chunks: vec![([4; 32], 5)] }),
+        )
+    }
+
+    /// The bytes a name update travels as, pinned: a change here is a protocol change (a new
+    /// `PROTOCOL_VERSION`), whatever the disk records do.
+    #[test]
+    fn name_update_bytes_are_pinned() {
+        let update = sample_update();
+        let mut expected = vec![3, b'a', b'/', b'b'];
+        // WireName: Some(file), size, content type, modified, stamp, Some(etag), headers.
+        expected.push(1);
+        expected.extend([1; 32]);
+        expected.extend([5, 1, b't', 1]);
+        expected.extend([1, 0]);
+        expected.extend([2; 16]);
+        expected.extend([1, 1, b'e', 1, 1, b'k', 1, b'v']);
+        // WireManifest: Some, size, chunker, created, one chunk (id, length).
+        expected.extend([1, 5, 1, 1, 1]);
+        expected.extend([4; 32]);
+        expected.push(5);
+        assert_eq!(encode(&update), expected);
+        assert_eq!(decode::<NameUpdate>(&expected).unwrap(), update);
+        // And through the records they convert to and from, nothing is lost.
+        let (name, record, manifest) = update.clone().into_records();
+        assert_eq!(NameUpdate::new(name, record, manifest), update);
+    }
+
+    #[test]
+    fn stamps_order_as_the_disk_records_do() {
+        let a = StampV1 { wall_ms: 5, counter: 1, node: [9; 16] };
+        let b = StampV1 { wall_ms: 5, counter: 2, node: [1; 16] };
+        assert_eq!(a < b, WireStamp::from(a) < WireStamp::from(b));
+        assert_eq!(encode(&WireStamp::from(b)), [5, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+    }
+
     #[test]
     fn round_trip_and_refuse_trailing_bytes() {
         let m = Message::Request { id: 7, body: Request::GetChunk { id: [3; 32] } };
@@ -311,13 +457,9 @@ mod tests {
         // Valid messages with random corruption never panic either.
         #[test]
         fn corrupted_messages_never_panic(pos in any::<prop::sample::Index>(), byte: u8, n in 0usize..40) {
-            let m = Message::Response { id: 1, body: Response::Bucket(vec![NameUpdate {
-                name: "x".repeat(n),
-                record: NameRecordV3 { file: Some([1; 32]), size: 5, content_type: "t".into(), modified_ms: 1,
-                    stamp: crate::storage::Stamp { wall_ms: 1, counter: 0, node: [2; 16] },
-                    etag: Some("e".into()), headers: vec![("cache-control".into(), "no-cache".into())] },
-                manifest: Some(ManifestRecordV1 { size: 5, chunker: 1, created_ms: 1, chunks: vec![([4; 32], 5)] }),
-            }]) };
+            let mut update = sample_update();
+            update.name = "x".repeat(n);
+            let m = Message::Response { id: 1, body: Response::Bucket(vec![update]) };
             let mut bytes = encode(&m);
             let i = pos.index(bytes.len());
             bytes[i] = byte;

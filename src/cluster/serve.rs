@@ -214,7 +214,7 @@ impl Cluster {
                     .records(Some(bucket))
                     .await?
                     .into_iter()
-                    .map(|(name, record)| NameUpdate { name, record, manifest: None })
+                    .map(|(name, record)| NameUpdate::new(name, record, None))
                     .collect(),
             ),
             Request::GetManifest { id } => Response::Manifest(
@@ -222,7 +222,7 @@ impl Cluster {
                     .manifest(FileId::from_bytes(id))
                     .await?
                     .as_ref()
-                    .map(ManifestRecordV1::from_manifest),
+                    .map(|m| ManifestRecordV1::from_manifest(m).into()),
             ),
         })
     }
@@ -236,12 +236,13 @@ impl Cluster {
                 log::warn!("refused a name record from a peer: {e}");
                 continue;
             }
-            self.clock.observe(&u.record.stamp);
-            let manifest = match (u.record.file, u.manifest) {
+            let (name, record, manifest) = u.into_records();
+            self.clock.observe(&record.stamp);
+            let manifest = match (record.file, manifest) {
                 (Some(file), Some(m)) => Some(m.into_manifest(FileId::from_bytes(file))),
                 _ => None,
             };
-            batch.push((u.name, u.record, manifest));
+            batch.push((name, record, manifest));
         }
         let names: Vec<(String, bool)> =
             batch.iter().map(|(n, r, _)| (n.clone(), r.file.is_some())).collect();

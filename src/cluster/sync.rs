@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use super::messages::{Request, Response};
 use super::{Cluster, ClusterError, Link, NAMES_TIMEOUT};
+use crate::content::FileId;
 use crate::runtime;
+use crate::storage::Stamp;
 
 /// One exchange with one peer. Returns how many records moved (pulled, pushed).
 pub async fn exchange(cluster: &Arc<Cluster>, link: &Link) -> Result<(usize, usize), ClusterError> {
@@ -34,7 +36,7 @@ pub async fn exchange(cluster: &Arc<Cluster>, link: &Link) -> Result<(usize, usi
         };
         let ours: HashMap<String, _> = cluster.store.records(Some(bucket)).await?.into_iter().collect();
         let theirs_by_name: HashMap<&str, _> =
-            their_records.iter().map(|u| (u.name.as_str(), u.record.stamp)).collect();
+            their_records.iter().map(|u| (u.name.as_str(), Stamp::from(u.record.stamp))).collect();
         let mut push = Vec::new();
         for (name, record) in &ours {
             if theirs_by_name.get(name.as_str()).is_none_or(|stamp| *stamp < record.stamp) {
@@ -43,11 +45,11 @@ pub async fn exchange(cluster: &Arc<Cluster>, link: &Link) -> Result<(usize, usi
         }
         let mut pull: Vec<_> = their_records
             .into_iter()
-            .filter(|u| ours.get(&u.name).is_none_or(|r| r.stamp < u.record.stamp))
+            .filter(|u| ours.get(&u.name).is_none_or(|r| r.stamp < Stamp::from(u.record.stamp)))
             .collect();
         // Manifests travel one per message: a bucket of large files would not fit in one.
         for update in &mut pull {
-            let Some(file) = update.record.file_id() else { continue };
+            let Some(file) = update.record.file.map(FileId::from_bytes) else { continue };
             if cluster.store.manifest(file).await?.is_none() {
                 match link.request(Request::GetManifest { id: *file.as_bytes() }, NAMES_TIMEOUT).await {
                     Ok(Response::Manifest(m)) => update.manifest = m,

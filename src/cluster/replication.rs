@@ -1,4 +1,5 @@
-//! Moving chunks: an upload's chunks to their R holders (under a lease, confirmed present
+//! Replication and remote reads: name changes announced to every peer, and chunks moved: an
+//! upload's chunks to their R holders (under a lease, confirmed present
 //! after an fsync on every holder before the upload may commit), and a download's chunks from
 //! whichever holder answers (pinned on every node for the download's lifetime).
 
@@ -8,10 +9,14 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 
 use super::leases::RemoteLease;
-use super::messages::{self, MAX_PIN, Request, Response};
-use super::{CHUNK_TIMEOUT, CHUNKS_PER_REQUEST, Cluster, ClusterError, STORES_IN_FLIGHT, placement};
-use crate::content::{ChunkId, NodeId};
+use super::messages::{self, MAX_PIN, NameUpdate, Request, Response};
+use super::{
+    CHUNK_TIMEOUT, CHUNKS_PER_REQUEST, Cluster, ClusterError, NAMES_TIMEOUT, STORES_IN_FLIGHT, placement,
+};
+use crate::content::{ChunkId, Manifest, NodeId};
 use crate::runtime;
+use crate::storage::NameRecord;
+use crate::storage::records::ManifestRecordV1;
 
 /// Where one upload's chunks went: the holders (this node possibly among them) with the chunks
 /// each took. Dropping it releases the holders' pins.
@@ -244,4 +249,53 @@ pub async fn store_all(
     }
     cluster.confirm(lease, &placed.on).await?;
     Ok((new_bytes, placed))
+}
+
+impl Cluster {
+    /// Sends a name change to every live peer and waits (bounded) for their answers.
+    /// Peers that miss it catch up by anti-entropy.
+    pub async fn announce(&self, update: NameUpdate) {
+        let requests = self.up_links().into_iter().map(|(node, link)| {
+            let update = update.clone();
+            async move {
+                if let Err(e) =
+                    link.request(Request::ApplyNames { updates: vec![update] }, NAMES_TIMEOUT).await
+                {
+                    log::warn!("announcing a name change to {node} failed: {e}");
+                }
+            }
+        });
+        futures_util::future::join_all(requests).await;
+    }
+
+    /// Which nodes hold how many of `chunks`.
+    pub async fn holders(&self, chunks: Vec<ChunkId>) -> Vec<(NodeId, String, usize)> {
+        let ids: Vec<[u8; 32]> = chunks.iter().map(|c| *c.as_bytes()).collect();
+        let mut out = Vec::new();
+        if let Ok(have) = self.store.have_chunks(chunks.clone()).await {
+            out.push((self.me, self.url(), have.iter().filter(|h| **h).count()));
+        }
+        for (node, link) in self.up_links() {
+            if let Ok(Response::Have(have)) =
+                link.request(Request::HasChunks { ids: ids.clone() }, NAMES_TIMEOUT).await
+            {
+                out.push((node, link.url.clone(), have.iter().filter(|h| **h).count()));
+            }
+        }
+        out
+    }
+
+    /// A name update carrying the manifest a live record points at.
+    pub async fn update_for(&self, name: String, record: NameRecord) -> Result<NameUpdate, ClusterError> {
+        let manifest = match record.file_id() {
+            Some(id) => self.store.manifest(id).await?.as_ref().map(ManifestRecordV1::from_manifest),
+            None => None,
+        };
+        Ok(NameUpdate::new(name, record, manifest))
+    }
+
+    /// An update for a manifest already in hand.
+    pub fn update_with(name: String, record: NameRecord, manifest: Option<&Manifest>) -> NameUpdate {
+        NameUpdate::new(name, record, manifest.map(ManifestRecordV1::from_manifest))
+    }
 }
