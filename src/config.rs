@@ -89,6 +89,12 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTSTORE_MIN_REPLICAS", value_name = "N")]
     pub min_replicas: Option<usize>,
 
+    /// How long a member may be unreachable before its chunks are copied to other nodes, e.g.
+    /// 10m (as Ceph's down-out interval). A restart or a short outage inside it copies nothing;
+    /// meanwhile its chunks have one copy fewer, and writes go to the next nodes in line.
+    #[arg(long, env = "DISTSTORE_DOWN_OUT_AFTER", value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub down_out_after: std::time::Duration,
+
     /// URL other nodes reach this one at (default: http://LISTEN address as bound). Needed
     /// when listening on 0.0.0.0 behind an address peers cannot derive (NAT, a proxy).
     #[arg(long, env = "DISTSTORE_ADVERTISE", value_name = "URL")]
@@ -305,6 +311,7 @@ impl ServeArgs {
             settle: self.settle.unwrap_or(defaults.settle),
             sync_period: self.sync_period.unwrap_or(defaults.sync_period),
             repair_period: self.repair_period.unwrap_or(defaults.repair_period),
+            down_out_after: self.down_out_after,
         };
         // Measured on 2 cores running three nodes: one network thread per node instead of two
         // cut context switches by 60% and a cluster upload's CPU by 5%; small requests kept

@@ -324,8 +324,43 @@ fn a_peer_that_goes_silent_is_dropped() {
 }
 
 #[test]
-fn repair_keeps_two_copies_while_a_node_is_down_and_hands_them_back_when_it_returns() {
-    let mut c = Cluster::start(3, &[]);
+fn a_node_down_inside_the_grace_moves_nothing_and_catches_up_when_back() {
+    // The default grace (--down-out-after 10m); repair passes every second, so a copy storm
+    // would show within the test.
+    let mut c = Cluster::start(3, &["--repair-period", "1s"]);
+    let old = random_bytes(6 << 20, 61);
+    let sealed_old = sealed_size(&old, &put_ok(&c.nodes[0], "old", &old));
+    assert_eq!(c.stored(&[0, 1, 2]), 2 * sealed_old);
+    let on_survivors = c.stored(&[0, 1]);
+    let passes = |c: &Cluster, i: usize| c.nodes[i].status()["repair"]["passes"].as_u64().unwrap();
+    let fetched = |c: &Cluster, i: usize| c.nodes[i].status()["repair"]["fetched"].as_u64().unwrap();
+    c.nodes[2].kill9();
+    let (p0, p1) = (passes(&c, 0), passes(&c, 1));
+    wait_for("three repair passes on each survivor", Duration::from_secs(60), || {
+        (passes(&c, 0) >= p0 + 3 && passes(&c, 1) >= p1 + 3).then_some(())
+    });
+    assert_eq!(c.stored(&[0, 1]), on_survivors, "the survivors copied node 2's share");
+    assert_eq!((fetched(&c, 0), fetched(&c, 1)), (0, 0));
+    // Writes meanwhile still get two copies, on the live nodes.
+    let new = random_bytes(6 << 20, 62);
+    let sealed_new = sealed_size(&new, &put_ok(&c.nodes[1], "new", &new));
+    assert_eq!(c.stored(&[0, 1]), on_survivors + 2 * sealed_new);
+    c.nodes[2].restart();
+    c.wait_connected(&[0, 1, 2]);
+    // Node 2 fetches its share of what was written while it was away and the stand-ins hand
+    // theirs back: exactly two copies of everything, and the survivors fetched nothing.
+    wait_for("exactly two copies of both files", Duration::from_secs(90), || {
+        (c.stored(&[0, 1, 2]) == 2 * (sealed_old + sealed_new)).then_some(())
+    });
+    assert_eq!((fetched(&c, 0), fetched(&c, 1)), (0, 0));
+    for n in &c.nodes {
+        assert!(read_ok(n, "old") == old && read_ok(n, "new") == new);
+    }
+}
+
+#[test]
+fn repair_keeps_two_copies_once_a_node_is_down_past_the_grace_and_hands_them_back() {
+    let mut c = Cluster::start(3, &["--down-out-after", "2s"]);
     let data = random_bytes(6 << 20, 31);
     let sealed = sealed_size(&data, &put_ok(&c.nodes[0], "precious", &data));
     assert_eq!(c.stored(&[0, 1, 2]), 2 * sealed);
@@ -370,7 +405,7 @@ fn the_scrub_drops_a_damaged_copy_and_repair_fetches_a_good_one_back() {
 
 #[test]
 fn a_stand_in_keeps_its_copy_while_the_returning_owner_holds_a_damaged_one() {
-    let mut c = Cluster::start(3, &[]);
+    let mut c = Cluster::start(3, &["--down-out-after", "2s"]);
     let data = random_bytes(6 << 20, 51);
     let sealed = sealed_size(&data, &put_ok(&c.nodes[0], "guarded", &data));
     let dropped = |c: &Cluster, i: usize| c.nodes[i].status()["repair"]["dropped"].as_u64().unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::link::Link;
 use super::messages::{self, Member, PeerStats};
 use super::{Cluster, ClusterError, PeerView, lock, repair, sync};
-use crate::clock::rfc3339;
+use crate::clock::{rfc3339, unix_ms};
 use crate::content::NodeId;
 use crate::events::Event;
 use crate::runtime;
@@ -26,7 +26,14 @@ impl Cluster {
             self.ensure_link(seed.trim_end_matches('/'));
         }
         match self.remembered().await {
-            Ok(members) => members.iter().for_each(|m| self.ensure_link(&m.url)),
+            Ok(members) => {
+                let mut known = lock(&self.known);
+                for m in &members {
+                    known.insert(NodeId::from_bytes(m.node), m.url.clone());
+                }
+                drop(known);
+                members.iter().for_each(|m| self.ensure_link(&m.url));
+            }
             Err(e) => log::warn!("could not read the members this node knew: {e}"),
         }
         let (me, stop, running) = (self.clone(), shutdown.clone(), self.health.running("anti-entropy"));
@@ -112,6 +119,9 @@ impl Cluster {
     }
 
     pub(super) fn peer_up(self: &Arc<Self>, link: Arc<Link>) {
+        if let Some(node) = link.node() {
+            lock(&self.known).insert(node, link.url.clone());
+        }
         self.events.publish(Event::Membership);
         self.wake_repair();
         let me = self.clone();
@@ -182,6 +192,35 @@ impl Cluster {
 
     pub fn peers_up(&self) -> usize {
         self.up_links().len()
+    }
+
+    /// The nodes chunks are placed over: this one, every live member, and every known member
+    /// down for less than `--down-out-after`. A member inside that grace keeps its share: its
+    /// chunks wait for it (one copy fewer meanwhile) instead of being copied to other nodes and
+    /// deleted again when it returns. Writes still go to live nodes only, down each chunk's
+    /// ranking, which keeps their relative order.
+    pub(super) fn placement_nodes(&self) -> Vec<NodeId> {
+        let grace = self.config.timing.down_out_after;
+        let since_start = self.started.elapsed();
+        let now = unix_ms();
+        let links = lock(&self.links);
+        let mut nodes = vec![self.me];
+        for (node, url) in lock(&self.known).iter() {
+            let link = links.values().find(|l| l.node() == Some(*node)).or_else(|| links.get(url));
+            let Some(link) = link else { continue };
+            let state = link.state();
+            let down_for = state
+                .last_seen_ms
+                .map_or(since_start, |seen| Duration::from_millis(now.saturating_sub(seen)))
+                .min(since_start);
+            if (state.up && state.node == Some(*node)) || down_for < grace {
+                nodes.push(*node);
+            }
+        }
+        nodes.extend(links.values().filter(|l| l.is_up()).filter_map(|l| l.node()));
+        nodes.sort();
+        nodes.dedup();
+        nodes
     }
 
     /// Live nodes, this one included.

@@ -74,6 +74,8 @@ pub struct Timing {
     pub sync_period: Duration,
     /// Repair period.
     pub repair_period: Duration,
+    /// How long a member may be down before it no longer places chunks (`--down-out-after`).
+    pub down_out_after: Duration,
 }
 
 impl Default for Timing {
@@ -82,6 +84,7 @@ impl Default for Timing {
             settle: Duration::from_secs(10),
             sync_period: Duration::from_secs(5),
             repair_period: Duration::from_secs(10),
+            down_out_after: Duration::from_secs(600),
         }
     }
 }
@@ -122,6 +125,9 @@ pub struct Cluster {
     config: ClusterConfig,
     /// Outbound links by peer URL.
     links: Mutex<HashMap<String, Arc<Link>>>,
+    /// Every member this node knows of (persisted ones from before a restart included), by id:
+    /// the set chunks are placed over, so that one going down moves nothing for a while.
+    known: Mutex<HashMap<NodeId, String>>,
     repair_wake: async_channel::Sender<()>,
     repair_woken: async_channel::Receiver<()>,
     repair_report: Mutex<RepairReport>,
@@ -157,6 +163,7 @@ impl Cluster {
             events,
             config,
             links: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashMap::new()),
             repair_wake,
             repair_woken,
             repair_report: Mutex::new(RepairReport::default()),

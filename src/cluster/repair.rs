@@ -1,9 +1,11 @@
 //! Repair: each node fetches the chunks it should hold and lacks, and drops the chunks it no
 //! longer has to hold once their holders confirm they have them.
 //!
-//! "Should hold" = this node ranks among the R best live nodes for the chunk. When a node
-//! goes down the survivors re-replicate its chunks among themselves; when it returns it
-//! fetches its share back and the stand-ins drop theirs.
+//! "Should hold" = this node ranks among the R best placement nodes for the chunk: the live
+//! ones and those down for less than `--down-out-after`. A node down for longer no longer
+//! places chunks, and the survivors re-replicate its share among themselves; when it returns
+//! it fetches its share back and the stand-ins drop theirs. A node inside the grace keeps its
+//! share: a restart moves nothing. A node that knows no member does nothing at all.
 //! Unit of work: one pass over the referenced chunks ([`step`]).
 
 use std::collections::HashMap;
@@ -28,11 +30,15 @@ pub struct RepairReport {
 }
 
 pub async fn step(cluster: &Arc<Cluster>) -> Result<RepairReport, ClusterError> {
-    let live = cluster.live_nodes();
-    let want = cluster.config.replication.min(live.len());
     let mut report = RepairReport::default();
+    if !cluster.has_members() {
+        return Ok(report);
+    }
+    let live = cluster.live_nodes();
+    let placing = cluster.placement_nodes();
+    let want = cluster.config.replication.min(placing.len());
     let referenced = cluster.store.referenced_chunks().await?;
-    let (me, nodes) = (cluster.me, live.clone());
+    let (me, nodes) = (cluster.me, placing);
     // Ranking hashes every chunk against every node: a blocking thread's work at scale.
     let (fetch, surplus) = runtime::blocking(move || {
         let mut fetch = Vec::new();
