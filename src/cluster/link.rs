@@ -71,6 +71,9 @@ pub struct Link {
     pending: Mutex<HashMap<u64, async_channel::Sender<Response>>>,
     next_id: AtomicU64,
     stopped: AtomicBool,
+    /// An anti-entropy exchange with this peer is running: at most one at a time, so a peer
+    /// coming up during a periodic pass is not walked twice at once.
+    pub(super) exchanging: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -87,6 +90,7 @@ impl Link {
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             stopped: AtomicBool::new(false),
+            exchanging: AtomicBool::new(false),
         })
     }
 

@@ -3,19 +3,40 @@
 //!
 //! Names fall into 256 buckets (first byte of SHA-256 of the name); a bucket's digest hashes
 //! its (name, stamp) pairs in name order. Only buckets whose digests differ are listed.
-//! One exchange pulls the peer's newer records and pushes ours.
+//! One exchange pulls the peer's newer records and pushes ours, each bucket's in batches that
+//! the receiver applies in one durable commit; at most one exchange per peer runs at a time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use super::messages::{Request, Response};
+use super::messages::{NameUpdate, Request, Response};
 use super::{Cluster, ClusterError, Link, NAMES_TIMEOUT};
 use crate::content::FileId;
 use crate::runtime;
 use crate::storage::Stamp;
 
-/// One exchange with one peer. Returns how many records moved (pulled, pushed).
+/// Records pushed per request, and their rough encoded size: far below a message's bound, and
+/// many records per durable commit on the receiver.
+const PUSH_RECORDS: usize = 512;
+const PUSH_BYTES: usize = 4 << 20;
+
+/// Clears a link's exchange mark when an exchange ends, however it ends.
+struct Exchanging<'a>(&'a Link);
+
+impl Drop for Exchanging<'_> {
+    fn drop(&mut self) {
+        self.0.exchanging.store(false, Ordering::Release);
+    }
+}
+
+/// One exchange with one peer, unless one is already running with it. Returns how many records
+/// moved (pulled, pushed).
 pub async fn exchange(cluster: &Arc<Cluster>, link: &Link) -> Result<(usize, usize), ClusterError> {
+    if link.exchanging.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        return Ok((0, 0));
+    }
+    let _mark = Exchanging(link);
     let theirs = match link.request(Request::Digest, NAMES_TIMEOUT).await {
         Ok(Response::Digest(d)) if d.len() == 256 => d,
         Ok(_) => return Ok((0, 0)),
@@ -62,8 +83,8 @@ pub async fn exchange(cluster: &Arc<Cluster>, link: &Link) -> Result<(usize, usi
         if !pull.is_empty() {
             cluster.apply_updates(pull).await?;
         }
-        for update in push {
-            if let Err(e) = link.request(Request::ApplyNames { updates: vec![update] }, NAMES_TIMEOUT).await {
+        for updates in batches(push) {
+            if let Err(e) = link.request(Request::ApplyNames { updates }, NAMES_TIMEOUT).await {
                 log::debug!("pushing names to {}: {e}", link.url);
                 break;
             }
@@ -73,6 +94,30 @@ pub async fn exchange(cluster: &Arc<Cluster>, link: &Link) -> Result<(usize, usi
         log::info!("anti-entropy with {}: pulled {pulled}, pushed {pushed} name records", link.url);
     }
     Ok((pulled, pushed))
+}
+
+/// Splits updates into requests of at most [`PUSH_RECORDS`] records and about [`PUSH_BYTES`].
+fn batches(updates: Vec<NameUpdate>) -> Vec<Vec<NameUpdate>> {
+    let mut out: Vec<Vec<NameUpdate>> = Vec::new();
+    let mut bytes = 0;
+    for u in updates {
+        let size = u.name.len()
+            + u.record.content_type.len()
+            + u.record.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            + u.manifest.as_ref().map_or(0, |m| m.chunks.len() * 40)
+            + 96;
+        match out.last_mut() {
+            Some(batch) if batch.len() < PUSH_RECORDS && bytes + size <= PUSH_BYTES => {
+                bytes += size;
+                batch.push(u);
+            }
+            _ => {
+                bytes = size;
+                out.push(vec![u]);
+            }
+        }
+    }
+    out
 }
 
 /// The periodic loop: one exchange with every up peer each period, until shutdown.
