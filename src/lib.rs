@@ -4,6 +4,7 @@
 //! - [`content`]: ids, chunker, manifests, names. Pure.
 //! - [`crypto`]: key derivation, chunk sealing. Pure.
 //! - [`runtime`]: the only module that names the async runtime.
+//! - [`limits`]: gates on connections and uploads, and the counters of what they refused.
 //! - [`storage`]: the redb owner: tables, records, the batching writer, migrations.
 //! - [`clock`]: hybrid logical clock for version stamps.
 //! - [`events`]: change notifications for live views.
@@ -22,6 +23,7 @@ pub mod crypto;
 pub mod events;
 pub mod health;
 pub mod http;
+pub mod limits;
 pub mod node;
 pub mod runtime;
 pub mod s3;
