@@ -1,5 +1,8 @@
 //! The original program's API, kept for its clients: same routes, fields and success bodies.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use futures_util::StreamExt;
 use serde_json::json;
 use tide::{Response, StatusCode};
@@ -34,6 +37,35 @@ fn multipart_error(e: multer::Error) -> ApiError {
     }
 }
 
+/// Bytes of a multipart body read, and handed out as field data.
+#[derive(Default)]
+struct Framing {
+    read: AtomicU64,
+    handed: AtomicU64,
+    refused: AtomicBool,
+}
+
+impl Framing {
+    fn buffered(&self) -> u64 {
+        self.read.load(Ordering::Relaxed).saturating_sub(self.handed.load(Ordering::Relaxed))
+    }
+
+    fn handed(&self, n: usize) {
+        self.handed.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn error(&self, e: multer::Error, node: &crate::node::Node) -> ApiError {
+        if self.refused.load(Ordering::Relaxed) {
+            crate::limits::Limits::count(&node.limits().heads_refused);
+            return ApiError::BadRequest(format!(
+                "the multipart preamble and part headers are longer than the node accepts ({} bytes, --max-head-size)",
+                node.limits().front.max_head_bytes
+            ));
+        }
+        multipart_error(e)
+    }
+}
+
 /// `POST /api/store`, multipart `key` + `file`, in either order. The file streams into the
 /// store as it arrives; it is named only when both fields are complete.
 pub async fn store(mut req: Req) -> Result<Response, ApiError> {
@@ -43,15 +75,30 @@ pub async fn store(mut req: Req) -> Result<Response, ApiError> {
         .map_err(|_| ApiError::BadRequest("expected a multipart/form-data body with a boundary".into()))?;
     let node = req.state().node.clone();
     let body = req.take_body();
-    let stream = futures_util::stream::unfold(body, |mut body| async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        match futures_lite::AsyncReadExt::read(&mut body, &mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), body))
+    // Multer buffers a part's headers, and the preamble before the first part, until their
+    // end: without a bound a client sends hundreds of MB of either. What was read but not
+    // handed out as field data is exactly that framing (plus what an ignored field held).
+    let framing_limit = node.limits().front.max_head_bytes as u64 + MAX_KEY_FIELD;
+    let framing = Arc::new(Framing::default());
+    let counted = framing.clone();
+    let stream = futures_util::stream::unfold(body, move |mut body| {
+        let framing = counted.clone();
+        async move {
+            if framing.buffered() > framing_limit {
+                framing.refused.store(true, Ordering::Relaxed);
+                let e = std::io::Error::other("the multipart preamble or part headers are too long");
+                return Some((Err(e), body));
             }
-            Err(e) => Some((Err(e), body)),
+            let mut buf = vec![0u8; 64 * 1024];
+            match futures_lite::AsyncReadExt::read(&mut body, &mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    framing.read.fetch_add(n as u64, Ordering::Relaxed);
+                    Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), body))
+                }
+                Err(e) => Some((Err(e), body)),
+            }
         }
     });
     let constraints =
@@ -61,9 +108,13 @@ pub async fn store(mut req: Req) -> Result<Response, ApiError> {
     let mut key = None;
     let mut staged = None;
     let mut file_type = None;
-    while let Some(field) = form.next_field().await.map_err(multipart_error)? {
+    while let Some(field) = form.next_field().await.map_err(|e| framing.error(e, &node))? {
         match field.name() {
-            Some("key") => key = Some(field.text().await.map_err(multipart_error)?),
+            Some("key") => {
+                let text = field.text().await.map_err(|e| framing.error(e, &node))?;
+                framing.handed(text.len());
+                key = Some(text);
+            }
             Some("file") if staged.is_none() => {
                 file_type = field.content_type().map(|m| m.essence_str().to_owned());
                 let mut upload = node.upload().await?;
@@ -73,7 +124,9 @@ pub async fn store(mut req: Req) -> Result<Response, ApiError> {
                         multer::Error::StreamReadFailed(e) => NodeError::Body(std::io::Error::other(e)),
                         other => NodeError::Body(std::io::Error::other(other.to_string())),
                     });
-                    upload.write(&piece?).await?;
+                    let piece = piece?;
+                    framing.handed(piece.len());
+                    upload.write(&piece).await?;
                 }
                 staged = Some(upload.finish().await?);
             }
@@ -109,18 +162,51 @@ pub async fn delete(req: Req) -> Result<Response, ApiError> {
     Ok(json(StatusCode::Ok, &json!({ "message": "File deleted successfully" })))
 }
 
-/// `GET /api/list`: every name, as a JSON array.
+/// `GET /api/list`: every name, as a JSON array, streamed a page at a time: memory stays one
+/// page per request whatever the number of names.
 pub async fn list(req: Req) -> Result<Response, ApiError> {
-    let node = &req.state().node;
-    let mut names = Vec::new();
-    let mut after = None;
-    loop {
-        let page = node.list(ListQuery { after, limit: 10_000, ..ListQuery::default() }).await?;
-        names.extend(page.entries.into_iter().map(|e| e.name));
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
+    let node = req.state().node.clone();
+    // The first page is read here, so an error is still a proper status.
+    let first = node.list(ListQuery { limit: LIST_PAGE, ..ListQuery::default() }).await?;
+    let (tx, rx) = async_channel::bounded::<std::io::Result<Vec<u8>>>(2);
+    crate::runtime::spawn(async move {
+        let mut page = first;
+        let mut out = b"[".to_vec();
+        let mut first_name = true;
+        loop {
+            for entry in &page.entries {
+                if !std::mem::take(&mut first_name) {
+                    out.push(b',');
+                }
+                // A name is a string; serializing it cannot fail.
+                out.extend(serde_json::to_vec(&entry.name).unwrap_or_default());
+            }
+            let Some(after) = page.next.take() else { break };
+            // The client went away: stop reading pages.
+            if tx.send(Ok(std::mem::take(&mut out))).await.is_err() {
+                return;
+            }
+            match node.list(ListQuery { after: Some(after), limit: LIST_PAGE, ..ListQuery::default() }).await
+            {
+                Ok(next) => page = next,
+                Err(e) => {
+                    // The status is sent already: cut the body short, so the client sees
+                    // an incomplete array rather than a wrong one.
+                    log::warn!("listing names failed midway: {e}");
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            }
         }
-    }
-    Ok(json(StatusCode::Ok, &json!(names)))
+        out.push(b']');
+        let _ = tx.send(Ok(out)).await;
+    });
+    let reader = futures_util::TryStreamExt::into_async_read(Box::pin(rx));
+    let mut res = Response::new(StatusCode::Ok);
+    res.set_body(tide::Body::from_reader(reader, None));
+    res.set_content_type(tide::http::mime::JSON);
+    Ok(res)
 }
+
+/// Names per page of a streamed listing.
+const LIST_PAGE: usize = 1000;

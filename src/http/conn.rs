@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_lite::io::{AsyncBufRead, AsyncRead, AsyncWrite};
 
@@ -35,8 +35,10 @@ type Timer = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Reading a head: `bytes` of it so far, `matched` bytes of its closing `\r\n\r\n` seen.
-    Head { started: Instant, bytes: usize, matched: u8 },
+    /// Reading a head: `bytes` of it so far, `matched` bytes of its closing `\r\n\r\n` seen,
+    /// since the parser first asked for it (not since the last response, which may have taken
+    /// long to send).
+    Head { started: Option<Instant>, bytes: usize, matched: u8 },
     /// Reading a body: each read must make progress within the idle timeout.
     Body,
     /// Reading past a body the handler left: at most `left` more bytes.
@@ -102,7 +104,7 @@ impl Guarded {
 }
 
 fn head() -> Phase {
-    Phase::Head { started: Instant::now(), bytes: 0, matched: 0 }
+    Phase::Head { started: None, bytes: 0, matched: 0 }
 }
 
 impl AsyncRead for Guarded {
@@ -115,6 +117,9 @@ impl AsyncRead for Guarded {
         }
         // Never ask for more than the head may still hold, so a long line is refused
         // before it is read, not after.
+        if let Phase::Head { started: started @ None, .. } = &mut state.phase {
+            *started = Some(Instant::now());
+        }
         let want = match state.phase {
             Phase::Head { bytes, .. } => {
                 buf.len().min(front.max_head_bytes + 1 - bytes.min(front.max_head_bytes))
@@ -157,7 +162,8 @@ impl AsyncRead for Guarded {
             Poll::Pending => {
                 let (limit, refusal) = match state.phase {
                     Phase::Head { started, .. } => {
-                        (front.header_timeout.saturating_sub(started.elapsed()), Refusal::HeaderTimeout)
+                        let waited = started.map_or(Duration::ZERO, |s| s.elapsed());
+                        (front.header_timeout.saturating_sub(waited), Refusal::HeaderTimeout)
                     }
                     Phase::Body | Phase::Drain { .. } => (front.body_idle_timeout, Refusal::BodyTimeout),
                     Phase::Open => return Poll::Pending,
