@@ -173,15 +173,18 @@ impl AsyncRead for Guarded {
                     return Poll::Pending;
                 }
                 state.timer = None;
+                let timed_out = io::Error::new(io::ErrorKind::TimedOut, "the client sent nothing in time");
                 match (refusal, state.phase) {
                     // An idle kept-alive connection that sent nothing of a next request just
-                    // ends; only a started head counts as timed out.
-                    (Refusal::HeaderTimeout, Phase::Head { bytes: 0, .. }) => {}
+                    // ends, unanswered; only a started head counts as timed out.
+                    (Refusal::HeaderTimeout, Phase::Head { bytes: 0, .. }) => {
+                        return Poll::Ready(Err(timed_out));
+                    }
                     (Refusal::HeaderTimeout, _) => Limits::count(&this.limits.header_timeouts),
                     _ => Limits::count(&this.limits.body_timeouts),
                 }
                 state.refusal = Some(refusal);
-                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client sent nothing in time")))
+                Poll::Ready(Err(timed_out))
             }
         }
     }
@@ -219,9 +222,12 @@ impl AsyncWrite for Guarded {
     }
 }
 
-/// A request body that notes when it has been read to its end.
+/// A request body that notes when it has been read to its end: its declared length, or the
+/// end of a chunked one. (The `Body` around it stops at its length without asking for more,
+/// so the end of a sized body is seen by counting.)
 pub struct Tracked {
     body: tide::Body,
+    left: Option<usize>,
     done: Arc<AtomicBool>,
 }
 
@@ -232,10 +238,23 @@ impl Tracked {
         let len = body.len();
         let done = Arc::new(AtomicBool::new(len == Some(0)));
         let mime = body.mime().clone();
-        let mut tracked = tide::Body::from_reader(Tracked { body, done: done.clone() }, len);
+        let mut tracked = tide::Body::from_reader(Tracked { body, left: len, done: done.clone() }, len);
         tracked.set_mime(mime);
         req.set_body(tracked);
         done
+    }
+
+    fn advance(&mut self, n: usize, asked: bool) {
+        match &mut self.left {
+            Some(left) => {
+                *left = left.saturating_sub(n);
+                if *left == 0 {
+                    self.done.store(true, Ordering::Release);
+                }
+            }
+            None if n == 0 && asked => self.done.store(true, Ordering::Release),
+            None => {}
+        }
     }
 }
 
@@ -243,10 +262,8 @@ impl AsyncRead for Tracked {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let read = Pin::new(&mut this.body).poll_read(cx, buf);
-        if let Poll::Ready(Ok(0)) = read
-            && !buf.is_empty()
-        {
-            this.done.store(true, Ordering::Release);
+        if let Poll::Ready(Ok(n)) = read {
+            this.advance(n, !buf.is_empty());
         }
         read
     }
@@ -263,7 +280,9 @@ impl AsyncBufRead for Tracked {
     }
 
     fn consume(self: Pin<&mut Self>, amt: usize) {
-        Pin::new(&mut self.get_mut().body).consume(amt)
+        let this = self.get_mut();
+        Pin::new(&mut this.body).consume(amt);
+        this.advance(amt, false);
     }
 }
 
