@@ -114,6 +114,16 @@ fn usage(node: &TestNode) -> Usage {
     Usage { rss_mib: field("VmRSS:") / 1024, threads: field("Threads:"), fds }
 }
 
+/// Open sockets of the node (listeners and connections).
+fn sockets(node: &TestNode) -> usize {
+    let pid = node.pid().expect("running");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("proc fd")
+        .filter_map(|f| std::fs::read_link(f.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
 fn thread_names(node: &TestNode) -> Vec<String> {
     let pid = node.pid().expect("running");
     std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -227,6 +237,7 @@ fn stalled_bodies_are_dropped_and_connections_are_bounded() {
     let data = random_bytes(100_000, 2);
     store(&node, "probe.bin", &data);
     let before = usage(&node);
+    let before_sockets = sockets(&node);
     let stalled_head =
         "PUT /api/v1/files/stalled HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000\r\n\r\nsome";
     // Without a token: each gets its 401 and then stalls in the body.
@@ -260,8 +271,9 @@ fn stalled_bodies_are_dropped_and_connections_are_bounded() {
         let held_for = since.elapsed();
         assert!(held_for < Duration::from_secs(7), "a stalled body was held {held_for:?}");
     }
+    // (Compared by sockets: a runtime may start a reactor of its own, with descriptors, later.)
     wait_for("the stalled connections to be gone", Duration::from_secs(5), || {
-        (usage(&node).fds <= before.fds + 2).then_some(())
+        (sockets(&node) <= before_sockets).then_some(())
     });
     probe(&node, "/api/v1/files/probe.bin", &data);
     assert!(metric(&node, "diststore_http_body_timeouts_total") >= 32);
@@ -295,10 +307,11 @@ fn metric_over_limit(node: &TestNode) -> u16 {
 #[test]
 fn stalled_uploads_neither_starve_reads_nor_keep_threads() {
     let node = start(&["--max-uploads", "8", "--body-idle-timeout", "5s"]);
-    let data = random_bytes(3 << 20, 3);
+    let data = random_bytes(300_000, 3);
     store(&node, "probe.bin", &data);
     let before = usage(&node);
-    let before_own = thread_names(&node).iter().filter(|n| !n.starts_with("blocking")).count();
+    // The sealing threads are unnamed (they show the process name, as the main thread does).
+    let before_unnamed = thread_names(&node).iter().filter(|n| *n == "diststore").count();
     let head = format!(
         "PUT /api/v1/files/stalled HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n",
         100 << 20
@@ -358,10 +371,12 @@ fn stalled_uploads_neither_starve_reads_nor_keep_threads() {
         assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
         assert!(error_of(&body).contains("in time"), "{}", String::from_utf8_lossy(&body));
     }
-    // Their own threads end with them (the shared blocking pool keeps what reads started).
+    // Their own threads end with them (the shared pools keep what reads started).
     wait_for("the upload threads to end", Duration::from_secs(5), || {
-        let own = thread_names(&node).iter().filter(|n| !n.starts_with("blocking")).count();
-        (own <= before_own && metric(&node, "diststore_uploads") == 0).then_some(())
+        let names = thread_names(&node);
+        let sealers = names.iter().filter(|n| *n == "diststore").count();
+        let own = names.iter().any(|n| n.starts_with("upload-"));
+        (!own && sealers <= before_unnamed && metric(&node, "diststore_uploads") == 0).then_some(())
     });
     assert_eq!(get_raw(&node, "/api/v1/files/stalled").0, 404);
     store(&node, "after.bin", &body);
@@ -381,7 +396,9 @@ fn multipart_preambles_and_part_headers_are_bounded() {
             "POST /api/store HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len}\r\n\r\n"
         )
     };
-    let total = 64 << 20;
+    // Past the refusal the node reads on (and discards) up to 64 MiB, so that clients that
+    // send their whole body before reading see the answer; then it closes.
+    let total = 256 << 20;
     for (what, start) in [
         (
             "a part header line",
@@ -398,7 +415,7 @@ fn multipart_preambles_and_part_headers_are_bounded() {
         let (status, body) = answer.unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
         assert_eq!(status, 400, "{what}: {}", String::from_utf8_lossy(&body));
         assert!(error_of(&body).contains("--max-head-size"), "{what}: {}", String::from_utf8_lossy(&body));
-        assert!(sent < 40 << 20, "{what}: the node took {sent} bytes");
+        assert!(sent < 100 << 20, "{what}: the node took {sent} bytes");
     }
     let after = usage(&node);
     assert!(after.rss_mib < before.rss_mib + 64, "RSS went from {} to {} MiB", before.rss_mib, after.rss_mib);

@@ -29,7 +29,10 @@ use crate::limits::{FrontLimits, Limits};
 use crate::runtime;
 
 /// Unread body bytes read past after a response before the connection is simply closed.
-pub const DRAIN_MAX: u64 = 1 << 20;
+/// Most clients send their whole body before they read the answer, and a close while they
+/// still send loses the answer to a reset: this lets a refused upload of modest size end
+/// cleanly, while the idle timeout keeps a stalled one from holding the connection.
+pub const DRAIN_MAX: u64 = 64 << 20;
 
 type Timer = Pin<Box<dyn Future<Output = ()> + Send>>;
 

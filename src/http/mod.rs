@@ -168,6 +168,8 @@ pub async fn serve(
 
 /// Connections being refused with a status at once, beyond the limit of open ones.
 const REFUSING_MAX: usize = 64;
+/// What a refused connection may still send that is read past (its request, in part).
+const REFUSE_DRAIN: u64 = 1 << 20;
 /// How long a refused connection may take to receive its answer.
 const REFUSE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -186,7 +188,7 @@ async fn refuse(mut stream: runtime::net::TcpStream, status: &str, message: &str
         stream.flush().await?;
         let _ = stream.shutdown(std::net::Shutdown::Write);
         let mut sink = [0u8; 4096];
-        let mut left = conn::DRAIN_MAX;
+        let mut left = REFUSE_DRAIN;
         while left > 0 {
             let n = stream.read(&mut sink).await?;
             if n == 0 {
