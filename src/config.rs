@@ -164,6 +164,32 @@ pub struct ServeArgs {
     /// CPUs, at least one.
     #[arg(long, env = "DISTSTORE_IO_THREADS", value_name = "N")]
     pub io_threads: Option<usize>,
+
+    // Resource bounds of the HTTP and S3 fronts (issue 12).
+    /// Open connections each listener (HTTP, S3) serves at once; more are answered 503 and
+    /// closed. Default: 1024, or a quarter of the open-file limit when that is lower.
+    #[arg(long, env = "DISTSTORE_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Longest request head (request line and headers), refused before it is buffered; also
+    /// bounds a multipart body's preamble and part headers. At most 8KiB, the HTTP parser's
+    /// own ceiling.
+    #[arg(long, env = "DISTSTORE_MAX_HEAD_SIZE", value_name = "SIZE", default_value = "8KiB", value_parser = parse_size)]
+    pub max_head_size: u64,
+
+    /// Time a request head may take to arrive, and an idle kept-alive connection stays open.
+    #[arg(long, env = "DISTSTORE_HEADER_TIMEOUT", value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
+    pub header_timeout: std::time::Duration,
+
+    /// Time a request body may send nothing before the request fails, its partial upload is
+    /// dropped and the connection is closed.
+    #[arg(long, env = "DISTSTORE_BODY_IDLE_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub body_idle_timeout: std::time::Duration,
+
+    /// Uploads in flight at once (native, legacy and S3 together); more get 503. Each holds
+    /// four threads of its own and up to about 10 MiB of queued blocks.
+    #[arg(long, env = "DISTSTORE_MAX_UPLOADS", value_name = "N", default_value_t = 32)]
+    pub max_uploads: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +210,7 @@ pub struct Config {
     /// `None`: the S3 endpoint is off.
     pub s3: Option<crate::s3::S3Config>,
     pub s3_root: S3Root,
+    pub front: crate::limits::FrontLimits,
 }
 
 /// Where the S3 root key comes from.
@@ -223,6 +250,12 @@ pub enum ConfigError {
     BadPeerUrl(String),
     #[error("--io-threads must be at least 1")]
     NoIoThreads,
+    #[error("--max-connections and --max-uploads must be at least 1")]
+    NoRoom,
+    #[error("--max-head-size must be between 1KiB and 8KiB (the HTTP parser refuses longer heads)")]
+    BadHeadSize,
+    #[error("--header-timeout and --body-idle-timeout must be more than zero")]
+    NoTimeout,
     #[error(
         "--advertise {0} names no address a peer can dial; give this node's reachable address or host name"
     )]
@@ -236,7 +269,33 @@ pub enum ConfigError {
 }
 
 impl ServeArgs {
+    fn front_limits(&self) -> Result<crate::limits::FrontLimits, ConfigError> {
+        let max_connections = self.max_connections.unwrap_or_else(|| {
+            // Each connection is a descriptor, and the database, peer links and the S3
+            // listener need theirs: take a quarter of the limit at most.
+            let files = open_file_limit().unwrap_or(4096);
+            usize::try_from(files / 4).unwrap_or(usize::MAX).clamp(16, 1024)
+        });
+        if max_connections == 0 || self.max_uploads == 0 {
+            return Err(ConfigError::NoRoom);
+        }
+        if !(1024..=8 * 1024).contains(&self.max_head_size) {
+            return Err(ConfigError::BadHeadSize);
+        }
+        if self.header_timeout.is_zero() || self.body_idle_timeout.is_zero() {
+            return Err(ConfigError::NoTimeout);
+        }
+        Ok(crate::limits::FrontLimits {
+            max_connections,
+            max_head_bytes: self.max_head_size as usize,
+            header_timeout: self.header_timeout,
+            body_idle_timeout: self.body_idle_timeout,
+            max_uploads: self.max_uploads,
+        })
+    }
+
     pub fn validate(self) -> Result<Config, ConfigError> {
+        let front = self.front_limits()?;
         let listen = match (self.listen, std::env::var("PORT")) {
             (Some(addr), _) => addr,
             (None, Ok(port)) => {
@@ -322,6 +381,7 @@ impl ServeArgs {
             None => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
         };
         Ok(Config {
+            front,
             advertise,
             allowed_hosts: self
                 .allowed_hosts
@@ -395,6 +455,14 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         other => return Err(format!("unknown duration unit {other:?} (use ms, s, m, h)")),
     };
     Ok(std::time::Duration::from_millis(n.saturating_mul(ms)))
+}
+
+/// The soft limit on open files (RLIMIT_NOFILE), when known.
+fn open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
 }
 
 /// Parses `123`, `64KiB`, `10MB`, `4GiB`, `1TiB` (binary and decimal units).

@@ -6,6 +6,7 @@
 //! - [`private_file`]: owner-only files written whole (secrets, keys). A leaf.
 //! - [`time`]: wall-clock milliseconds and date formatting. A leaf.
 //! - [`runtime`]: the only module that names the async runtime.
+//! - [`limits`]: gates on connections and uploads, and the counters of what they refused.
 //! - [`storage`]: the redb owner: tables, records, the batching writer, migrations.
 //! - [`clock`]: hybrid logical clock for version stamps.
 //! - [`events`]: change notifications for live views.
@@ -25,6 +26,7 @@ pub mod crypto;
 pub mod events;
 pub mod health;
 pub mod http;
+pub mod limits;
 pub mod logging;
 pub mod node;
 pub mod private_file;

@@ -58,6 +58,7 @@ fn run() -> anyhow::Result<()> {
         max_upload_bytes: config.max_upload_bytes,
         scrub_rate: config.scrub_rate,
         gc_period: config.gc_period,
+        limits: diststore::limits::Limits::new(config.front),
     };
     let node = Node::new(store, keys, node_config, config.cluster.clone());
     log::info!("node {} with data in {}", node.node_id(), config.data_dir.display());

@@ -40,6 +40,35 @@ where
     async_std::task::spawn_blocking(work).await
 }
 
+/// A thread of its own for long blocking work (an upload's hashing and cutting), so that it
+/// never holds a thread of the shared blocking pool that reads need. Await [`Thread::join`]
+/// for its result; a panic in it resumes in the joiner.
+pub fn thread<F, T>(name: &str, work: F) -> std::io::Result<Thread<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = async_channel::bounded(1);
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+        let _ = tx.send_blocking(result);
+    })?;
+    Ok(Thread(rx))
+}
+
+/// The result of a [`thread`] to come.
+pub struct Thread<T>(async_channel::Receiver<std::thread::Result<T>>);
+
+impl<T> Thread<T> {
+    pub async fn join(self) -> T {
+        match self.0.recv().await {
+            Ok(Ok(value)) => value,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => panic!("a worker thread ended without a result"),
+        }
+    }
+}
+
 pub async fn sleep(duration: Duration) {
     async_std::task::sleep(duration).await
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// Top-level modules of `src/`, lowest layer first. A module may use modules of lower layers
 /// only (and itself).
 const LAYERS: &[&[&str]] = &[
-    &["time", "content", "runtime", "logging", "health", "private_file"],
+    &["time", "content", "runtime", "logging", "health", "private_file", "limits"],
     &["crypto"],
     &["storage"],
     &["events", "clock"],

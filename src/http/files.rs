@@ -100,6 +100,8 @@ pub fn entry_json(e: &NameEntry) -> serde_json::Value {
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
+/// Deepest page of a listing ordered by size, time or descending name.
+const MAX_SORTED_OFFSET: usize = 10_000;
 
 pub async fn list(req: Req) -> Result<Response, ApiError> {
     let number = |key: &str| -> Result<Option<usize>, ApiError> {
@@ -128,10 +130,17 @@ pub async fn list(req: Req) -> Result<Response, ApiError> {
             return Err(ApiError::BadRequest(format!("unknown order {other:?} (asc, desc)")));
         }
     };
+    let offset = number("offset")?.unwrap_or(0);
+    // Any order but by name keeps the entries up to the offset in memory while it scans.
+    if (sort != SortBy::Name || descending) && offset > MAX_SORTED_OFFSET {
+        return Err(ApiError::BadRequest(format!(
+            "`offset` must be at most {MAX_SORTED_OFFSET} unless listing by name in ascending order (page with `after` there)"
+        )));
+    }
     let q = ListQuery {
         prefix: query(&req, "prefix").unwrap_or_default(),
         after: query(&req, "after").filter(|a| !a.is_empty()),
-        offset: number("offset")?.unwrap_or(0),
+        offset,
         limit,
         sort,
         descending,

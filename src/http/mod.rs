@@ -3,6 +3,7 @@
 mod assets;
 mod blobs;
 mod compat;
+mod conn;
 pub mod error;
 mod files;
 mod guard;
@@ -90,7 +91,10 @@ pub async fn serve(
     names.extend(
         config.advertise.as_deref().and_then(|a| url::Url::parse(a).ok()?.host_str().map(str::to_owned)),
     );
+    let limits = node.limits().clone();
     let app = app(node, config.api_token.clone(), guard::Hosts(names));
+    // Connections being told 503: each holds its socket for at most REFUSE_FOR.
+    let refusing = crate::limits::Gate::new(REFUSING_MAX);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -104,20 +108,97 @@ pub async fn serve(
         // Without this, a response's head and body leave in two segments and Nagle's
         // algorithm meets the client's delayed ACK: 40 ms per request on a kept-alive link.
         let _ = stream.set_nodelay(true);
+        let Some(pass) = limits.http_connections.try_enter() else {
+            // Full: a short 503 where that costs little, else the connection just closes.
+            if let Some(refusal) = refusing.try_enter() {
+                runtime::spawn(async move {
+                    let _refusal = refusal;
+                    refuse(
+                        stream,
+                        "503 Service Unavailable",
+                        "the node serves as many connections as it may; retry later",
+                    )
+                    .await;
+                });
+            }
+            continue;
+        };
         let app = app.clone();
+        let limits = limits.clone();
         runtime::spawn(async move {
+            let _pass = pass;
+            let io = conn::Guarded::new(stream.clone(), limits);
+            let guarded = io.clone();
             // Known to handlers (the peer endpoint reaches a peer without --advertise by it).
             let peer = peer.to_string();
             let serve = |mut req: tide::http::Request| {
                 req.set_peer_addr(Some(peer.clone()));
+                let body_done = conn::Tracked::wrap(&mut req);
                 let app = app.clone();
-                async move { app.respond(req).await }
+                let guarded = guarded.clone();
+                async move {
+                    let mut res: tide::http::Response = app.respond(req).await?;
+                    let upgraded = res.status() == StatusCode::SwitchingProtocols;
+                    let body_done = body_done.load(std::sync::atomic::Ordering::Acquire);
+                    guarded.after_response(body_done, upgraded);
+                    if !body_done && !upgraded {
+                        // What is left of the body is read past only so far: the client
+                        // must not send another request on this connection.
+                        res.insert_header("Connection", "close");
+                    }
+                    Ok(res)
+                }
             };
-            if let Err(e) = async_h1::accept(stream, serve).await {
+            if let Err(e) = async_h1::accept(io.clone(), serve).await {
                 log::debug!("connection ended: {e}");
+            }
+            match io.refusal() {
+                Some(conn::Refusal::HeadTooLarge) => {
+                    let message = "the request head is longer than the node accepts (--max-head-size)";
+                    refuse(stream, "431 Request Header Fields Too Large", message).await;
+                }
+                Some(conn::Refusal::HeaderTimeout) => {
+                    refuse(stream, "408 Request Timeout", "the request head did not arrive in time").await;
+                }
+                _ => {}
             }
         });
     }
+}
+
+/// Connections being refused with a status at once, beyond the limit of open ones.
+const REFUSING_MAX: usize = 64;
+/// What a refused connection may still send that is read past (its request, in part).
+const REFUSE_DRAIN: u64 = 1 << 20;
+/// How long a refused connection may take to receive its answer.
+const REFUSE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Answers a connection the node will not serve with `status` and an error body, then closes
+/// it. What the client sent is read past briefly so the answer is not lost to a reset.
+async fn refuse(mut stream: runtime::net::TcpStream, status: &str, message: &str) {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let body = serde_json::json!({ "error": message }).to_string();
+    let head = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let answer = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.flush().await?;
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut sink = [0u8; 4096];
+        let mut left = REFUSE_DRAIN;
+        while left > 0 {
+            let n = stream.read(&mut sink).await?;
+            if n == 0 {
+                break;
+            }
+            left = left.saturating_sub(n as u64);
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = runtime::timeout(REFUSE_FOR, answer).await;
 }
 
 /// `200 ok`, or `503` naming what stopped: the storage writer or a background loop.

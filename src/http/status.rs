@@ -123,6 +123,45 @@ pub async fn metrics(req: Req) -> Result<Response, ApiError> {
         "Unauthenticated peer handshakes refused (over the total or one source's bound).",
         s.handshakes_refused,
     );
+    let limits = req.state().node.limits();
+    let read = crate::limits::Limits::read;
+    for (gate, what, name) in [
+        (&limits.http_connections, "HTTP connections", "http_connections"),
+        (&limits.s3_connections, "S3 connections", "s3_connections"),
+        (&limits.uploads, "Uploads", "uploads"),
+    ] {
+        metric("gauge", &format!("diststore_{name}"), &format!("{what} in progress."), gate.in_use() as u64);
+        metric(
+            "gauge",
+            &format!("diststore_{name}_max"),
+            &format!("Most {what} at once."),
+            gate.max() as u64,
+        );
+        metric(
+            "counter",
+            &format!("diststore_{name}_refused_total"),
+            &format!("{what} refused because the most were open, since start."),
+            gate.refused(),
+        );
+    }
+    metric(
+        "counter",
+        "diststore_http_heads_refused_total",
+        "Request heads (or multipart preambles and part headers) refused for their length.",
+        read(&limits.heads_refused),
+    );
+    metric(
+        "counter",
+        "diststore_http_header_timeouts_total",
+        "Connections closed because a request head did not arrive in time.",
+        read(&limits.header_timeouts),
+    );
+    metric(
+        "counter",
+        "diststore_http_body_timeouts_total",
+        "Requests failed because their body sent nothing for the idle timeout.",
+        read(&limits.body_timeouts),
+    );
     Ok(Response::builder(StatusCode::Ok).content_type("text/plain; version=0.0.4").body(out).build())
 }
 

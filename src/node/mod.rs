@@ -44,6 +44,9 @@ pub enum NodeError {
     BadMetadata(String),
     #[error("{0}")]
     Invalid(String),
+    /// A bound on concurrent work is reached; the client may retry later.
+    #[error("{0}")]
+    Busy(String),
 }
 
 pub type Result<T, E = NodeError> = std::result::Result<T, E>;
@@ -104,6 +107,8 @@ pub struct NodeConfig {
     pub scrub_rate: u64,
     /// How often the collector runs without being woken by a delete.
     pub gc_period: std::time::Duration,
+    /// Gates on connections and uploads, shared with the HTTP and S3 fronts.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// What a writer says about a file beside its bytes: served back with it.
@@ -218,6 +223,10 @@ impl Node {
         self.store.node_id()
     }
 
+    pub fn limits(&self) -> &Arc<crate::limits::Limits> {
+        &self.config.limits
+    }
+
     pub fn max_upload_bytes(&self) -> u64 {
         self.config.max_upload_bytes
     }
@@ -248,6 +257,13 @@ impl Node {
     /// node that has not yet heard from its members since it started waits for them (bounded)
     /// rather than taking the write alone.
     pub async fn upload(self: &Arc<Self>) -> Result<Upload> {
+        // Refused before anything waits, so a full node answers at once.
+        let pass = self.config.limits.uploads.try_enter().ok_or_else(|| {
+            NodeError::Busy(format!(
+                "{} uploads are in flight, the most this node takes at once; retry later",
+                self.config.limits.uploads.max()
+            ))
+        })?;
         self.cluster.wait_settled().await;
         self.cluster.check_writable()?;
         Ok(Upload::new(
@@ -255,6 +271,7 @@ impl Node {
             self.keys.clone(),
             self.with_peers().cloned(),
             self.config.max_upload_bytes,
+            pass,
         ))
     }
 

@@ -19,6 +19,7 @@ use crate::cluster::{self, Cluster};
 use crate::content::chunker::{CHUNKER_VERSION, Chunker};
 use crate::content::{ChunkId, ChunkRef, FileId, FileName, Manifest};
 use crate::crypto::{Keys, TAG_LEN};
+use crate::limits::Pass;
 use crate::runtime::{self, JoinHandle};
 use crate::storage::{NameRecord, PinSet, StorageError, Store};
 
@@ -50,6 +51,8 @@ pub struct Staged {
     _pins: Option<PinSet>,
     /// In a cluster, the holders' pins: kept until the manifest is committed and announced.
     pub(super) placed: Option<cluster::Placed>,
+    /// The upload's place among those in flight, until it is named.
+    _pass: Option<Pass>,
 }
 
 impl Staged {
@@ -64,6 +67,7 @@ impl Staged {
             local,
             _pins: Some(pins),
             placed: None,
+            _pass: None,
         }
     }
 
@@ -95,8 +99,8 @@ enum Sink {
 struct Workers {
     hash_tx: async_channel::Sender<Bytes>,
     chunk_tx: async_channel::Sender<Bytes>,
-    hasher: JoinHandle<(FileId, Option<[u8; 16]>)>,
-    chunker: JoinHandle<Result<Chunked>>,
+    hasher: runtime::Thread<(FileId, Option<[u8; 16]>)>,
+    chunker: runtime::Thread<Result<Chunked>>,
     replicator: Option<JoinHandle<Result<(u64, cluster::Placed), cluster::ClusterError>>>,
 }
 
@@ -118,11 +122,20 @@ pub struct Upload {
     workers: Option<Workers>,
     /// Whether to compute the MD5 of the bytes too (set before the first write).
     md5: bool,
+    /// This upload's place among those in flight (`--max-uploads`), held until it is named.
+    pass: Option<Pass>,
 }
 
 impl Upload {
-    pub(super) fn new(store: Store, keys: Keys, cluster: Option<Arc<Cluster>>, limit: u64) -> Self {
+    pub(super) fn new(
+        store: Store,
+        keys: Keys,
+        cluster: Option<Arc<Cluster>>,
+        limit: u64,
+        pass: Pass,
+    ) -> Self {
         Self {
+            pass: Some(pass),
             store,
             keys,
             cluster,
@@ -162,14 +175,16 @@ impl Upload {
         Ok(())
     }
 
-    fn workers(&mut self) -> &mut Workers {
-        let (store, keys, cluster) = (self.store.clone(), self.keys.clone(), self.cluster.clone());
-        let md5 = self.md5;
-        self.workers.get_or_insert_with(|| start_workers(store, keys, cluster, md5))
+    fn workers(&mut self) -> Result<&mut Workers> {
+        if self.workers.is_none() {
+            let (store, keys, cluster) = (self.store.clone(), self.keys.clone(), self.cluster.clone());
+            self.workers = Some(start_workers(store, keys, cluster, self.md5)?);
+        }
+        Ok(self.workers.as_mut().expect("started above"))
     }
 
     async fn dispatch(&mut self, block: Bytes) -> Result<()> {
-        let workers = self.workers();
+        let workers = self.workers()?;
         // A send fails only when a worker stopped early; its result says why.
         if workers.hash_tx.send(block.clone()).await.is_err() || workers.chunk_tx.send(block).await.is_err() {
             let workers = self.workers.take().expect("workers were just started");
@@ -179,7 +194,7 @@ impl Upload {
             if let Some(replicator) = workers.replicator {
                 replicator.await?;
             }
-            workers.chunker.await?;
+            workers.chunker.join().await?;
             return Err(StorageError::WriterGone.into());
         }
         Ok(())
@@ -191,6 +206,18 @@ impl Upload {
         let tail = std::mem::take(&mut self.block).freeze();
         let (size, want_md5) = (self.size, self.md5);
         let md5_of = move |data: &[u8]| want_md5.then(|| md5::Md5::digest(data).into());
+        let pass = self.pass.take();
+        let mut staged = self.stage(tail, size, md5_of).await?;
+        staged._pass = pass;
+        Ok(staged)
+    }
+
+    async fn stage(
+        &mut self,
+        tail: Bytes,
+        size: u64,
+        md5_of: impl Fn(&[u8]) -> Option<[u8; 16]> + Send + 'static,
+    ) -> Result<Staged> {
         match self.workers.take() {
             None if self.cluster.is_none() && tail.len() <= INLINE_MAX => {
                 Ok(Staged { md5: md5_of(&tail), ..stage_inline(&self.keys, &tail) })
@@ -208,14 +235,14 @@ impl Upload {
             existing => {
                 self.workers = existing;
                 if !tail.is_empty() || self.workers.is_none() {
-                    let workers = self.workers();
+                    let workers = self.workers()?;
                     let _ = workers.hash_tx.send(tail.clone()).await;
                     let _ = workers.chunk_tx.send(tail).await;
                 }
                 let workers = self.workers.take().expect("workers started above");
                 drop((workers.hash_tx, workers.chunk_tx));
-                let chunked = workers.chunker.await;
-                let id = workers.hasher.await;
+                let chunked = workers.chunker.join().await;
+                let id = workers.hasher.join().await;
                 match workers.replicator {
                     Some(replicator) => {
                         // The replicator's error (no holders reachable) explains a chunker stop.
@@ -248,6 +275,7 @@ fn staged(
         local,
         _pins: Some(chunked.pins),
         placed: None,
+        _pass: None,
     }
 }
 
@@ -264,13 +292,17 @@ fn stage_inline(keys: &Keys, data: &[u8]) -> Staged {
     let manifest =
         Manifest { id, size: data.len() as u64, chunker: CHUNKER_VERSION, chunks, created_ms: unix_ms() };
     // The writer stores the chunk with the commit and counts it if it was new.
-    Staged { manifest, md5: None, new_bytes: 0, inline, local: true, _pins: None, placed: None }
+    Staged { manifest, md5: None, new_bytes: 0, inline, local: true, _pins: None, placed: None, _pass: None }
 }
 
-fn start_workers(store: Store, keys: Keys, cluster: Option<Arc<Cluster>>, want_md5: bool) -> Workers {
+fn start_workers(store: Store, keys: Keys, cluster: Option<Arc<Cluster>>, want_md5: bool) -> Result<Workers> {
     let (hash_tx, hash_rx) = async_channel::bounded::<Bytes>(STAGE_QUEUE);
     let (chunk_tx, chunk_rx) = async_channel::bounded::<Bytes>(STAGE_QUEUE);
-    let hasher = runtime::spawn(runtime::blocking(move || {
+    // Threads of the upload's own, not the shared blocking pool: a stalled upload keeps its
+    // threads waiting on its queues, and reads must never wait behind them. `--max-uploads`
+    // bounds how many there are.
+    let spawn_failed = |e: std::io::Error| NodeError::Busy(format!("could not start an upload thread: {e}"));
+    let hasher = runtime::thread("upload-hash", move || {
         let mut hasher = Sha256::new();
         let mut md5 = want_md5.then(md5::Md5::new);
         while let Ok(block) = hash_rx.recv_blocking() {
@@ -280,7 +312,8 @@ fn start_workers(store: Store, keys: Keys, cluster: Option<Arc<Cluster>>, want_m
             }
         }
         (FileId::from_bytes(hasher.finalize().into()), md5.map(|m| m.finalize().into()))
-    }));
+    })
+    .map_err(spawn_failed)?;
     let (sink, replicator) = match cluster {
         Some(cluster) => {
             // Room for a whole request's worth, so groups leave full.
@@ -289,10 +322,11 @@ fn start_workers(store: Store, keys: Keys, cluster: Option<Arc<Cluster>>, want_m
         }
         None => (Sink::Local, None),
     };
-    let chunker = runtime::spawn(runtime::blocking(move || {
+    let chunker = runtime::thread("upload-cut", move || {
         chunk_blocks(&store, &keys, &sink, std::iter::from_fn(|| chunk_rx.recv_blocking().ok()))
-    }));
-    Workers { hash_tx, chunk_tx, hasher, chunker, replicator }
+    })
+    .map_err(spawn_failed)?;
+    Ok(Workers { hash_tx, chunk_tx, hasher, chunker, replicator })
 }
 
 /// Threads hashing and sealing chunks beside the one cutting them: sealing costs about twice

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 
+use crate::limits::Limits;
 use crate::node::Node;
 use crate::node::registry::AccessKey;
 
@@ -44,14 +45,20 @@ pub fn start(node: Arc<Node>, config: S3Config) -> anyhow::Result<SocketAddr> {
     let listener = runtime.block_on(tokio::net::TcpListener::bind(config.listen))?;
     let bound = listener.local_addr()?;
     let service = service::build(node.clone(), &config);
+    let limits = node.limits().clone();
     std::thread::Builder::new().name("s3-accept".into()).spawn(move || {
-        runtime.block_on(serve(listener, service));
+        runtime.block_on(serve(listener, service, limits));
     })?;
     multipart::start_collector(node, config.multipart_max_age);
     Ok(bound)
 }
 
-async fn serve(listener: tokio::net::TcpListener, service: s3s::service::S3Service) {
+/// hyper reads heads and bodies into one buffer; it must hold a whole head, and below this
+/// size body reads get small (more system calls per byte uploaded).
+const MIN_BUF: usize = 64 * 1024;
+
+async fn serve(listener: tokio::net::TcpListener, service: s3s::service::S3Service, limits: Arc<Limits>) {
+    let front = limits.front;
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -61,14 +68,21 @@ async fn serve(listener: tokio::net::TcpListener, service: s3s::service::S3Servi
                 continue;
             }
         };
+        // Full: the connection closes at once (hyper has no cheap way to answer first).
+        let Some(pass) = limits.s3_connections.try_enter() else {
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let service = service.clone();
         let handler = hyper::service::service_fn(move |req| handle(service.clone(), req));
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
+            .header_read_timeout(front.header_timeout)
+            .max_buf_size(front.max_head_bytes.max(MIN_BUF))
             .serve_connection(TokioIo::new(stream), handler);
         tokio::spawn(async move {
+            let _pass = pass;
             if let Err(e) = connection.await {
                 log::debug!("s3 connection ended: {e}");
             }

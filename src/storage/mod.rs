@@ -692,7 +692,13 @@ fn list_names(names: &impl ReadableTable<&'static str, &'static [u8]>, q: &ListQ
     let limit = q.limit.max(1);
     let by_name_ascending = q.sort == SortBy::Name && !q.descending;
     let hidden = q.hidden;
-    let mut all = Vec::new();
+    // Memory stays one page (plus the offset, for other orders): name order keeps the page as
+    // the scan meets it; other orders keep the best `offset + limit + 1` seen so far in a
+    // heap whose top is the one to drop, so `total` and a small top-k never hold every record.
+    let keep = q.offset.saturating_add(limit).saturating_add(1);
+    let mut skipped = 0;
+    let mut ascending = Vec::new();
+    let mut ranked = std::collections::BinaryHeap::new();
     for item in names.range(q.prefix.as_str()..)? {
         let (key, value) = item?;
         let name = key.value();
@@ -711,29 +717,27 @@ fn list_names(names: &impl ReadableTable<&'static str, &'static [u8]>, q: &ListQ
             if q.after.as_deref().is_some_and(|after| name <= after) {
                 continue;
             }
-            // Keep one extra entry past the page to know whether there is a next page.
-            if all.len() < q.offset.saturating_add(limit).saturating_add(1) {
-                all.push(NameEntry { name: name.to_owned(), record });
+            if skipped < q.offset {
+                skipped += 1;
+            } else if ascending.len() <= limit {
+                // One extra entry past the page says whether there is a next page.
+                ascending.push(NameEntry { name: name.to_owned(), record });
             } else if !q.count {
                 break;
             }
         } else {
-            all.push(NameEntry { name: name.to_owned(), record });
+            ranked.push(Ranked::new(NameEntry { name: name.to_owned(), record }, q));
+            if ranked.len() > keep {
+                ranked.pop();
+            }
         }
     }
-    match q.sort {
-        SortBy::Name => {}
-        SortBy::Size => {
-            all.sort_by(|a, b| a.record.size.cmp(&b.record.size).then_with(|| a.name.cmp(&b.name)))
-        }
-        SortBy::Modified => all.sort_by(|a, b| {
-            a.record.modified_ms.cmp(&b.record.modified_ms).then_with(|| a.name.cmp(&b.name))
-        }),
-    }
-    if q.descending {
-        all.reverse();
-    }
-    let mut entries: Vec<NameEntry> = all.into_iter().skip(q.offset).take(limit + 1).collect();
+    let all = if by_name_ascending {
+        ascending
+    } else {
+        ranked.into_sorted_vec().into_iter().skip(q.offset).map(|r| r.entry).collect()
+    };
+    let mut entries: Vec<NameEntry> = all.into_iter().take(limit + 1).collect();
     if entries.len() > limit {
         entries.truncate(limit);
         if by_name_ascending {
@@ -743,6 +747,46 @@ fn list_names(names: &impl ReadableTable<&'static str, &'static [u8]>, q: &ListQ
     page.entries = entries;
     Ok(page)
 }
+
+/// A name entry ordered as a listing asks: ties on size or time go by name, and a descending
+/// listing reverses the whole order.
+struct Ranked {
+    primary: u64,
+    descending: bool,
+    entry: NameEntry,
+}
+
+impl Ranked {
+    fn new(entry: NameEntry, q: &ListQuery) -> Ranked {
+        let primary = match q.sort {
+            SortBy::Name => 0,
+            SortBy::Size => entry.record.size,
+            SortBy::Modified => entry.record.modified_ms,
+        };
+        Ranked { primary, descending: q.descending, entry }
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let order = self.primary.cmp(&other.primary).then_with(|| self.entry.name.cmp(&other.entry.name));
+        if self.descending { order.reverse() } else { order }
+    }
+}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Ranked {}
 
 #[cfg(test)]
 mod tests {
