@@ -116,6 +116,19 @@ fn names_that_would_act_on_or_look_like_another_are_refused() {
         assert!(error_of(&body).contains(says), "{encoded}: {}", error_of(&body));
         assert_eq!(delete(&url).0, 400, "{encoded}");
     }
+    // Sent raw (as curl --path-as-is would), a dot segment is refused before any parser
+    // resolves it to another name.
+    let host = host_of(&node.base).to_owned();
+    for target in ["zz/../victim.txt", "zz/%2e%2E/victim.txt", "./victim.txt"] {
+        for method in ["DELETE", "PUT", "GET"] {
+            let req = format!(
+                "{method} /api/v1/files/{target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nowned"
+            );
+            let (code, text) = raw(&node.base, &req);
+            assert_eq!(code, 400, "{method} {target}: {text}");
+            assert!(text.contains("segment"), "{text}");
+        }
+    }
     assert_eq!(get(&node.url("/api/v1/files/victim.txt")).1, b"keep me");
     let listed = json(&get(&node.url("/api/v1/files")).1);
     assert_eq!(listed["files"].as_array().unwrap().len(), 1, "{listed}");

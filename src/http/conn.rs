@@ -56,12 +56,18 @@ pub enum Refusal {
     HeadTooLarge,
     HeaderTimeout,
     BodyTimeout,
+    /// The request target has a `.` or `..` path segment, which the parser would resolve to
+    /// another path: `a/../victim` would act on `victim`.
+    DotSegment,
 }
 
 struct State {
     phase: Phase,
     timer: Option<Timer>,
     refusal: Option<Refusal>,
+    /// The request line of the head being read, until its end is seen (then checked).
+    request_line: Vec<u8>,
+    line_done: bool,
 }
 
 /// A socket whose reads are bounded as the module says. Clones share the state.
@@ -74,7 +80,8 @@ pub struct Guarded {
 
 impl Guarded {
     pub fn new(io: runtime::net::TcpStream, limits: Arc<Limits>) -> Guarded {
-        let state = State { phase: head(), timer: None, refusal: None };
+        let state =
+            State { phase: head(), timer: None, refusal: None, request_line: Vec::new(), line_done: false };
         Guarded { io, limits, state: Arc::new(Mutex::new(state)) }
     }
 
@@ -99,6 +106,8 @@ impl Guarded {
         state.phase = if upgraded {
             Phase::Open
         } else if body_done {
+            state.request_line.clear();
+            state.line_done = false;
             head()
         } else {
             Phase::Drain { left: DRAIN_MAX }
@@ -134,6 +143,21 @@ impl AsyncRead for Guarded {
         };
         match Pin::new(&mut this.io).poll_read(cx, &mut buf[..want]) {
             Poll::Ready(Ok(n)) => {
+                if matches!(state.phase, Phase::Head { .. }) && !state.line_done {
+                    let read = &buf[..n];
+                    let line_end = read.iter().position(|&b| b == b'\n');
+                    state.request_line.extend_from_slice(&read[..line_end.unwrap_or(read.len())]);
+                    if line_end.is_some() {
+                        state.line_done = true;
+                        if has_dot_segment(&state.request_line) {
+                            state.refusal = Some(Refusal::DotSegment);
+                            return Poll::Ready(Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                "the request path has a dot segment",
+                            )));
+                        }
+                    }
+                }
                 match &mut state.phase {
                     Phase::Head { bytes, matched, .. } => {
                         if let Some(end) = head_end(&buf[..n], matched) {
@@ -191,6 +215,21 @@ impl AsyncRead for Guarded {
             }
         }
     }
+}
+
+/// Whether a request line's target has a `.` or `..` path segment, also written with `%2e`
+/// (which URL parsers resolve the same way).
+fn has_dot_segment(line: &[u8]) -> bool {
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(_method), Some(target)) = (parts.next(), parts.next()) else { return false };
+    let path = target.split(|&b| b == b'?' || b == b'#').next().unwrap_or_default();
+    path.split(|&b| b == b'/').any(|segment| {
+        let lower = segment.to_ascii_lowercase();
+        let dots = lower.windows(3).filter(|w| *w == b"%2e").count();
+        let plain = lower.iter().filter(|&&b| b == b'.').count();
+        let rest = lower.len() - 3 * dots - plain;
+        rest == 0 && (1..=2).contains(&(dots + plain))
+    })
 }
 
 /// Where in `data` the head's closing blank line ends (bytes of the head in `data`), carrying
@@ -292,6 +331,30 @@ impl AsyncBufRead for Tracked {
 #[cfg(test)]
 mod tests {
     use super::head_end;
+
+    #[test]
+    fn dot_segments_are_seen_in_every_spelling() {
+        use super::has_dot_segment;
+        for bad in [
+            "GET /api/v1/files/a/../victim HTTP/1.1",
+            "DELETE /api/v1/files/./x HTTP/1.1",
+            "GET /api/v1/files/a/%2E%2e/victim HTTP/1.1",
+            "GET /api/v1/files/a/.%2e HTTP/1.1",
+            "GET /.. HTTP/1.1",
+            "PUT /api/v1/files/x/..?y=1 HTTP/1.1",
+        ] {
+            assert!(has_dot_segment(bad.as_bytes()), "{bad}");
+        }
+        for good in [
+            "GET /api/v1/files/a..b HTTP/1.1",
+            "GET /api/v1/files/.hidden/x HTTP/1.1",
+            "GET /api/v1/files/... HTTP/1.1",
+            "GET /api/v1/files?prefix=../ HTTP/1.1",
+            "GET / HTTP/1.1",
+        ] {
+            assert!(!has_dot_segment(good.as_bytes()), "{good}");
+        }
+    }
 
     #[test]
     fn the_end_of_a_head_is_found_across_reads() {

@@ -160,6 +160,11 @@ pub async fn serve(
                 Some(conn::Refusal::HeaderTimeout) => {
                     refuse(stream, "408 Request Timeout", "the request head did not arrive in time").await;
                 }
+                Some(conn::Refusal::DotSegment) => {
+                    let message = "the request path has a \".\" or \"..\" segment, which would \
+                                   act on another path";
+                    refuse(stream, "400 Bad Request", message).await;
+                }
                 _ => {}
             }
         });
