@@ -32,11 +32,10 @@ pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<(Database, NodeId,
         .truncate(false)
         .mode(0o600)
         .open(path)
-        .map_err(|e| StorageError::Corrupt(format!("opening {}: {e}", path.display())))?;
+        .map_err(|e| io_at(&format!("opening {}", path.display()), e))?;
     file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| StorageError::Corrupt(format!("restricting {}: {e}", path.display())))?;
-    let writeback =
-        file.try_clone().map_err(|e| StorageError::Corrupt(format!("duplicating a file handle: {e}")))?;
+        .map_err(|e| io_at(&format!("restricting {}", path.display()), e))?;
+    let writeback = file.try_clone().map_err(|e| io_at("duplicating a file handle", e))?;
     let db = Builder::new()
         .set_cache_size(cache_bytes)
         .set_repair_callback(|session| {
@@ -94,6 +93,15 @@ pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<(Database, NodeId,
     }
     txn.commit()?;
     Ok((db, node_id, writeback))
+}
+
+/// An I/O error with what was being done (no space stays no space).
+fn io_at(what: &str, e: std::io::Error) -> StorageError {
+    match StorageError::io(e) {
+        StorageError::Io(e) => StorageError::Io(std::io::Error::new(e.kind(), format!("{what}: {e}"))),
+        StorageError::NoSpace(m) => StorageError::NoSpace(format!("{what}: {m}")),
+        other => other,
+    }
 }
 
 fn read_u64(bytes: &[u8]) -> Result<u64> {
