@@ -162,9 +162,11 @@ impl Scrubber {
     }
 
     /// A pass at start, then one a day (an hour after a pass that failed), until `shutdown`
-    /// closes. Does nothing at rate 0.
+    /// closes. At rate 0 it only waits for `shutdown`.
     pub async fn run(&self, shutdown: async_channel::Receiver<()>) {
         if self.rate == 0 {
+            // Off, not stopped: a loop that returns early reads as a failure on /health.
+            shutdown.recv().await.ok();
             return;
         }
         // `None` once `shutdown` closes.

@@ -42,6 +42,11 @@ pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<(Database, NodeId,
             log::warn!("database was not closed cleanly; repairing ({:.0}%)", session.progress() * 100.0);
         })
         .create_with_backend(redb::backends::FileBackend::new(file)?)?;
+    // A current database opens without a write: a node reopening its database on a full disk
+    // (after an I/O error) must not need space to do it.
+    if let Some(node_id) = current(&db)? {
+        return Ok((db, node_id, writeback));
+    }
     let txn = db.begin_write()?;
     let node_id;
     {
@@ -93,6 +98,36 @@ pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<(Database, NodeId,
     }
     txn.commit()?;
     Ok((db, node_id, writeback))
+}
+
+/// The node id, when the database is at the current schema with every table there.
+fn current(db: &Database) -> Result<Option<NodeId>> {
+    use redb::ReadableDatabase;
+    let txn = db.begin_read()?;
+    let tables: Vec<String> = txn.list_tables()?.map(|t| t.name().to_owned()).collect();
+    let all = [
+        META.name(),
+        NAMES.name(),
+        MANIFESTS.name(),
+        CHUNKS.name(),
+        CHUNK_INDEX.name(),
+        CHUNK_REFS.name(),
+        FILE_REFS.name(),
+        GC_FILES.name(),
+        RECEIVED.name(),
+    ];
+    if !all.iter().all(|name| tables.iter().any(|t| t == name)) {
+        return Ok(None);
+    }
+    let meta = txn.open_table(META)?;
+    let version = match meta.get(VERSION_KEY)? {
+        Some(raw) => read_u64(raw.value())?,
+        None => return Ok(None),
+    };
+    if version != SCHEMA_VERSION {
+        return Ok(None);
+    }
+    Ok(meta.get(NODE_ID_KEY)?.and_then(|raw| <[u8; 16]>::try_from(raw.value()).ok()).map(NodeId::from_bytes))
 }
 
 /// An I/O error with what was being done (no space stays no space).

@@ -260,8 +260,12 @@ struct Writer {
 
 /// How long a reopen or compaction waits for reads in flight to let go of the database.
 const READERS_WAIT: Duration = Duration::from_secs(30);
-/// Compact once this much was freed since the last compaction (and a quarter of the file).
-const COMPACT_AFTER: u64 = 256 << 20;
+/// How long a compaction waits for reads in flight, while new ones wait for it.
+const COMPACT_READERS_WAIT: Duration = Duration::from_secs(5);
+/// Compact once a quarter of the file was freed since the last compaction, and at least this
+/// much: each compaction costs about the file's size, so this keeps its cost a fraction of the
+/// churn's.
+const COMPACT_AFTER: u64 = 4 << 20;
 
 impl Writer {
     fn db(&self) -> Option<Arc<Database>> {
@@ -310,15 +314,18 @@ impl Writer {
             return;
         };
         let (batch, compactions) = self.split_off_compactions(batch);
+        // A compaction needs the only reference: this one goes before it, whatever the batch.
+        let mut db = Some(db);
         let batch = self.refuse_without_space(batch);
         if !batch.is_empty() {
             let durable = batch.iter().any(Op::acknowledges);
             let grace_ms = self.shared.received_grace_ms.load(Ordering::SeqCst);
             let mut outcomes = Vec::with_capacity(batch.len());
+            let handle = db.take().expect("taken only here");
             let result = guarded("writing", || {
-                apply_batch(&db, &self.pins, batch, durable, grace_ms, &mut outcomes, &mut self.refused)
+                apply_batch(&handle, &self.pins, batch, durable, grace_ms, &mut outcomes, &mut self.refused)
             });
-            drop(db);
+            drop(handle);
             // A collection's doomed chunks are removed (or, on failure, kept) for good now.
             self.pins.clear_doomed();
             match result {
@@ -329,18 +336,21 @@ impl Writer {
                 Err(e) => {
                     log::error!("storage write failed: {e}");
                     self.shared.set_last_failure(&e);
-                    outcomes.into_iter().for_each(|o| o.answer(Some(&e)));
                     // A panic inside redb may leave its state half-updated: start afresh too.
+                    // Reopened before answering, so that a client told of the failure finds
+                    // reads working again.
                     let panicked = matches!(&e, StorageError::Corrupt(m) if m.starts_with("writing:"));
                     if e.needs_reopen() || panicked {
                         self.reopen(&e.to_string());
                     }
+                    outcomes.into_iter().for_each(|o| o.answer(Some(&e)));
                 }
             }
             if !durable {
                 start_writeback(&self.file);
             }
         }
+        drop(db);
         for (force, reply) in compactions {
             let _ = reply.try_send(self.compact(force));
         }
@@ -424,7 +434,7 @@ impl Writer {
         let size = || std::fs::metadata(&self.slot.path).map_or(0, |m| m.len());
         let before = size();
         let low = check_space(&self.slot.path, &self.shared, 0).is_err();
-        let worthwhile = freed >= COMPACT_AFTER.max(before / 4) || (low && freed > 0);
+        let worthwhile = (freed >= COMPACT_AFTER && freed >= before / 4) || (low && freed > 0);
         if !force && !worthwhile {
             return Ok(None);
         }
@@ -432,8 +442,9 @@ impl Writer {
         let Some(mut db) = guard.take() else {
             return Err(StorageError::Recovering("the database is reopening".into()));
         };
+        // New reads wait on the lock meanwhile: a short wait, then try another time.
         let started = Instant::now();
-        while Arc::strong_count(&db) > 1 && started.elapsed() < READERS_WAIT {
+        while Arc::strong_count(&db) > 1 && started.elapsed() < COMPACT_READERS_WAIT {
             std::thread::sleep(Duration::from_millis(5));
         }
         let result = match Arc::get_mut(&mut db) {
@@ -441,7 +452,9 @@ impl Writer {
                 while db.compact()? {}
                 Ok(())
             }),
-            None => Err(StorageError::Recovering("reads held the database too long to compact".into())),
+            None => Err(StorageError::Db(
+                "reads held the database too long to compact; compaction skipped".into(),
+            )),
         };
         *guard = Some(db);
         drop(guard);
