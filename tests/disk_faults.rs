@@ -274,10 +274,9 @@ fn a_damaged_database_page_is_an_error_never_a_panic_or_a_hang() {
             let res = agent.get(&format!("{base}/api/v1/files/{name}")).call();
             let mut res = res.unwrap_or_else(|e| panic!("case {seed}: GET {name} failed or hung: {e}"));
             let code = res.status().as_u16();
-            let body = res
-                .body_mut()
-                .read_to_vec()
-                .unwrap_or_else(|e| panic!("case {seed}: GET {name} answered {code}, then its body broke: {e}"));
+            let body = res.body_mut().read_to_vec().unwrap_or_else(|e| {
+                panic!("case {seed}: GET {name} answered {code}, then its body broke: {e}")
+            });
             match code {
                 200 => assert!(body == *data, "case {seed}: GET {name} returned other bytes"),
                 // Damage under the names table may hide a name.

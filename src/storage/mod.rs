@@ -4,6 +4,8 @@
 //! writer thread ([`writer`]) that batches queued operations into a single transaction and a
 //! single fsync, so many small uploads share a commit.
 
+#[cfg(test)]
+mod faults;
 pub mod records;
 mod schema;
 mod writer;
@@ -384,8 +386,11 @@ struct Shared {
 pub(crate) struct Slot {
     db: std::sync::RwLock<Option<Arc<Database>>>,
     path: std::path::PathBuf,
-    cache_bytes: usize,
+    /// Opens the database again (with a file handle for early writeback, when on a file).
+    opener: Box<Opener>,
 }
+
+pub(crate) type Opener = dyn Fn() -> Result<(Database, NodeId, Option<std::fs::File>)> + Send + Sync;
 
 impl Slot {
     fn lock(&self) -> std::sync::RwLockWriteGuard<'_, Option<Arc<Database>>> {
@@ -486,11 +491,28 @@ impl Store {
     /// Opens (or creates) the database at `path`, upgrading an older schema, and starts the
     /// writer thread. Blocking.
     pub fn open(path: &Path, cache_bytes: usize) -> Result<Store> {
-        let (db, node_id, file) = guarded("opening", || schema::open(path, cache_bytes))?;
+        let owned = path.to_path_buf();
+        let opener = move || schema::open(&owned, cache_bytes).map(|(db, id, file)| (db, id, Some(file)));
+        Self::open_with(path, Box::new(opener))
+    }
+
+    /// Opens the database on a storage backend of the caller's (fault injection in tests);
+    /// `path` is where disk space is measured.
+    #[cfg(test)]
+    pub(crate) fn open_on<B: redb::StorageBackend>(
+        path: &Path,
+        backend: impl Fn() -> B + Send + Sync + 'static,
+    ) -> Result<Store> {
+        let opener = move || schema::open_backend(backend(), 1 << 20).map(|(db, id)| (db, id, None));
+        Self::open_with(path, Box::new(opener))
+    }
+
+    fn open_with(path: &Path, opener: Box<Opener>) -> Result<Store> {
+        let (db, node_id, file) = guarded("opening", &*opener)?;
         let slot = Arc::new(Slot {
             db: std::sync::RwLock::new(Some(Arc::new(db))),
             path: path.to_path_buf(),
-            cache_bytes,
+            opener,
         });
         let pins = Arc::new(Pins::default());
         let shared_with_writer = Arc::new(WriterShared {

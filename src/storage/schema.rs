@@ -36,16 +36,25 @@ pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<(Database, NodeId,
     file.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(|e| io_at(&format!("restricting {}", path.display()), e))?;
     let writeback = file.try_clone().map_err(|e| io_at("duplicating a file handle", e))?;
+    let (db, node_id) = open_backend(redb::backends::FileBackend::new(file)?, cache_bytes)?;
+    Ok((db, node_id, writeback))
+}
+
+/// Opens the database on `backend` (a file, or a test's faulty disk).
+pub(super) fn open_backend(
+    backend: impl redb::StorageBackend,
+    cache_bytes: usize,
+) -> Result<(Database, NodeId)> {
     let db = Builder::new()
         .set_cache_size(cache_bytes)
         .set_repair_callback(|session| {
             log::warn!("database was not closed cleanly; repairing ({:.0}%)", session.progress() * 100.0);
         })
-        .create_with_backend(redb::backends::FileBackend::new(file)?)?;
+        .create_with_backend(backend)?;
     // A current database opens without a write: a node reopening its database on a full disk
     // (after an I/O error) must not need space to do it.
     if let Some(node_id) = current(&db)? {
-        return Ok((db, node_id, writeback));
+        return Ok((db, node_id));
     }
     let txn = db.begin_write()?;
     let node_id;
@@ -97,7 +106,7 @@ pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<(Database, NodeId,
         txn.open_table(RECEIVED)?;
     }
     txn.commit()?;
-    Ok((db, node_id, writeback))
+    Ok((db, node_id))
 }
 
 /// The node id, when the database is at the current schema with every table there.

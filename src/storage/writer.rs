@@ -151,8 +151,9 @@ impl Op {
         }
     }
 
-    /// An outcome carrying only the reply, for an operation that was not applied.
-    fn outcome_of_failure(self) -> Outcome {
+    /// An outcome carrying only (a clone of) the reply, for answering an operation that was
+    /// not applied, or failed while being applied, with the batch's error.
+    fn outcome_of_failure(&self) -> Outcome {
         // Always replaced by the batch's error when answered.
         fn failed<T>() -> Result<T> {
             Err(StorageError::WriterGone)
@@ -160,14 +161,18 @@ impl Op {
         match self {
             Op::PutChunk { .. } | Op::PutReceived { .. } => Outcome::None,
             Op::Close { reply } | Op::PutChunksDurable { reply, .. } | Op::PutMeta { reply, .. } => {
-                Outcome::Unit(reply, failed())
+                Outcome::Unit(reply.clone(), failed())
             }
-            Op::CommitFile { reply, .. } => Outcome::Commit(reply, failed()),
-            Op::Delete { reply, .. } | Op::DropCorrupt { reply, .. } => Outcome::Bool(reply, failed()),
-            Op::Collect { reply } => Outcome::Gc(reply, failed()),
-            Op::ApplyNames { reply, .. } | Op::Confirm { reply, .. } => Outcome::Bools(reply, failed()),
-            Op::DropChunks { reply, .. } => Outcome::Count(reply, failed()),
-            Op::Compact { reply, .. } => Outcome::Compact(reply, failed()),
+            Op::CommitFile { reply, .. } => Outcome::Commit(reply.clone(), failed()),
+            Op::Delete { reply, .. } | Op::DropCorrupt { reply, .. } => {
+                Outcome::Bool(reply.clone(), failed())
+            }
+            Op::Collect { reply } => Outcome::Gc(reply.clone(), failed()),
+            Op::ApplyNames { reply, .. } | Op::Confirm { reply, .. } => {
+                Outcome::Bools(reply.clone(), failed())
+            }
+            Op::DropChunks { reply, .. } => Outcome::Count(reply.clone(), failed()),
+            Op::Compact { reply, .. } => Outcome::Compact(reply.clone(), failed()),
         }
     }
 }
@@ -208,7 +213,7 @@ enum Outcome {
 pub(crate) fn start(
     slot: Arc<Slot>,
     pins: Arc<Pins>,
-    file: std::fs::File,
+    file: Option<std::fs::File>,
     shared: Arc<WriterShared>,
 ) -> async_channel::Sender<Op> {
     let (tx, rx) = async_channel::bounded(QUEUE);
@@ -251,7 +256,7 @@ struct Writer {
     slot: Arc<Slot>,
     pins: Arc<Pins>,
     /// The database file, for starting writeback early.
-    file: std::fs::File,
+    file: Option<std::fs::File>,
     shared: Arc<WriterShared>,
     /// Chunks refused for want of space: a commit that needs one fails with no space too,
     /// rather than with a missing chunk. Cleared when the chunk is stored or the set grows.
@@ -346,8 +351,8 @@ impl Writer {
                     outcomes.into_iter().for_each(|o| o.answer(Some(&e)));
                 }
             }
-            if !durable {
-                start_writeback(&self.file);
+            if let (false, Some(file)) = (durable, &self.file) {
+                start_writeback(file);
             }
         }
         drop(db);
@@ -408,7 +413,7 @@ impl Writer {
             drop(old);
         }
         for attempt in 0..5u32 {
-            match guarded("reopening", || schema::open(&self.slot.path, self.slot.cache_bytes)) {
+            match guarded("reopening", &*self.slot.opener) {
                 Ok((db, _, file)) => {
                     let db = Arc::new(db);
                     *self.slot.lock() = Some(db.clone());
@@ -518,14 +523,22 @@ fn apply_batch(
         let mut t = Tables::open(&txn)?;
         t.grace_ms = grace_ms;
         for op in ops.by_ref() {
-            outcomes.push(t.apply(op, pins, refused)?);
+            // The reply of an operation that fails midway gets the error too.
+            let if_failed = op.outcome_of_failure();
+            match t.apply(op, pins, refused) {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(e) => {
+                    outcomes.push(if_failed);
+                    return Err(e);
+                }
+            }
         }
         t.save_stats()?;
         done = (t.freed, std::mem::take(&mut t.refused_now_stored));
         Ok(())
     })();
     // Operations not reached are answered with the batch's error too.
-    outcomes.extend(ops.map(Op::outcome_of_failure));
+    outcomes.extend(ops.map(|op| op.outcome_of_failure()));
     applied?;
     txn.commit()?;
     for id in &done.1 {
