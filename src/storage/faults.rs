@@ -320,3 +320,77 @@ fn a_panic_in_the_database_becomes_a_damaged_data_error() {
     assert!(matches!(&e, StorageError::Corrupt(m) if m.contains("index out of bounds")), "{e:?}");
     assert!(e.to_string().starts_with("damaged data: reading chunk x"), "{e}");
 }
+
+/// Measures how the database file grows under churn (uploads, deletes, collection), without
+/// compaction (or with it, when `CHURN_COMPACT` is set). Run by hand:
+/// `cargo test --lib churn -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn churn_file_growth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("db.redb");
+    let store = Store::open(&path, 1 << 20).unwrap();
+    let rounds: u64 = std::env::var("CHURN_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    // Readers all along, as downloads and anti-entropy are: each read is short.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let ids = store.chunk_ids_after_blocking(None, 4).unwrap_or_default();
+                    for id in ids {
+                        let _ = store.chunk_blocking(id);
+                    }
+                }
+            })
+        })
+        .collect();
+    runtime::block_on(async {
+        for round in 0..rounds {
+            // Four live files at a time of 12 chunks each (~1 MiB chunks as uploads make them).
+            let mut chunks = Vec::new();
+            for c in 0..12u64 {
+                let bytes = vec![(round * 13 + c) as u8; 1_000_000 + (c as usize * 7919) % 48_000];
+                let id = ChunkId::of(&[bytes.as_slice(), &round.to_le_bytes()].concat());
+                store.put_chunk(id, bytes.clone().into()).await.unwrap();
+                chunks.push(ChunkRef { id, len: bytes.len() as u32 });
+            }
+            let size = chunks.iter().map(|c| u64::from(c.len)).sum();
+            let manifest = Manifest {
+                id: FileId::from_bytes(*ChunkId::of(&round.to_le_bytes()).as_bytes()),
+                size,
+                chunker: 1,
+                chunks,
+                created_ms: 1,
+            };
+            let name = FileName::new(format!("f{}", round % 4)).unwrap();
+            store
+                .commit_file(manifest.clone(), name, record(Some(&manifest), round + 2), Vec::new(), true)
+                .await
+                .unwrap();
+            store.collect_garbage().await.unwrap();
+            if std::env::var_os("CHURN_COMPACT").is_some() {
+                let started = std::time::Instant::now();
+                if let Some(shrunk) = store.compact_if_worthwhile().await.unwrap() {
+                    eprintln!(
+                        "round {round}: compaction returned {} MiB in {:?}",
+                        shrunk >> 20,
+                        started.elapsed()
+                    );
+                }
+            }
+            if round % 20 == 19 {
+                let stats = store.stats().await.unwrap();
+                eprintln!(
+                    "round {round}: file {} MiB, stored {} MiB",
+                    std::fs::metadata(&path).unwrap().len() >> 20,
+                    stats.stored_bytes >> 20
+                );
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        store.close().await.unwrap();
+    });
+    readers.into_iter().for_each(|r| r.join().unwrap());
+}

@@ -382,7 +382,8 @@ struct Shared {
 
 /// The open database. The writer swaps it: it takes it out to reopen the file after an I/O
 /// failure (readers get [`StorageError::Recovering`] meanwhile) and holds the lock while it
-/// compacts (readers wait). Readers hold a clone only for one read.
+/// compacts (readers wait). Readers hold a clone only for one read, and for as long as its
+/// read transaction lives: the writer counts clones to know that no transaction is open.
 pub(crate) struct Slot {
     db: std::sync::RwLock<Option<Arc<Database>>>,
     path: std::path::PathBuf,
@@ -694,7 +695,8 @@ impl Store {
     /// Sealed bytes of a chunk. Blocking: call from a blocking thread.
     pub fn chunk_blocking(&self, id: ChunkId) -> Result<Option<Vec<u8>>> {
         guarded(&format!("reading chunk {id}"), || {
-            let txn = self.db()?.begin_read()?;
+            let db = self.db()?;
+            let txn = db.begin_read()?;
             read_sealed(&txn.open_table(CHUNKS)?, &id)
         })
     }
@@ -706,7 +708,8 @@ impl Store {
     }
 
     fn chunk_ids_after_unguarded(&self, after: Option<ChunkId>, limit: usize) -> Result<Vec<ChunkId>> {
-        let txn = self.db()?.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let index = txn.open_table(CHUNK_INDEX)?;
         let mut range = match after {
             Some(id) => {
@@ -892,7 +895,8 @@ impl Store {
     }
 
     fn max_stamp_unguarded(&self) -> Result<Option<Stamp>> {
-        let txn = self.db()?.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let names = txn.open_table(NAMES)?;
         let mut max: Option<Stamp> = None;
         for item in names.iter()? {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 
 use super::records::{ManifestRecordV1, NameRecordV3, StampV1, decode, encode};
 use super::{
@@ -267,10 +267,9 @@ struct Writer {
 const READERS_WAIT: Duration = Duration::from_secs(30);
 /// How long a compaction waits for reads in flight, while new ones wait for it.
 const COMPACT_READERS_WAIT: Duration = Duration::from_secs(5);
-/// Compact once a quarter of the file was freed since the last compaction, and at least this
-/// much: each compaction costs about the file's size, so this keeps its cost a fraction of the
-/// churn's.
-const COMPACT_AFTER: u64 = 4 << 20;
+/// Compact once half of the file is free, and at least this much: each compaction costs
+/// about the file's size and holds reads meanwhile.
+const COMPACT_AFTER: u64 = 16 << 20;
 
 impl Writer {
     fn db(&self) -> Option<Arc<Database>> {
@@ -431,15 +430,27 @@ impl Writer {
         None
     }
 
-    /// Compacts the file when `force`, or when enough was freed since the last compaction, or
-    /// the disk is below its reserve and anything was. Reads wait for it (they take the slot's
-    /// lock), so the collector asks for it after a pass, not in the middle of traffic.
+    /// Compacts the file when `force`, or when about half of it is free (estimated from the
+    /// stored bytes), or when the disk is below its reserve and anything was freed. Pages freed
+    /// by deletes are reused by later writes anyway; compaction is for giving space back, and
+    /// compacting at every quarter freed made a churning file shrink and grow again (measured:
+    /// 48 ↔ 96 MiB every three rounds). Reads wait for it (they take the slot's lock), so the
+    /// collector asks for it after a pass, not in the middle of traffic.
     fn compact(&mut self, force: bool) -> Result<Option<u64>> {
         let freed = self.shared.freed_since_compact.load(Ordering::SeqCst);
         let size = || std::fs::metadata(&self.slot.path).map_or(0, |m| m.len());
         let before = size();
         let low = check_space(&self.slot.path, &self.shared, 0).is_err();
-        let worthwhile = (freed >= COMPACT_AFTER && freed >= before / 4) || (low && freed > 0);
+        let used = match self.db() {
+            Some(db) => guarded("reading the stats", || {
+                let txn = db.begin_read()?;
+                schema::read_stats(&txn.open_table(META)?)
+            })
+            .map(|stats| super::used_estimate(&stats))?,
+            None => return Err(StorageError::Recovering("the database is reopening".into())),
+        };
+        let free = before.saturating_sub(used);
+        let worthwhile = (free >= COMPACT_AFTER && free >= before / 2) || (low && freed > 0);
         if !force && !worthwhile {
             return Ok(None);
         }
