@@ -27,7 +27,17 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a node (the default when no command is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Compact the database of a stopped node, returning the space deleted content left in
+    /// its file to the disk.
+    Compact(CompactArgs),
+}
+
+#[derive(ClapArgs, Debug, Clone)]
+pub struct CompactArgs {
+    /// The node's data directory (the node must not be running on it).
+    #[arg(long, env = "DISTSTORE_DATA_DIR", value_name = "DIR", default_value = "./diststore-data")]
+    pub data_dir: PathBuf,
 }
 
 #[derive(ClapArgs, Debug, Clone)]
@@ -64,6 +74,12 @@ pub struct ServeArgs {
     /// from other holders.
     #[arg(long, env = "DISTSTORE_SCRUB_RATE", value_name = "SIZE", default_value = "32MiB", value_parser = parse_size)]
     pub scrub_rate: u64,
+
+    /// Free disk space kept in reserve, e.g. 256MiB; 0 keeps none. Uploads get 507 while the
+    /// data disk has less free, so deletes, the collector and recovery from a full disk always
+    /// have room.
+    #[arg(long, env = "DISTSTORE_DISK_RESERVE", value_name = "SIZE", default_value = "128MiB", value_parser = parse_size)]
+    pub disk_reserve: u64,
 
     /// Bearer token required on /api and /metrics. Required when listening on a non-loopback
     /// address, unless --open-api is given.
@@ -200,6 +216,7 @@ pub struct Config {
     pub max_upload_bytes: u64,
     pub cache_bytes: usize,
     pub scrub_rate: u64,
+    pub disk_reserve: u64,
     pub api_token: Option<String>,
     pub advertise: Option<String>,
     pub allowed_hosts: Vec<String>,
@@ -405,6 +422,7 @@ impl ServeArgs {
             max_upload_bytes: self.max_upload_size,
             cache_bytes: usize::try_from(self.cache_size).unwrap_or(usize::MAX),
             scrub_rate: self.scrub_rate,
+            disk_reserve: self.disk_reserve,
             api_token: self.api_token,
             io_threads,
         })

@@ -30,11 +30,18 @@ fn main() -> anyhow::Result<()> {
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    diststore::logging::start(log::LevelFilter::Info);
     let args = match cli.command {
-        Some(Command::Serve(args)) => args,
+        Some(Command::Serve(args)) => *args,
+        Some(Command::Compact(args)) => {
+            let path = args.data_dir.join(DB_FILE);
+            let (before, after) =
+                Store::compact_offline(&path).with_context(|| format!("compacting {}", path.display()))?;
+            println!("compacted {}: {before} -> {after} bytes", path.display());
+            return Ok(());
+        }
         None => cli.serve,
     };
-    diststore::logging::start(log::LevelFilter::Info);
     let config = args.validate()?;
     runtime::configure(config.io_threads);
 
@@ -54,6 +61,7 @@ fn run() -> anyhow::Result<()> {
     runtime::block_on(node::check_data_key(&store, &keys))
         .with_context(|| format!("opening database {}", db_path.display()))?;
     store.set_received_grace(config.received_grace);
+    store.set_disk_reserve(config.disk_reserve);
     let node_config = NodeConfig {
         max_upload_bytes: config.max_upload_bytes,
         scrub_rate: config.scrub_rate,

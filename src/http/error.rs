@@ -23,6 +23,8 @@ pub enum ApiError {
     RangeNotSatisfiable { size: u64 },
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -37,6 +39,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PayloadTooLarge,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RequestedRangeNotSatisfiable,
             ApiError::Unavailable(_) => StatusCode::ServiceUnavailable,
+            ApiError::InsufficientStorage(_) => StatusCode::InsufficientStorage,
             ApiError::Internal(_) => StatusCode::InternalServerError,
         }
     }
@@ -87,7 +90,13 @@ impl From<NodeError> for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
-        ApiError::Internal(e.to_string())
+        match e {
+            StorageError::NoSpace(_) => ApiError::InsufficientStorage(e.to_string()),
+            StorageError::Recovering(_) | StorageError::Closed | StorageError::WriterGone => {
+                ApiError::Unavailable(e.to_string())
+            }
+            _ => ApiError::Internal(e.to_string()),
+        }
     }
 }
 

@@ -206,9 +206,10 @@ async fn refuse(mut stream: runtime::net::TcpStream, status: &str, message: &str
     let _ = runtime::timeout(REFUSE_FOR, answer).await;
 }
 
-/// `200 ok`, or `503` naming what stopped: the storage writer or a background loop.
+/// `200 ok`, or `503` naming what is wrong: the storage writer stopped or is reopening the
+/// database, the disk is below its reserve, or a background loop stopped.
 async fn health(req: Req) -> tide::Result<Response> {
-    let problems = req.state().node.problems();
+    let problems = req.state().node.problems().await;
     if problems.is_empty() {
         return Ok(Response::builder(StatusCode::Ok).body("ok\n").build());
     }

@@ -46,7 +46,13 @@ async fn status_json(state: &State) -> Result<serde_json::Value, ApiError> {
         "unique_bytes": s.stats.unique_bytes,
         "stored_bytes": s.stats.stored_bytes,
         "chunks": s.stats.chunks,
-        "db_file_bytes": s.db_file_bytes,
+        "db_file_bytes": s.space.db_file_bytes,
+        "db_used_bytes": s.space.db_used_bytes,
+        "db_free_bytes": s.space.db_free_bytes,
+        "disk_free_bytes": s.space.disk.free,
+        "disk_total_bytes": s.space.disk.total,
+        "disk_reserve_bytes": s.space.reserve_bytes,
+        "compactions": s.space.compactions,
         "dedup_ratio": dedup_ratio,
         "max_upload_bytes": s.max_upload_bytes,
         "auth_required": state.api_token.is_some(),
@@ -64,6 +70,7 @@ async fn status_json(state: &State) -> Result<serde_json::Value, ApiError> {
             "passes": s.scrub.passes,
             "checked": s.scrub.checked,
             "corrupt": s.scrub.corrupt,
+            "errors": s.scrub.errors,
         },
         "gc": {
             "passes": s.gc.passes,
@@ -95,7 +102,33 @@ pub async fn metrics(req: Req) -> Result<Response, ApiError> {
     );
     metric("gauge", "diststore_stored_bytes", "Ciphertext bytes of stored chunks.", s.stats.stored_bytes);
     metric("gauge", "diststore_chunks", "Stored chunks.", s.stats.chunks);
-    metric("gauge", "diststore_db_file_bytes", "Size of the database file.", s.db_file_bytes);
+    metric("gauge", "diststore_db_file_bytes", "Size of the database file.", s.space.db_file_bytes);
+    metric(
+        "gauge",
+        "diststore_db_used_bytes",
+        "Estimated bytes of the database file in use.",
+        s.space.db_used_bytes,
+    );
+    metric(
+        "gauge",
+        "diststore_db_free_bytes",
+        "Estimated free bytes inside the database file (reused by writes, returned by compaction).",
+        s.space.db_free_bytes,
+    );
+    metric("gauge", "diststore_disk_free_bytes", "Free bytes on the data disk.", s.space.disk.free);
+    metric("gauge", "diststore_disk_total_bytes", "Size of the data disk.", s.space.disk.total);
+    metric(
+        "gauge",
+        "diststore_disk_reserve_bytes",
+        "Free disk space kept for deletes and the collector; uploads are refused below it.",
+        s.space.reserve_bytes,
+    );
+    metric(
+        "counter",
+        "diststore_compactions_total",
+        "Database compactions since start.",
+        s.space.compactions,
+    );
     metric("gauge", "diststore_uptime_seconds", "Seconds since the node started.", s.uptime_secs);
     metric(
         "counter",
@@ -108,6 +141,12 @@ pub async fn metrics(req: Req) -> Result<Response, ApiError> {
         "diststore_scrub_corrupt_chunks_total",
         "Damaged chunk copies the scrub dropped since start.",
         s.scrub.corrupt,
+    );
+    metric(
+        "counter",
+        "diststore_scrub_errors_total",
+        "Chunks the scrub could not read or drop, and passes it had to stop, since start.",
+        s.scrub.errors,
     );
     metric("counter", "diststore_gc_passes_total", "Collector passes since start.", s.gc.passes);
     metric(

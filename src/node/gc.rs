@@ -54,6 +54,14 @@ impl Collector {
                 report.bytes
             );
         }
+        // Freed pages are reused by later writes; once enough piled up (or the disk is below
+        // its reserve), compaction gives them back to the disk. Reads wait while it runs, so
+        // it comes right after a pass, which follows deletes rather than uploads.
+        match self.store.compact_if_worthwhile().await {
+            Ok(Some(shrunk)) => log::info!("gc: compaction returned {shrunk} bytes to the disk"),
+            Ok(None) => {}
+            Err(e) => log::error!("gc: compacting the database failed: {e}"),
+        }
         Ok(report)
     }
 

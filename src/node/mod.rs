@@ -22,7 +22,7 @@ use crate::crypto::{CryptoError, Keys};
 pub use crate::events::{Event, Events};
 use crate::health::Health;
 use crate::runtime;
-use crate::storage::{ListPage, ListQuery, NameRecord, Stats, StorageError, Store};
+use crate::storage::{ListPage, ListQuery, NameRecord, SpaceReport, Stats, StorageError, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -151,7 +151,8 @@ pub struct Status {
     pub url: String,
     pub uptime_secs: u64,
     pub stats: Stats,
-    pub db_file_bytes: u64,
+    /// The database file and the disk it is on.
+    pub space: SpaceReport,
     pub max_upload_bytes: u64,
     pub replication: usize,
     pub peers: Vec<PeerView>,
@@ -211,10 +212,12 @@ impl Node {
         self.health.running(name)
     }
 
-    /// What keeps this node from working, if anything: a stopped storage writer or a
-    /// background loop that ended.
-    pub fn problems(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.store.writer_failure().into_iter().map(String::from).collect();
+    /// What keeps this node from working, if anything: a stopped storage writer, a database
+    /// being reopened after a failure, a disk below its reserve, or a background loop that
+    /// ended.
+    pub async fn problems(&self) -> Vec<String> {
+        let store = self.store.clone();
+        let mut out = runtime::blocking(move || store.problems_blocking()).await;
         out.extend(self.health.stopped().into_iter().map(|name| format!("the {name} loop has stopped")));
         out
     }
@@ -266,6 +269,9 @@ impl Node {
         })?;
         self.cluster.wait_settled().await;
         self.cluster.check_writable()?;
+        // A disk below its reserve refuses the upload before its body is read, not after.
+        let store = self.store.clone();
+        runtime::blocking(move || store.space_for(0)).await?;
         Ok(Upload::new(
             self.store.clone(),
             self.keys.clone(),
@@ -394,7 +400,7 @@ impl Node {
             url: self.cluster.url(),
             uptime_secs: self.started.elapsed().as_secs(),
             stats: self.store.stats().await?,
-            db_file_bytes: self.store.file_bytes().await,
+            space: self.store.space().await?,
             max_upload_bytes: self.config.max_upload_bytes,
             replication: self.cluster.replication(),
             peers: self.cluster.peers(),

@@ -34,6 +34,9 @@ pub struct ScrubReport {
     pub checked: u64,
     /// Chunks found damaged (and their local copies dropped) since start.
     pub corrupt: u64,
+    /// Failures met since start: chunks that could not be read or dropped (a damaged database
+    /// page, a failing disk) and passes that stopped early. Each is logged; the scrub goes on.
+    pub errors: u64,
 }
 
 pub struct Scrubber {
@@ -50,6 +53,8 @@ struct Batch {
     checked: u64,
     bytes: usize,
     damaged: Vec<Damaged>,
+    /// Chunks that could not be read, for a reason other than damage to the chunk.
+    errors: u64,
 }
 
 /// A chunk that failed verification.
@@ -63,7 +68,7 @@ struct Damaged {
 /// Blocking: reads and verifies the next [`BATCH`] chunks after `after`.
 fn check_batch(store: &Store, keys: &Keys, after: Option<ChunkId>) -> Result<Batch, StorageError> {
     let ids = store.chunk_ids_after_blocking(after, BATCH)?;
-    let mut batch = Batch { last: ids.last().copied(), checked: 0, bytes: 0, damaged: Vec::new() };
+    let mut batch = Batch { last: ids.last().copied(), checked: 0, bytes: 0, damaged: Vec::new(), errors: 0 };
     for id in ids {
         match store.chunk_blocking(id) {
             Ok(Some(sealed)) => {
@@ -78,6 +83,7 @@ fn check_batch(store: &Store, keys: &Keys, after: Option<ChunkId>) -> Result<Bat
             // Not this chunk's fault (a failing read): the walk goes on, the copy stays.
             Err(e) => {
                 log::warn!("scrub: reading chunk {id} failed: {e}");
+                batch.errors += 1;
                 continue;
             }
         }
@@ -117,15 +123,29 @@ impl Scrubber {
                 )));
             }
             for Damaged { id, found, why } in batch.damaged {
-                if self.store.drop_corrupt_chunk(id, found).await? {
-                    log::error!(
-                        "scrub: chunk {id} failed verification ({why}); dropped this node's copy, \
-                         which repair fetches again from another holder if there is one"
-                    );
-                    self.count(|r| r.corrupt += 1);
+                match self.store.drop_corrupt_chunk(id, found).await {
+                    Ok(true) => {
+                        log::error!(
+                            "scrub: chunk {id} failed verification ({why}); dropped this node's \
+                             copy, which repair fetches again from another holder if there is one"
+                        );
+                        self.count(|r| r.corrupt += 1);
+                    }
+                    Ok(false) => {}
+                    // A damaged database page under the chunk fails its removal too: reported,
+                    // and the walk goes on to the chunks after it.
+                    Err(e) => {
+                        log::error!(
+                            "scrub: chunk {id} failed verification ({why}) and dropping it failed: {e}"
+                        );
+                        self.count(|r| r.errors += 1);
+                    }
                 }
             }
-            self.count(|r| r.checked += batch.checked);
+            self.count(|r| {
+                r.checked += batch.checked;
+                r.errors += batch.errors;
+            });
             let Some(last) = batch.last else { break };
             after = Some(last);
             // At most `rate` bytes a second (0: as fast as it goes): a pass over a large store
@@ -142,9 +162,11 @@ impl Scrubber {
     }
 
     /// A pass at start, then one a day (an hour after a pass that failed), until `shutdown`
-    /// closes. Does nothing at rate 0.
+    /// closes. At rate 0 it only waits for `shutdown`.
     pub async fn run(&self, shutdown: async_channel::Receiver<()>) {
         if self.rate == 0 {
+            // Off, not stopped: a loop that returns early reads as a failure on /health.
+            shutdown.recv().await.ok();
             return;
         }
         // `None` once `shutdown` closes.
@@ -158,6 +180,7 @@ impl Scrubber {
                     Ok(()) => Some(PERIOD),
                     Err(e) => {
                         log::error!("scrub pass stopped: {e}");
+                        self.count(|r| r.errors += 1);
                         Some(RETRY)
                     }
                 }

@@ -4,9 +4,22 @@ use s3s::{S3Error, S3ErrorCode};
 
 use crate::cluster::ClusterError;
 use crate::node::NodeError;
+use crate::storage::StorageError;
 
 pub(crate) fn s3_error(e: NodeError) -> S3Error {
     let (code, message) = match &e {
+        // S3 has no code for a full disk; MinIO's name and 507, as clients of it know them.
+        NodeError::Storage(StorageError::NoSpace(_))
+        | NodeError::Cluster(ClusterError::Storage(StorageError::NoSpace(_))) => {
+            let mut err =
+                S3Error::with_message(S3ErrorCode::Custom("XMinioStorageFull".into()), e.to_string());
+            err.set_status_code(http::StatusCode::INSUFFICIENT_STORAGE);
+            return err;
+        }
+        NodeError::Storage(StorageError::Recovering(_) | StorageError::Closed | StorageError::WriterGone)
+        | NodeError::Cluster(ClusterError::Storage(
+            StorageError::Recovering(_) | StorageError::Closed | StorageError::WriterGone,
+        )) => (S3ErrorCode::ServiceUnavailable, e.to_string()),
         NodeError::NotFound => (S3ErrorCode::NoSuchKey, "The specified key does not exist.".to_owned()),
         NodeError::BadName(e) => (S3ErrorCode::KeyTooLongError, format!("invalid key: {e}")),
         NodeError::TooLarge { .. } => (S3ErrorCode::EntityTooLarge, e.to_string()),

@@ -4,6 +4,8 @@
 //! writer thread ([`writer`]) that batches queued operations into a single transaction and a
 //! single fsync, so many small uploads share a commit.
 
+#[cfg(test)]
+mod faults;
 pub mod records;
 mod schema;
 mod writer;
@@ -87,12 +89,28 @@ pub const HIDDEN_PREFIX: &str = ".diststore/";
 /// Manifests whose last name went away, for the collector.
 pub(crate) const GC_FILES: TableDefinition<[u8; 32], ()> = TableDefinition::new("gc_files_v1");
 
+/// What went wrong in storage, as callers branch on it: `http::error` maps each kind to a
+/// status once (no space 507, damage 500, recovering 503).
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("database error: {0}")]
-    Db(#[from] redb::Error),
-    #[error("stored data is corrupt: {0}")]
+    /// The disk refused a read or write; carries the OS error.
+    #[error("disk I/O failed: {0}")]
+    Io(std::io::Error),
+    /// The data disk is full, or below the space kept in reserve for deletes and the collector.
+    #[error("no space left for data: {0}")]
+    NoSpace(String),
+    /// Bytes on disk are not what was written: what was met, and where.
+    #[error("damaged data: {0}")]
     Corrupt(String),
+    /// The database failed and is being reopened; the operation can be retried shortly.
+    #[error("the database is recovering from an earlier failure ({0}); try again shortly")]
+    Recovering(String),
+    /// The store was closed (the node is shutting down).
+    #[error("the database is closed")]
+    Closed,
+    /// Anything else the database reports (a bug rather than the disk's doing).
+    #[error("database error: {0}")]
+    Db(String),
     #[error(
         "the database was written by a newer DistStore (schema {found}, this build reads up to {supported}); upgrade the binary"
     )]
@@ -103,11 +121,66 @@ pub enum StorageError {
     WriterGone,
 }
 
+impl StorageError {
+    /// Whether the database handle is spent after this error and must be reopened: redb
+    /// latches every I/O failure and then fails every later call, reads included.
+    pub(crate) fn needs_reopen(&self) -> bool {
+        matches!(self, StorageError::Io(_) | StorageError::NoSpace(_) | StorageError::Recovering(_))
+    }
+
+    /// The same error again, for answering every operation of a failed batch with it.
+    pub(crate) fn duplicate(&self) -> StorageError {
+        match self {
+            StorageError::Io(e) => StorageError::Io(match e.raw_os_error() {
+                Some(code) => std::io::Error::from_raw_os_error(code),
+                None => std::io::Error::new(e.kind(), e.to_string()),
+            }),
+            StorageError::NoSpace(m) => StorageError::NoSpace(m.clone()),
+            StorageError::Corrupt(m) => StorageError::Corrupt(m.clone()),
+            StorageError::Recovering(m) => StorageError::Recovering(m.clone()),
+            StorageError::Closed => StorageError::Closed,
+            StorageError::Db(m) => StorageError::Db(m.clone()),
+            StorageError::NewerSchema { found, supported } => {
+                StorageError::NewerSchema { found: *found, supported: *supported }
+            }
+            StorageError::MissingChunk(id) => StorageError::MissingChunk(*id),
+            StorageError::WriterGone => StorageError::WriterGone,
+        }
+    }
+
+    /// An I/O error, as no space when the disk is full.
+    pub(crate) fn io(e: std::io::Error) -> StorageError {
+        if is_no_space(&e) { StorageError::NoSpace(e.to_string()) } else { StorageError::Io(e) }
+    }
+}
+
+fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        || matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+}
+
+impl From<redb::Error> for StorageError {
+    fn from(e: redb::Error) -> Self {
+        match e {
+            redb::Error::Io(e) => StorageError::io(e),
+            redb::Error::Corrupted(m) => StorageError::Corrupt(format!("the database file: {m}")),
+            redb::Error::PreviousIo => {
+                StorageError::Recovering("an earlier disk I/O error stopped the database".into())
+            }
+            redb::Error::LockPoisoned(at) => {
+                StorageError::Recovering(format!("the database failed inside ({at})"))
+            }
+            redb::Error::DatabaseClosed => StorageError::Closed,
+            other => StorageError::Db(other.to_string()),
+        }
+    }
+}
+
 macro_rules! redb_from {
     ($($t:ty),*) => {$(
         impl From<$t> for StorageError {
             fn from(e: $t) -> Self {
-                StorageError::Db(e.into())
+                redb::Error::from(e).into()
             }
         }
     )*};
@@ -118,8 +191,26 @@ redb_from!(
     redb::TableError,
     redb::CommitError,
     redb::DatabaseError,
-    redb::SetDurabilityError
+    redb::SetDurabilityError,
+    redb::CompactionError
 );
+
+/// Runs `f`, turning a panic into an error. redb asserts on what it reads from disk (debug
+/// builds panic on a damaged page, and some checks panic in any build): a damaged page must
+/// fail the request that met it, not kill its thread or hang whoever waits on that thread.
+pub(crate) fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(StorageError::Corrupt(format!("{what}: the database failed on a damaged page ({msg})")))
+        }
+    }
+}
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
@@ -281,23 +372,114 @@ pub struct GcReport {
 }
 
 struct Shared {
-    /// `None` once closed. Readers hold a clone only for one read.
-    db: std::sync::RwLock<Option<Arc<Database>>>,
+    slot: Arc<Slot>,
     ops: async_channel::Sender<Op>,
     pins: Arc<Pins>,
     node_id: NodeId,
-    path: std::path::PathBuf,
     /// Shared with the writer thread.
     writer: Arc<WriterShared>,
+}
+
+/// The open database. The writer swaps it: it takes it out to reopen the file after an I/O
+/// failure (readers get [`StorageError::Recovering`] meanwhile) and holds the lock while it
+/// compacts (readers wait). Readers hold a clone only for one read, and for as long as its
+/// read transaction lives: the writer counts clones to know that no transaction is open.
+pub(crate) struct Slot {
+    db: std::sync::RwLock<Option<Arc<Database>>>,
+    path: std::path::PathBuf,
+    /// Opens the database again (with a file handle for early writeback, when on a file).
+    opener: Box<Opener>,
+}
+
+pub(crate) type Opener = dyn Fn() -> Result<(Database, NodeId, Option<std::fs::File>)> + Send + Sync;
+
+impl Slot {
+    fn lock(&self) -> std::sync::RwLockWriteGuard<'_, Option<Arc<Database>>> {
+        self.db.write().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// What the writer thread and the store's handles share.
 pub(crate) struct WriterShared {
     /// Milliseconds the collector spares confirmed chunks awaiting their manifest.
     received_grace_ms: AtomicU64,
+    /// Bytes of free disk space kept for deletes, the collector and recovery: writes that add
+    /// data are refused below it (0: no reserve).
+    reserve_bytes: AtomicU64,
     /// Set by the writer thread when it ends; `closing` says whether that was asked for.
     stopped: AtomicBool,
     closing: AtomicBool,
+    /// Why the database is being reopened, while it is.
+    recovering: Mutex<Option<String>>,
+    /// The error of the last failed batch, for a caller whose operation was lost with it.
+    last_failure: Mutex<Option<String>>,
+    /// Chunk bytes removed since the database file was last compacted.
+    freed_since_compact: AtomicU64,
+    /// Compactions done since start.
+    compactions: AtomicU64,
+}
+
+impl WriterShared {
+    pub(crate) fn set_recovering(&self, why: Option<String>) {
+        *self.recovering.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    fn recovering(&self) -> Option<String> {
+        self.recovering.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set_last_failure(&self, e: &StorageError) {
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+}
+
+/// Space on the file system holding the database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskSpace {
+    /// Bytes an unprivileged writer may still use.
+    pub free: u64,
+    pub total: u64,
+}
+
+/// `statvfs` of the directory holding `path`.
+pub(crate) fn disk_space(path: &Path) -> std::io::Result<DiskSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a NUL in the data path"))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid C string and `st` a buffer statvfs fills when it returns 0.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    let frsize = st.f_frsize;
+    Ok(DiskSpace { free: st.f_bavail.saturating_mul(frsize), total: st.f_blocks.saturating_mul(frsize) })
+}
+
+/// Space figures for the status page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpaceReport {
+    /// Size of the database file.
+    pub db_file_bytes: u64,
+    /// Estimate of the file's bytes in use: sealed chunk bytes rounded up to the pages redb
+    /// stores them in, plus the other tables' share (see [`used_estimate`]).
+    pub db_used_bytes: u64,
+    /// The rest of the file: free pages, reused by later writes or returned by compaction.
+    pub db_free_bytes: u64,
+    pub disk: DiskSpace,
+    /// Free disk space kept in reserve (uploads are refused below it).
+    pub reserve_bytes: u64,
+    pub compactions: u64,
+}
+
+/// Estimated bytes of the database file in use. A chunk of `n` sealed bytes is stored as full
+/// 262,000-byte segments in 256 KiB pages and one last segment in a page of the next power of
+/// two; on average that is about 1.13× the sealed bytes. The small tables add a few pages per
+/// chunk (index, references) and per file.
+pub fn used_estimate(stats: &Stats) -> u64 {
+    stats.stored_bytes + stats.stored_bytes / 8 + stats.chunks * 512 + stats.files * 1024 + (1 << 20)
 }
 
 /// Handle to the store; cheap to clone.
@@ -310,29 +492,68 @@ impl Store {
     /// Opens (or creates) the database at `path`, upgrading an older schema, and starts the
     /// writer thread. Blocking.
     pub fn open(path: &Path, cache_bytes: usize) -> Result<Store> {
-        let (db, node_id, file) = schema::open(path, cache_bytes)?;
-        let db = Arc::new(db);
+        let owned = path.to_path_buf();
+        let opener = move || schema::open(&owned, cache_bytes).map(|(db, id, file)| (db, id, Some(file)));
+        Self::open_with(path, Box::new(opener))
+    }
+
+    /// Opens the database on a storage backend of the caller's (fault injection in tests);
+    /// `path` is where disk space is measured.
+    #[cfg(test)]
+    pub(crate) fn open_on<B: redb::StorageBackend>(
+        path: &Path,
+        backend: impl Fn() -> B + Send + Sync + 'static,
+    ) -> Result<Store> {
+        let opener = move || schema::open_backend(backend(), 1 << 20).map(|(db, id)| (db, id, None));
+        Self::open_with(path, Box::new(opener))
+    }
+
+    fn open_with(path: &Path, opener: Box<Opener>) -> Result<Store> {
+        let (db, node_id, file) = guarded("opening", &*opener)?;
+        let slot = Arc::new(Slot {
+            db: std::sync::RwLock::new(Some(Arc::new(db))),
+            path: path.to_path_buf(),
+            opener,
+        });
         let pins = Arc::new(Pins::default());
         let shared_with_writer = Arc::new(WriterShared {
             received_grace_ms: AtomicU64::new(RECEIVED_GRACE.as_millis() as u64),
+            reserve_bytes: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            recovering: Mutex::new(None),
+            last_failure: Mutex::new(None),
+            freed_since_compact: AtomicU64::new(0),
+            compactions: AtomicU64::new(0),
         });
-        let ops = writer::start(db.clone(), pins.clone(), file, shared_with_writer.clone());
-        let shared = Shared {
-            db: std::sync::RwLock::new(Some(db)),
-            ops,
-            pins,
-            node_id,
-            path: path.to_path_buf(),
-            writer: shared_with_writer,
-        };
+        let ops = writer::start(slot.clone(), pins.clone(), file, shared_with_writer.clone());
+        let shared = Shared { slot, ops, pins, node_id, writer: shared_with_writer };
         Ok(Store { shared: Arc::new(shared) })
     }
 
+    /// Compacts the database file at `path` while no node runs on it, returning its size
+    /// before and after. Blocking.
+    pub fn compact_offline(path: &Path) -> Result<(u64, u64)> {
+        let size = || std::fs::metadata(path).map(|m| m.len()).map_err(StorageError::io);
+        let before = size()?;
+        guarded("compacting", || {
+            let mut db = redb::Builder::new().open(path)?;
+            while db.compact()? {}
+            Ok(())
+        })?;
+        Ok((before, size()?))
+    }
+
+    /// The open database. Blocking while the writer compacts: call from a blocking thread.
     fn db(&self) -> Result<Arc<Database>> {
-        let db = self.shared.db.read().unwrap_or_else(|p| p.into_inner());
-        db.clone().ok_or(StorageError::WriterGone)
+        let db = self.shared.slot.db.read().unwrap_or_else(|p| p.into_inner());
+        match &*db {
+            Some(db) => Ok(db.clone()),
+            None if self.shared.writer.closing.load(Ordering::SeqCst) => Err(StorageError::Closed),
+            None => Err(StorageError::Recovering(
+                self.shared.writer.recovering().unwrap_or_else(|| "the database is reopening".into()),
+            )),
+        }
     }
 
     /// Finishes queued writes and closes the database cleanly, so the next start needs no
@@ -340,7 +561,7 @@ impl Store {
     pub async fn close(&self) -> Result<()> {
         self.shared.writer.closing.store(true, Ordering::SeqCst);
         self.submit(|reply| Op::Close { reply }).await?;
-        let Some(db) = self.shared.db.write().unwrap_or_else(|p| p.into_inner()).take() else {
+        let Some(db) = self.shared.slot.lock().take() else {
             return Ok(());
         };
         // Reads in flight hold their own reference; let them finish (briefly) before closing.
@@ -367,11 +588,70 @@ impl Store {
         self.shared.writer.received_grace_ms.store(grace.as_millis() as u64, Ordering::SeqCst);
     }
 
+    /// Free disk space to keep for deletes, the collector and recovery (default 0: none).
+    /// Writes that add data are refused with [`StorageError::NoSpace`] below it.
+    pub fn set_disk_reserve(&self, bytes: u64) {
+        self.shared.writer.reserve_bytes.store(bytes, Ordering::SeqCst);
+    }
+
     /// Why the store cannot write, when its writer thread ended without being asked to.
     pub fn writer_failure(&self) -> Option<&'static str> {
         let w = &self.shared.writer;
         (w.stopped.load(Ordering::SeqCst) && !w.closing.load(Ordering::SeqCst))
             .then_some("the storage writer thread has stopped")
+    }
+
+    /// What keeps the store from taking writes now: a stopped writer, a database being
+    /// reopened, or free disk space below the reserve. Blocking (a `statvfs`).
+    pub fn problems_blocking(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.writer_failure().into_iter().map(String::from).collect();
+        if let Some(why) = self.shared.writer.recovering() {
+            out.push(format!("the database is being reopened after a failure: {why}"));
+        }
+        if let Err(e) = self.space_for(0) {
+            out.push(e.to_string());
+        }
+        out
+    }
+
+    /// Refuses a write of `bytes` more data when it would leave less free disk space than the
+    /// reserve. A disk whose space cannot be read is not refused for that.
+    pub fn space_for(&self, bytes: u64) -> Result<()> {
+        writer::check_space(&self.shared.slot.path, &self.shared.writer, bytes)
+    }
+
+    /// Space figures: the database file, its estimated use, and the disk. Reads the stats.
+    pub async fn space(&self) -> Result<SpaceReport> {
+        let stats = self.stats().await?;
+        let path = self.shared.slot.path.clone();
+        let reserve_bytes = self.shared.writer.reserve_bytes.load(Ordering::SeqCst);
+        let compactions = self.shared.writer.compactions.load(Ordering::SeqCst);
+        runtime::blocking(move || {
+            let db_file_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+            let used = used_estimate(&stats).min(db_file_bytes);
+            Ok(SpaceReport {
+                db_file_bytes,
+                db_used_bytes: used,
+                db_free_bytes: db_file_bytes - used,
+                disk: disk_space(&path).unwrap_or_default(),
+                reserve_bytes,
+                compactions,
+            })
+        })
+        .await
+    }
+
+    /// Compacts the database file when enough was freed since the last compaction (or the
+    /// disk is below its reserve and anything was): the file shrinks and the disk gets the
+    /// space back. Reads wait meanwhile; run it when the node is quiet. Returns the bytes the
+    /// file shrank by, `None` when there was nothing to do.
+    pub async fn compact_if_worthwhile(&self) -> Result<Option<u64>> {
+        self.submit(|reply| Op::Compact { force: false, reply }).await
+    }
+
+    /// Compacts the database file now.
+    pub async fn compact(&self) -> Result<Option<u64>> {
+        self.submit(|reply| Op::Compact { force: true, reply }).await
     }
 
     pub fn pins(&self) -> PinSet {
@@ -383,8 +663,8 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T> + Send + 'static,
     {
-        let db = self.db()?;
-        runtime::blocking(move || f(&db)).await
+        let store = self.clone();
+        runtime::blocking(move || guarded("reading", || f(&*store.db()?))).await
     }
 
     /// The live record of `name` and its manifest, read in one transaction.
@@ -414,14 +694,22 @@ impl Store {
 
     /// Sealed bytes of a chunk. Blocking: call from a blocking thread.
     pub fn chunk_blocking(&self, id: ChunkId) -> Result<Option<Vec<u8>>> {
-        let txn = self.db()?.begin_read()?;
-        read_sealed(&txn.open_table(CHUNKS)?, &id)
+        guarded(&format!("reading chunk {id}"), || {
+            let db = self.db()?;
+            let txn = db.begin_read()?;
+            read_sealed(&txn.open_table(CHUNKS)?, &id)
+        })
     }
 
     /// Blocking: call from a blocking thread. Up to `limit` stored chunk ids after `after`
     /// (from the first when `None`), in id order: a walk over every stored chunk.
     pub fn chunk_ids_after_blocking(&self, after: Option<ChunkId>, limit: usize) -> Result<Vec<ChunkId>> {
-        let txn = self.db()?.begin_read()?;
+        guarded("listing chunks", || self.chunk_ids_after_unguarded(after, limit))
+    }
+
+    fn chunk_ids_after_unguarded(&self, after: Option<ChunkId>, limit: usize) -> Result<Vec<ChunkId>> {
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let index = txn.open_table(CHUNK_INDEX)?;
         let mut range = match after {
             Some(id) => {
@@ -450,7 +738,7 @@ impl Store {
 
     /// Blocking: call from a blocking thread. One read transaction for all of `ids`.
     pub fn have_chunks_blocking(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
-        have_chunks_in(&*self.db()?, ids)
+        guarded("looking up chunks", || have_chunks_in(&*self.db()?, ids))
     }
 
     /// How many stored files use each of `ids` (0 when unknown).
@@ -482,7 +770,21 @@ impl Store {
     async fn submit<T>(&self, make: impl FnOnce(async_channel::Sender<Result<T>>) -> Op) -> Result<T> {
         let (tx, rx) = async_channel::bounded(1);
         self.shared.ops.send(make(tx)).await.map_err(|_| StorageError::WriterGone)?;
-        rx.recv().await.map_err(|_| StorageError::WriterGone)?
+        match rx.recv().await {
+            Ok(answer) => answer,
+            // The writer dropped the operation unanswered: it failed mid-batch (a damaged page)
+            // and goes on, or it has stopped.
+            Err(_) if self.writer_failure().is_some() => Err(StorageError::WriterGone),
+            Err(_) => Err(StorageError::Recovering(
+                self.shared
+                    .writer
+                    .last_failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .unwrap_or_else(|| "a storage write failed".into()),
+            )),
+        }
     }
 
     /// Queues a sealed chunk for writing. Not durable by itself: the commit of the manifest
@@ -589,7 +891,12 @@ impl Store {
 
     /// The largest stamp of any stored name record. Blocking (used once, at start).
     pub fn max_stamp_blocking(&self) -> Result<Option<Stamp>> {
-        let txn = self.db()?.begin_read()?;
+        guarded("reading stamps", || self.max_stamp_unguarded())
+    }
+
+    fn max_stamp_unguarded(&self) -> Result<Option<Stamp>> {
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let names = txn.open_table(NAMES)?;
         let mut max: Option<Stamp> = None;
         for item in names.iter()? {
@@ -661,7 +968,7 @@ impl Store {
 
     /// Size of the database file on disk.
     pub async fn file_bytes(&self) -> u64 {
-        let path = self.shared.path.clone();
+        let path = self.shared.slot.path.clone();
         runtime::blocking(move || std::fs::metadata(path).map_or(0, |m| m.len())).await
     }
 }

@@ -32,17 +32,30 @@ pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<(Database, NodeId,
         .truncate(false)
         .mode(0o600)
         .open(path)
-        .map_err(|e| StorageError::Corrupt(format!("opening {}: {e}", path.display())))?;
+        .map_err(|e| io_at(&format!("opening {}", path.display()), e))?;
     file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| StorageError::Corrupt(format!("restricting {}: {e}", path.display())))?;
-    let writeback =
-        file.try_clone().map_err(|e| StorageError::Corrupt(format!("duplicating a file handle: {e}")))?;
+        .map_err(|e| io_at(&format!("restricting {}", path.display()), e))?;
+    let writeback = file.try_clone().map_err(|e| io_at("duplicating a file handle", e))?;
+    let (db, node_id) = open_backend(redb::backends::FileBackend::new(file)?, cache_bytes)?;
+    Ok((db, node_id, writeback))
+}
+
+/// Opens the database on `backend` (a file, or a test's faulty disk).
+pub(super) fn open_backend(
+    backend: impl redb::StorageBackend,
+    cache_bytes: usize,
+) -> Result<(Database, NodeId)> {
     let db = Builder::new()
         .set_cache_size(cache_bytes)
         .set_repair_callback(|session| {
             log::warn!("database was not closed cleanly; repairing ({:.0}%)", session.progress() * 100.0);
         })
-        .create_with_backend(redb::backends::FileBackend::new(file)?)?;
+        .create_with_backend(backend)?;
+    // A current database opens without a write: a node reopening its database on a full disk
+    // (after an I/O error) must not need space to do it.
+    if let Some(node_id) = current(&db)? {
+        return Ok((db, node_id));
+    }
     let txn = db.begin_write()?;
     let node_id;
     {
@@ -93,7 +106,46 @@ pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<(Database, NodeId,
         txn.open_table(RECEIVED)?;
     }
     txn.commit()?;
-    Ok((db, node_id, writeback))
+    Ok((db, node_id))
+}
+
+/// The node id, when the database is at the current schema with every table there.
+fn current(db: &Database) -> Result<Option<NodeId>> {
+    use redb::ReadableDatabase;
+    let txn = db.begin_read()?;
+    let tables: Vec<String> = txn.list_tables()?.map(|t| t.name().to_owned()).collect();
+    let all = [
+        META.name(),
+        NAMES.name(),
+        MANIFESTS.name(),
+        CHUNKS.name(),
+        CHUNK_INDEX.name(),
+        CHUNK_REFS.name(),
+        FILE_REFS.name(),
+        GC_FILES.name(),
+        RECEIVED.name(),
+    ];
+    if !all.iter().all(|name| tables.iter().any(|t| t == name)) {
+        return Ok(None);
+    }
+    let meta = txn.open_table(META)?;
+    let version = match meta.get(VERSION_KEY)? {
+        Some(raw) => read_u64(raw.value())?,
+        None => return Ok(None),
+    };
+    if version != SCHEMA_VERSION {
+        return Ok(None);
+    }
+    Ok(meta.get(NODE_ID_KEY)?.and_then(|raw| <[u8; 16]>::try_from(raw.value()).ok()).map(NodeId::from_bytes))
+}
+
+/// An I/O error with what was being done (no space stays no space).
+fn io_at(what: &str, e: std::io::Error) -> StorageError {
+    match StorageError::io(e) {
+        StorageError::Io(e) => StorageError::Io(std::io::Error::new(e.kind(), format!("{what}: {e}"))),
+        StorageError::NoSpace(m) => StorageError::NoSpace(format!("{what}: {m}")),
+        other => other,
+    }
 }
 
 fn read_u64(bytes: &[u8]) -> Result<u64> {

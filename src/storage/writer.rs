@@ -6,15 +6,19 @@
 //! (a file, a delete) commits with fsync, which also makes every earlier batch durable.
 //! Each operation checks before it mutates, so one refused operation never spoils its batch.
 
+use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 
 use super::records::{ManifestRecordV1, NameRecordV3, StampV1, decode, encode};
 use super::{
     CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, GcReport, MANIFESTS, META, NAMES, Pins, RECEIVED,
-    Result, SEGMENT, StorageError, WriterShared, has_sealed, read_manifest, read_sealed, schema,
+    Result, SEGMENT, Slot, StorageError, WriterShared, disk_space, guarded, has_sealed, read_manifest,
+    read_sealed, schema,
 };
 use crate::content::{ChunkId, FileId, Manifest};
 use crate::time::unix_ms;
@@ -25,6 +29,8 @@ const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 const QUEUE: usize = 8;
 
 type Reply<T> = async_channel::Sender<Result<T>>;
+/// A compaction asked for: `force`, and where to answer.
+type CompactRequest = (bool, Reply<Option<u64>>);
 
 /// Answer to a file commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +107,11 @@ pub(crate) enum Op {
         ids: Vec<ChunkId>,
         reply: Reply<u64>,
     },
+    /// Compacts the file (when worthwhile, or always with `force`); answers the bytes it shrank.
+    Compact {
+        force: bool,
+        reply: Reply<Option<u64>>,
+    },
 }
 
 impl Op {
@@ -118,6 +129,73 @@ impl Op {
     fn acknowledges(&self) -> bool {
         !matches!(self, Op::PutChunk { .. } | Op::PutReceived { .. })
     }
+
+    /// Bytes of new data this operation may add to the file: what the disk reserve guards.
+    /// Deletes, the collector, name records and confirmations pass below the reserve.
+    fn adds_data(&self) -> Option<usize> {
+        match self {
+            Op::PutChunk { .. }
+            | Op::PutReceived { .. }
+            | Op::PutChunksDurable { .. }
+            | Op::CommitFile { .. } => Some(self.bytes()),
+            _ => None,
+        }
+    }
+
+    /// Answers this operation with `e` without applying it.
+    fn refuse(self, e: &StorageError, refused: &mut HashSet<ChunkId>) {
+        match self {
+            Op::PutChunk { id, .. } => drop(refused.insert(id)),
+            Op::PutReceived { chunks } => refused.extend(chunks.iter().map(|(id, _)| *id)),
+            op => op.outcome_of_failure().answer(Some(e)),
+        }
+    }
+
+    /// An outcome carrying only (a clone of) the reply, for answering an operation that was
+    /// not applied, or failed while being applied, with the batch's error.
+    fn outcome_of_failure(&self) -> Outcome {
+        // Always replaced by the batch's error when answered.
+        fn failed<T>() -> Result<T> {
+            Err(StorageError::WriterGone)
+        }
+        match self {
+            Op::PutChunk { .. } | Op::PutReceived { .. } => Outcome::None,
+            Op::Close { reply } | Op::PutChunksDurable { reply, .. } | Op::PutMeta { reply, .. } => {
+                Outcome::Unit(reply.clone(), failed())
+            }
+            Op::CommitFile { reply, .. } => Outcome::Commit(reply.clone(), failed()),
+            Op::Delete { reply, .. } | Op::DropCorrupt { reply, .. } => {
+                Outcome::Bool(reply.clone(), failed())
+            }
+            Op::Collect { reply } => Outcome::Gc(reply.clone(), failed()),
+            Op::ApplyNames { reply, .. } | Op::Confirm { reply, .. } => {
+                Outcome::Bools(reply.clone(), failed())
+            }
+            Op::DropChunks { reply, .. } => Outcome::Count(reply.clone(), failed()),
+            Op::Compact { reply, .. } => Outcome::Compact(reply.clone(), failed()),
+        }
+    }
+}
+
+/// Refuses `bytes` more data when the disk holding `path` would keep less than the reserve.
+pub(super) fn check_space(path: &Path, shared: &WriterShared, bytes: u64) -> Result<()> {
+    let reserve = shared.reserve_bytes.load(Ordering::SeqCst);
+    if reserve == 0 {
+        return Ok(());
+    }
+    match disk_space(path) {
+        Ok(space) if space.free < reserve.saturating_add(bytes) => Err(StorageError::NoSpace(format!(
+            "the data disk has {} MiB free, and {} MiB are kept in reserve for deletes and the \
+             collector; delete files to make room",
+            space.free >> 20,
+            reserve >> 20
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            log::warn!("reading the free space of {}: {e}", path.display());
+            Ok(())
+        }
+    }
 }
 
 /// What an applied operation answers, sent only once its transaction committed.
@@ -129,12 +207,13 @@ enum Outcome {
     Bools(Reply<Vec<bool>>, Result<Vec<bool>>),
     Count(Reply<u64>, Result<u64>),
     Gc(Reply<GcReport>, Result<GcReport>),
+    Compact(Reply<Option<u64>>, Result<Option<u64>>),
 }
 
 pub(crate) fn start(
-    db: Arc<Database>,
+    slot: Arc<Slot>,
     pins: Arc<Pins>,
-    file: std::fs::File,
+    file: Option<std::fs::File>,
     shared: Arc<WriterShared>,
 ) -> async_channel::Sender<Op> {
     let (tx, rx) = async_channel::bounded(QUEUE);
@@ -149,7 +228,7 @@ pub(crate) fn start(
                 }
             }
             let _stopped = Stopped(shared.clone());
-            run(&db, &pins, &rx, &file, &shared)
+            Writer { slot, pins, file, shared, refused: HashSet::new() }.run(&rx)
         })
         .expect("spawning the storage writer thread");
     tx
@@ -173,60 +252,246 @@ fn start_writeback(file: &std::fs::File) {
     let _ = file;
 }
 
-fn run(
-    db: &Database,
-    pins: &Pins,
-    rx: &async_channel::Receiver<Op>,
-    file: &std::fs::File,
-    shared: &WriterShared,
-) {
-    while let Ok(first) = rx.recv_blocking() {
-        if let Op::Close { reply } = first {
-            let _ = reply.try_send(Ok(()));
-            break;
-        }
-        let mut bytes = first.bytes();
-        let mut batch = vec![first];
-        let mut closing = None;
-        while batch.len() < MAX_BATCH_OPS && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                // Ends the loop once this batch is written.
-                Ok(Op::Close { reply }) => {
-                    closing = Some(reply);
-                    break;
-                }
-                Ok(op) => {
-                    bytes += op.bytes();
-                    batch.push(op);
-                }
-                Err(_) => break,
-            }
-        }
-        let durable = batch.iter().any(Op::acknowledges);
-        let grace_ms = shared.received_grace_ms.load(Ordering::SeqCst);
-        let result = apply_batch(db, pins, batch, durable, grace_ms);
-        // A collection's doomed chunks are removed (or, on failure, kept) for good now.
-        pins.clear_doomed();
-        match result {
-            Ok(outcomes) => outcomes.into_iter().for_each(|o| o.answer(None)),
-            Err((e, outcomes)) => {
-                log::error!("storage write failed: {e}");
-                outcomes.into_iter().for_each(|o| o.answer(Some(&e)));
-            }
-        }
-        if !durable {
-            start_writeback(file);
-        }
-        if let Some(reply) = closing {
-            let _ = reply.try_send(Ok(()));
-            break;
-        }
-    }
-    log::debug!("storage writer stopped");
+struct Writer {
+    slot: Arc<Slot>,
+    pins: Arc<Pins>,
+    /// The database file, for starting writeback early.
+    file: Option<std::fs::File>,
+    shared: Arc<WriterShared>,
+    /// Chunks refused for want of space: a commit that needs one fails with no space too,
+    /// rather than with a missing chunk. Cleared when the chunk is stored or the set grows.
+    refused: HashSet<ChunkId>,
 }
 
-fn clone_err(e: &StorageError) -> StorageError {
-    StorageError::Corrupt(format!("write failed: {e}"))
+/// How long a reopen or compaction waits for reads in flight to let go of the database.
+const READERS_WAIT: Duration = Duration::from_secs(30);
+/// How long a compaction waits for reads in flight, while new ones wait for it.
+const COMPACT_READERS_WAIT: Duration = Duration::from_secs(5);
+/// Compact once half of the file is free, and at least this much: each compaction costs
+/// about the file's size and holds reads meanwhile.
+const COMPACT_AFTER: u64 = 16 << 20;
+
+impl Writer {
+    fn db(&self) -> Option<Arc<Database>> {
+        self.slot.db.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn run(mut self, rx: &async_channel::Receiver<Op>) {
+        while let Ok(first) = rx.recv_blocking() {
+            if let Op::Close { reply } = first {
+                let _ = reply.try_send(Ok(()));
+                break;
+            }
+            let mut bytes = first.bytes();
+            let mut batch = vec![first];
+            let mut closing = None;
+            while batch.len() < MAX_BATCH_OPS && bytes < MAX_BATCH_BYTES {
+                match rx.try_recv() {
+                    // Ends the loop once this batch is written.
+                    Ok(Op::Close { reply }) => {
+                        closing = Some(reply);
+                        break;
+                    }
+                    Ok(op) => {
+                        bytes += op.bytes();
+                        batch.push(op);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.write(batch);
+            if let Some(reply) = closing {
+                let _ = reply.try_send(Ok(()));
+                break;
+            }
+        }
+        log::debug!("storage writer stopped");
+    }
+
+    /// Applies one batch, answering each of its operations; reopens the database when the
+    /// batch failed in a way that spends it.
+    fn write(&mut self, batch: Vec<Op>) {
+        let Some(db) = self.db().or_else(|| self.reopen("the database was not open")) else {
+            let e = StorageError::Recovering("the database could not be reopened yet".into());
+            let refused = &mut self.refused;
+            batch.into_iter().for_each(|op| op.refuse(&e, refused));
+            return;
+        };
+        let (batch, compactions) = self.split_off_compactions(batch);
+        // A compaction needs the only reference: this one goes before it, whatever the batch.
+        let mut db = Some(db);
+        let batch = self.refuse_without_space(batch);
+        if !batch.is_empty() {
+            let durable = batch.iter().any(Op::acknowledges);
+            let grace_ms = self.shared.received_grace_ms.load(Ordering::SeqCst);
+            let mut outcomes = Vec::with_capacity(batch.len());
+            let handle = db.take().expect("taken only here");
+            let result = guarded("writing", || {
+                apply_batch(&handle, &self.pins, batch, durable, grace_ms, &mut outcomes, &mut self.refused)
+            });
+            drop(handle);
+            // A collection's doomed chunks are removed (or, on failure, kept) for good now.
+            self.pins.clear_doomed();
+            match result {
+                Ok(freed) => {
+                    self.shared.freed_since_compact.fetch_add(freed, Ordering::SeqCst);
+                    outcomes.into_iter().for_each(|o| o.answer(None))
+                }
+                Err(e) => {
+                    log::error!("storage write failed: {e}");
+                    self.shared.set_last_failure(&e);
+                    // A panic inside redb may leave its state half-updated: start afresh too.
+                    // Reopened before answering, so that a client told of the failure finds
+                    // reads working again.
+                    let panicked = matches!(&e, StorageError::Corrupt(m) if m.starts_with("writing:"));
+                    if e.needs_reopen() || panicked {
+                        self.reopen(&e.to_string());
+                    }
+                    outcomes.into_iter().for_each(|o| o.answer(Some(&e)));
+                }
+            }
+            if let (false, Some(file)) = (durable, &self.file) {
+                start_writeback(file);
+            }
+        }
+        drop(db);
+        for (force, reply) in compactions {
+            let _ = reply.try_send(self.compact(force));
+        }
+    }
+
+    fn split_off_compactions(&self, batch: Vec<Op>) -> (Vec<Op>, Vec<CompactRequest>) {
+        let mut compactions = Vec::new();
+        let mut rest = Vec::with_capacity(batch.len());
+        for op in batch {
+            match op {
+                Op::Compact { force, reply } => compactions.push((force, reply)),
+                op => rest.push(op),
+            }
+        }
+        (rest, compactions)
+    }
+
+    /// Refuses the operations that add data when the disk is below its reserve. The rest
+    /// (deletes, the collector, name records) run: they are what makes room.
+    fn refuse_without_space(&mut self, batch: Vec<Op>) -> Vec<Op> {
+        let adding: usize = batch.iter().filter_map(Op::adds_data).sum();
+        if adding == 0 {
+            return batch;
+        }
+        let Err(e) = check_space(&self.slot.path, &self.shared, adding as u64) else { return batch };
+        if self.refused.len() > 100_000 {
+            self.refused.clear();
+        }
+        let mut kept = Vec::with_capacity(batch.len());
+        for op in batch {
+            if op.adds_data().is_some() {
+                op.refuse(&e, &mut self.refused);
+            } else {
+                kept.push(op);
+            }
+        }
+        kept
+    }
+
+    /// Closes the spent database and opens the file again: redb fails every call after an I/O
+    /// error until then. Reads get [`StorageError::Recovering`] meanwhile, and `/health` says
+    /// why. Tries a few times with a pause between; gives up for now when it still fails (the
+    /// next batch tries again). Returns the new database.
+    fn reopen(&mut self, why: &str) -> Option<Arc<Database>> {
+        self.shared.set_recovering(Some(why.to_owned()));
+        let old = self.slot.lock().take();
+        if let Some(old) = old {
+            let started = Instant::now();
+            while Arc::strong_count(&old) > 1 && started.elapsed() < READERS_WAIT {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // Dropping it closes the file (its clean-shutdown write may fail; the next open
+            // repairs). A read still holding it keeps the file locked: the open below fails
+            // until it lets go, and is retried.
+            drop(old);
+        }
+        for attempt in 0..5u32 {
+            match guarded("reopening", &*self.slot.opener) {
+                Ok((db, _, file)) => {
+                    let db = Arc::new(db);
+                    *self.slot.lock() = Some(db.clone());
+                    self.file = file;
+                    self.shared.set_recovering(None);
+                    log::warn!("reopened the database after: {why}");
+                    return Some(db);
+                }
+                Err(e) => {
+                    log::error!("reopening the database failed (attempt {}): {e}", attempt + 1);
+                    std::thread::sleep(Duration::from_millis(200 << attempt));
+                }
+            }
+        }
+        None
+    }
+
+    /// Compacts the file when `force`, or when about half of it is free (estimated from the
+    /// stored bytes), or when the disk is below its reserve and anything was freed. Pages freed
+    /// by deletes are reused by later writes anyway; compaction is for giving space back, and
+    /// compacting at every quarter freed made a churning file shrink and grow again (measured:
+    /// 48 ↔ 96 MiB every three rounds). Reads wait for it (they take the slot's lock), so the
+    /// collector asks for it after a pass, not in the middle of traffic.
+    fn compact(&mut self, force: bool) -> Result<Option<u64>> {
+        let freed = self.shared.freed_since_compact.load(Ordering::SeqCst);
+        let size = || std::fs::metadata(&self.slot.path).map_or(0, |m| m.len());
+        let before = size();
+        let low = check_space(&self.slot.path, &self.shared, 0).is_err();
+        let used = match self.db() {
+            Some(db) => guarded("reading the stats", || {
+                let txn = db.begin_read()?;
+                schema::read_stats(&txn.open_table(META)?)
+            })
+            .map(|stats| super::used_estimate(&stats))?,
+            None => return Err(StorageError::Recovering("the database is reopening".into())),
+        };
+        let free = before.saturating_sub(used);
+        let worthwhile = (free >= COMPACT_AFTER && free >= before / 2) || (low && freed > 0);
+        if !force && !worthwhile {
+            return Ok(None);
+        }
+        let mut guard = self.slot.lock();
+        let Some(mut db) = guard.take() else {
+            return Err(StorageError::Recovering("the database is reopening".into()));
+        };
+        // New reads wait on the lock meanwhile: a short wait, then try another time.
+        let started = Instant::now();
+        while Arc::strong_count(&db) > 1 && started.elapsed() < COMPACT_READERS_WAIT {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let result = match Arc::get_mut(&mut db) {
+            Some(db) => guarded("compacting", || {
+                while db.compact()? {}
+                Ok(())
+            }),
+            None => Err(StorageError::Db(
+                "reads held the database too long to compact; compaction skipped".into(),
+            )),
+        };
+        *guard = Some(db);
+        drop(guard);
+        match result {
+            Ok(()) => {
+                self.shared.freed_since_compact.fetch_sub(freed, Ordering::SeqCst);
+                self.shared.compactions.fetch_add(1, Ordering::SeqCst);
+                let after = size();
+                log::info!("compacted the database file from {before} to {after} bytes");
+                Ok(Some(before.saturating_sub(after)))
+            }
+            Err(e) => {
+                log::error!("compacting the database failed: {e}");
+                self.shared.set_last_failure(&e);
+                if e.needs_reopen() {
+                    self.reopen(&e.to_string());
+                }
+                Err(e)
+            }
+        }
+    }
 }
 
 impl Outcome {
@@ -234,7 +499,7 @@ impl Outcome {
     /// (a client disconnected) no longer needs it.
     fn answer(self, failure: Option<&StorageError>) {
         fn pick<T>(r: Result<T>, failure: Option<&StorageError>) -> Result<T> {
-            failure.map_or(r, |e| Err(clone_err(e)))
+            failure.map_or(r, |e| Err(e.duplicate()))
         }
         match self {
             Outcome::None => {}
@@ -244,37 +509,53 @@ impl Outcome {
             Outcome::Bools(reply, r) => drop(reply.try_send(pick(r, failure))),
             Outcome::Count(reply, r) => drop(reply.try_send(pick(r, failure))),
             Outcome::Gc(reply, r) => drop(reply.try_send(pick(r, failure))),
+            Outcome::Compact(reply, r) => drop(reply.try_send(pick(r, failure))),
         }
     }
 }
 
-/// `grace_ms`: how long confirmed chunks awaiting their manifest are spared.
+/// `grace_ms`: how long confirmed chunks awaiting their manifest are spared. Each operation's
+/// outcome goes to `outcomes` as it is applied, so that a failure answers all of them.
+/// Returns the chunk bytes it removed.
 fn apply_batch(
     db: &Database,
     pins: &Pins,
     batch: Vec<Op>,
     durable: bool,
     grace_ms: u64,
-) -> std::result::Result<Vec<Outcome>, (StorageError, Vec<Outcome>)> {
-    let mut outcomes = Vec::with_capacity(batch.len());
-    let result = (|| -> Result<()> {
-        let mut txn = db.begin_write()?;
-        txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
-        {
-            let mut t = Tables::open(&txn)?;
-            t.grace_ms = grace_ms;
-            for op in batch {
-                outcomes.push(t.apply(op, pins)?);
+    outcomes: &mut Vec<Outcome>,
+    refused: &mut HashSet<ChunkId>,
+) -> Result<u64> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
+    let mut ops = batch.into_iter();
+    let mut done = (0, Vec::new());
+    let applied = (|| -> Result<()> {
+        let mut t = Tables::open(&txn)?;
+        t.grace_ms = grace_ms;
+        for op in ops.by_ref() {
+            // The reply of an operation that fails midway gets the error too.
+            let if_failed = op.outcome_of_failure();
+            match t.apply(op, pins, refused) {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(e) => {
+                    outcomes.push(if_failed);
+                    return Err(e);
+                }
             }
-            t.save_stats()?;
         }
-        txn.commit()?;
+        t.save_stats()?;
+        done = (t.freed, std::mem::take(&mut t.refused_now_stored));
         Ok(())
     })();
-    match result {
-        Ok(()) => Ok(outcomes),
-        Err(e) => Err((e, outcomes)),
+    // Operations not reached are answered with the batch's error too.
+    outcomes.extend(ops.map(|op| op.outcome_of_failure()));
+    applied?;
+    txn.commit()?;
+    for id in &done.1 {
+        refused.remove(id);
     }
+    Ok(done.0)
 }
 
 struct Tables<'t> {
@@ -290,6 +571,10 @@ struct Tables<'t> {
     stats: super::Stats,
     /// How long confirmed chunks awaiting their manifest are spared (see `RECEIVED`).
     grace_ms: u64,
+    /// Sealed chunk bytes removed (pages to reuse, or to return by compaction).
+    freed: u64,
+    /// Chunks stored (or found stored): no longer refused, once the batch commits.
+    refused_now_stored: Vec<ChunkId>,
 }
 
 impl<'t> Tables<'t> {
@@ -308,6 +593,8 @@ impl<'t> Tables<'t> {
             received: txn.open_table(RECEIVED)?,
             stats,
             grace_ms: 0,
+            freed: 0,
+            refused_now_stored: Vec::new(),
         })
     }
 
@@ -317,7 +604,7 @@ impl<'t> Tables<'t> {
 
     /// Applies one operation. An `Err` here is a storage failure that aborts the batch;
     /// a refusal of this operation alone is carried in its outcome.
-    fn apply(&mut self, op: Op, pins: &Pins) -> Result<Outcome> {
+    fn apply(&mut self, op: Op, pins: &Pins, refused: &mut HashSet<ChunkId>) -> Result<Outcome> {
         Ok(match op {
             // `run` ends the loop at a close; one here has nothing left to do.
             Op::Close { reply } => {
@@ -328,6 +615,8 @@ impl<'t> Tables<'t> {
                 self.put_chunk(id, &sealed)?;
                 Outcome::None
             }
+            // `Writer::write` takes these out of the batch.
+            Op::Compact { reply, .. } => Outcome::Compact(reply, Ok(None)),
             Op::PutReceived { chunks } => {
                 for (id, sealed) in &chunks {
                     self.put_chunk(*id, sealed)?;
@@ -354,6 +643,13 @@ impl<'t> Tables<'t> {
                     new_bytes += self.put_chunk(*id, sealed)?;
                 }
                 match self.apply_name(&name, *record, Some(&manifest), local) {
+                    // Its chunk was refused for want of space, not lost.
+                    Err(StorageError::MissingChunk(id)) if refused.contains(&id) => Outcome::Commit(
+                        reply,
+                        Err(StorageError::NoSpace(format!(
+                            "chunk {id} of this upload was refused: the data disk is below its reserve"
+                        ))),
+                    ),
                     Err(e @ StorageError::MissingChunk(_)) => Outcome::Commit(reply, Err(e)),
                     other => Outcome::Commit(reply, Ok(Committed { applied: other?, new_bytes })),
                 }
@@ -425,12 +721,14 @@ impl<'t> Tables<'t> {
             self.chunks.remove((*id.as_bytes(), i as u32))?;
         }
         self.stats.chunks = self.stats.chunks.saturating_sub(1);
+        self.freed += u64::from(len);
         Ok(u64::from(len))
     }
 
     /// Stores a chunk unless present; returns the sealed bytes added.
     fn put_chunk(&mut self, id: ChunkId, sealed: &[u8]) -> Result<u64> {
         let key = id.as_bytes();
+        self.refused_now_stored.push(id);
         if has_sealed(&self.chunk_index, &id)? {
             return Ok(0);
         }
