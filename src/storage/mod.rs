@@ -20,8 +20,8 @@ use crate::runtime;
 use records::{ManifestRecordV1, decode};
 pub use records::{NameRecordV3 as NameRecord, StampV1 as Stamp};
 pub use schema::SCHEMA_VERSION;
-pub use writer::Committed;
 use writer::Op;
+pub use writer::{Committed, Relink};
 
 // Table names carry their record version; see docs/format.md.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -101,6 +101,12 @@ pub enum StorageError {
     MissingChunk(ChunkId),
     #[error("the storage writer has stopped")]
     WriterGone,
+    /// A conditional write found the name other than it expected; nothing changed.
+    #[error("the precondition failed: the name's current content is not what the request expected")]
+    PreconditionFailed,
+    /// A move or copy found its source gone or changed when it came to write.
+    #[error("the source changed during the request")]
+    SourceChanged,
 }
 
 macro_rules! redb_from {
@@ -234,6 +240,45 @@ impl Drop for PinSet {
     }
 }
 
+/// What a conditional write expects of a name's current content (`If-Match`,
+/// `If-None-Match`). The writer checks it in the transaction that writes, so two racing
+/// writers cannot both pass a check made against the same state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expect {
+    pub if_match: Option<Match>,
+    pub if_none_match: Option<Match>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match {
+    /// `*`: any live content.
+    Any,
+    /// One of these files.
+    Files(Vec<FileId>),
+}
+
+impl Match {
+    fn hits(&self, current: Option<FileId>) -> bool {
+        match self {
+            Match::Any => current.is_some(),
+            Match::Files(ids) => current.is_some_and(|c| ids.contains(&c)),
+        }
+    }
+}
+
+impl Expect {
+    /// Create only: the name must not be live.
+    pub fn absent() -> Self {
+        Self { if_match: None, if_none_match: Some(Match::Any) }
+    }
+
+    /// Whether a name whose live content is `current` (`None`: absent) passes.
+    pub fn holds(&self, current: Option<FileId>) -> bool {
+        self.if_match.as_ref().is_none_or(|m| m.hits(current))
+            && self.if_none_match.as_ref().is_none_or(|m| !m.hits(current))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameEntry {
     pub name: String,
@@ -262,11 +307,17 @@ pub struct ListQuery {
     /// Count every matching name for `total` (a scan of them all); otherwise the scan stops
     /// once the page is full and `total` counts only what was scanned.
     pub count: bool,
+    /// Group names below the next `/` after the prefix into [`ListPage::folders`].
+    pub delimiter: bool,
+    /// Only names containing this, ignoring case.
+    pub search: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct ListPage {
     pub entries: Vec<NameEntry>,
+    /// With a delimiter: the folders (common prefixes ending in `/`), each once.
+    pub folders: Vec<String>,
     /// The name to pass as `after` for the next page, when there is one (ascending name order).
     pub next: Option<String>,
     /// Live names matching the prefix.
@@ -510,10 +561,21 @@ impl Store {
         record: NameRecord,
         inline: Vec<(ChunkId, Vec<u8>)>,
         local: bool,
+        expect: Expect,
     ) -> Result<Committed> {
         let name = name.as_str().to_owned();
         let record = Box::new(record);
-        self.submit(|reply| Op::CommitFile { manifest, name, record, inline, local, reply }).await
+        self.submit(|reply| Op::CommitFile { manifest, name, record, inline, local, expect, reply }).await
+    }
+
+    /// Points `to` at the file `from` names now, in one transaction, and when `remove_source`
+    /// replaces `from` with a tombstone stamped `tombstone` in the same one: a move or copy
+    /// that adds no stored bytes. `file` is what `from` must still name (else
+    /// [`StorageError::SourceChanged`]); `to` must pass `expect` (else
+    /// [`StorageError::PreconditionFailed`]). Nothing changes when either fails.
+    pub async fn relink(&self, relink: Relink) -> Result<()> {
+        let relink = Box::new(relink);
+        self.submit(|reply| Op::Relink { relink, reply }).await
     }
 
     /// The check value of the data key this database's chunks are sealed under; `None` until
@@ -649,9 +711,9 @@ impl Store {
 
     /// Replaces `name` with a tombstone stamped `stamp`, durably. Returns whether a live name
     /// was removed.
-    pub async fn delete(&self, name: &FileName, stamp: Stamp) -> Result<bool> {
+    pub async fn delete(&self, name: &FileName, stamp: Stamp, expect: Expect) -> Result<bool> {
         let name = name.as_str().to_owned();
-        self.submit(|reply| Op::Delete { name, stamp, reply }).await
+        self.submit(|reply| Op::Delete { name, stamp, expect, reply }).await
     }
 
     /// Removes manifests nobody names and chunks nobody uses (and nobody is uploading).
@@ -687,12 +749,28 @@ fn read_manifest(
     Ok(Some(manifest))
 }
 
+/// One item of a listing: a file, or (with a delimiter) a folder standing for every name under it.
+enum Listed {
+    File(NameEntry),
+    Folder(String),
+}
+
+impl Listed {
+    fn key(&self) -> &str {
+        match self {
+            Listed::File(e) => &e.name,
+            Listed::Folder(f) => f,
+        }
+    }
+}
+
 fn list_names(names: &impl ReadableTable<&'static str, &'static [u8]>, q: &ListQuery) -> Result<ListPage> {
     let mut page = ListPage::default();
     let limit = q.limit.max(1);
     let by_name_ascending = q.sort == SortBy::Name && !q.descending;
     let hidden = q.hidden;
-    let mut all = Vec::new();
+    let search = q.search.as_deref().map(str::to_lowercase).filter(|s| !s.is_empty());
+    let mut all: Vec<Listed> = Vec::new();
     for item in names.range(q.prefix.as_str()..)? {
         let (key, value) = item?;
         let name = key.value();
@@ -702,45 +780,73 @@ fn list_names(names: &impl ReadableTable<&'static str, &'static [u8]>, q: &ListQ
         if hidden.is_some_and(|h| name.starts_with(h)) {
             continue;
         }
+        if search.as_deref().is_some_and(|s| !name.to_lowercase().contains(s)) {
+            continue;
+        }
         let record: NameRecord = decode("name record", value.value())?;
         if record.file.is_none() {
             continue;
         }
+        // Names below the next '/' fold into their folder, listed once (names are scanned
+        // in order, so a folder's names are contiguous).
+        let listed = match q.delimiter.then(|| name[q.prefix.len()..].find('/')).flatten() {
+            Some(i) => {
+                let folder = &name[..q.prefix.len() + i + 1];
+                if all.last().is_some_and(|l| l.key() == folder) {
+                    continue;
+                }
+                Listed::Folder(folder.to_owned())
+            }
+            None => Listed::File(NameEntry { name: name.to_owned(), record }),
+        };
+        if by_name_ascending && q.after.as_deref().is_some_and(|after| listed.key() <= after) {
+            // A folder named as `after` was the last item of the previous page: skip its names.
+            continue;
+        }
         page.total += 1;
         if by_name_ascending {
-            if q.after.as_deref().is_some_and(|after| name <= after) {
-                continue;
-            }
             // Keep one extra entry past the page to know whether there is a next page.
             if all.len() < q.offset.saturating_add(limit).saturating_add(1) {
-                all.push(NameEntry { name: name.to_owned(), record });
+                all.push(listed);
             } else if !q.count {
                 break;
             }
         } else {
-            all.push(NameEntry { name: name.to_owned(), record });
+            all.push(listed);
         }
     }
+    if !by_name_ascending {
+        // Folders have no size or time to sort by: in these orders they all come apart.
+        let (folders, files): (Vec<_>, Vec<_>) =
+            all.into_iter().partition(|l| matches!(l, Listed::Folder(_)));
+        page.folders = folders.into_iter().map(|l| l.key().to_owned()).collect();
+        all = files;
+    }
+    let key = |l: &Listed| match l {
+        Listed::File(e) => (e.record.size, e.record.modified_ms),
+        Listed::Folder(_) => (0, 0),
+    };
     match q.sort {
         SortBy::Name => {}
-        SortBy::Size => {
-            all.sort_by(|a, b| a.record.size.cmp(&b.record.size).then_with(|| a.name.cmp(&b.name)))
-        }
-        SortBy::Modified => all.sort_by(|a, b| {
-            a.record.modified_ms.cmp(&b.record.modified_ms).then_with(|| a.name.cmp(&b.name))
-        }),
+        SortBy::Size => all.sort_by(|a, b| key(a).0.cmp(&key(b).0).then_with(|| a.key().cmp(b.key()))),
+        SortBy::Modified => all.sort_by(|a, b| key(a).1.cmp(&key(b).1).then_with(|| a.key().cmp(b.key()))),
     }
     if q.descending {
         all.reverse();
     }
-    let mut entries: Vec<NameEntry> = all.into_iter().skip(q.offset).take(limit + 1).collect();
-    if entries.len() > limit {
-        entries.truncate(limit);
+    let mut items: Vec<Listed> = all.into_iter().skip(q.offset).take(limit + 1).collect();
+    if items.len() > limit {
+        items.truncate(limit);
         if by_name_ascending {
-            page.next = entries.last().map(|e| e.name.clone());
+            page.next = items.last().map(|l| l.key().to_owned());
         }
     }
-    page.entries = entries;
+    for item in items {
+        match item {
+            Listed::File(e) => page.entries.push(e),
+            Listed::Folder(f) => page.folders.push(f),
+        }
+    }
     Ok(page)
 }
 
