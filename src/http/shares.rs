@@ -87,7 +87,8 @@ pub async fn create(mut req: Req) -> Result<Response, ApiError> {
     let node = req.state().node.clone();
     // A link to nothing helps nobody: the name must exist now (it may go away later).
     node.find(&name).await?;
-    let expires = unix_ms() / 1000 + secs;
+    // Rounded up: a link lasts at least what was asked.
+    let expires = unix_ms().div_ceil(1000) + secs;
     let link = Link { epoch: node.share_epoch().await?, expires, name: name.to_string() };
     let path = format!("/share/{}", link.token(&req));
     let url = req.url();
