@@ -52,16 +52,38 @@ impl Token {
     }
 
     /// A cookie value valid until `expires` (unix seconds).
-    fn session(&self, expires: u64) -> String {
+    fn session_cookie(&self, expires: u64) -> String {
         format!("{expires}.{}", hex::encode(self.session_mac(expires)))
     }
 
-    fn session_valid(&self, value: &str, now_secs: u64) -> bool {
-        let Some((expires, mac)) = value.split_once('.') else { return false };
-        let (Ok(expires), Ok(mac)) = (expires.parse::<u64>(), hex::decode(mac)) else { return false };
-        let Ok(mac) = <[u8; 32]>::try_from(mac.as_slice()) else { return false };
-        expires > now_secs && crate::crypto::macs_equal(&mac, &self.session_mac(expires))
+    fn session(&self, value: &str, now_secs: u64) -> Session {
+        let Some((expires, mac)) = value.split_once('.') else { return Session::Forged };
+        let (Ok(expires), Ok(mac)) = (expires.parse::<u64>(), hex::decode(mac)) else {
+            return Session::Forged;
+        };
+        let Ok(mac) = <[u8; 32]>::try_from(mac.as_slice()) else { return Session::Forged };
+        if !crate::crypto::macs_equal(&mac, &self.session_mac(expires)) {
+            Session::Forged
+        } else if expires <= now_secs {
+            Session::Expired
+        } else {
+            Session::Valid
+        }
     }
+
+    #[cfg(test)]
+    fn session_valid(&self, value: &str, now_secs: u64) -> bool {
+        self.session(value, now_secs) == Session::Valid
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Session {
+    Valid,
+    /// Ours, but over: not a guess, so not counted against the address (the UI's event
+    /// stream retries with it on its own, and must not lock its user out).
+    Expired,
+    Forged,
 }
 
 /// Failed attempts per source address, in fixed windows.
@@ -129,10 +151,10 @@ fn credential(req: &Req, token: &Token) -> Credential {
             _ => Credential::Wrong,
         };
     }
-    match cookie(req, COOKIE) {
-        Some(value) if token.session_valid(&value, unix_ms() / 1000) => Credential::Valid,
-        Some(_) => Credential::Wrong,
-        None => Credential::None,
+    match cookie(req, COOKIE).map(|value| token.session(&value, unix_ms() / 1000)) {
+        Some(Session::Valid) => Credential::Valid,
+        Some(Session::Forged) => Credential::Wrong,
+        Some(Session::Expired) | None => Credential::None,
     }
 }
 
@@ -221,7 +243,7 @@ pub async fn sign_in(mut req: Req) -> Result<Response, ApiError> {
         "Set-Cookie",
         format!(
             "{COOKIE}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict",
-            token.session(expires),
+            token.session_cookie(expires),
             SESSION.as_secs()
         ),
     );
@@ -243,9 +265,9 @@ mod tests {
     fn sessions_and_limits() {
         let t = Token::new("0123456789abcdef0123456789abcdef");
         assert!(t.matches("0123456789abcdef0123456789abcdef") && !t.matches("0123456789abcdef"));
-        let s = t.session(2000);
+        let s = t.session_cookie(2000);
         assert!(t.session_valid(&s, 1999));
-        assert!(!t.session_valid(&s, 2000), "expired");
+        assert_eq!(t.session(&s, 2000), Session::Expired);
         assert!(!t.session_valid(&s.replace("2000.", "2001."), 1999), "forged expiry");
         assert!(!Token::new("another token, another key 000000").session_valid(&s, 1999));
         assert!(!t.session_valid("garbage", 0) && !t.session_valid("1.zz", 0));

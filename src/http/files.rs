@@ -51,6 +51,18 @@ pub async fn put(mut req: Req) -> Result<Response, ApiError> {
     let expect = expectation(&req);
     let mtime = client_mtime(&req)?;
     let node = req.state().node.clone();
+    // Refused before the body is read when it already fails; the writer checks again as it
+    // commits, which is the check that counts.
+    if expect != Expect::default() {
+        let current = match node.find(&name).await {
+            Ok(found) => Some(found.manifest.id),
+            Err(NodeError::NotFound) => None,
+            Err(e) => return Err(e.into()),
+        };
+        if !expect.holds(current) {
+            return Err(crate::node::precondition_failed().into());
+        }
+    }
     let declared = req.len();
     let mut upload = node.upload().await?;
     pump(req.take_body(), &mut upload).await?;

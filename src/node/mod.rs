@@ -64,12 +64,16 @@ pub enum DataKeyError {
 }
 
 /// A refused conditional write, in the words a client reads.
+pub fn precondition_failed() -> NodeError {
+    NodeError::Precondition(
+        "the precondition failed: the name's current content is not what If-Match / If-None-Match expected"
+            .into(),
+    )
+}
+
 fn precondition(e: NodeError) -> NodeError {
     match e {
-        NodeError::Storage(StorageError::PreconditionFailed) => NodeError::Precondition(
-            "the precondition failed: the name's current content is not what If-Match / If-None-Match expected"
-                .into(),
-        ),
+        NodeError::Storage(StorageError::PreconditionFailed) => precondition_failed(),
         other => other,
     }
 }

@@ -918,6 +918,57 @@ mod tests {
         });
     }
 
+    /// Conditional commits and relinks are decided by the writer against what is stored when
+    /// it writes; a refused one changes nothing, and a move keeps the file counted once.
+    #[test]
+    fn the_writer_checks_expectations_and_relinks_atomically() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("db.redb"), 1 << 20).unwrap();
+        let (x, y) = (ChunkId::of(b"x"), ChunkId::of(b"y"));
+        let (fx, fy) = (file_of(&[(x, 10)]), file_of(&[(y, 20)]));
+        let name = |n: &str| FileName::new(n).unwrap();
+        runtime::block_on(async {
+            let inline = |id: ChunkId| vec![(id, vec![0u8; 26])];
+            let commit = |f: &Manifest, id, n: &str, wall, expect| {
+                store.commit_file(f.clone(), name(n), record(Some(f), wall), inline(id), true, expect)
+            };
+            commit(&fx, x, "a", 1, Expect::absent()).await.unwrap();
+            let again = commit(&fy, y, "a", 2, Expect::absent()).await;
+            assert!(matches!(again, Err(StorageError::PreconditionFailed)), "{again:?}");
+            let stale = Expect { if_match: Some(Match::Files(vec![fy.id])), if_none_match: None };
+            assert!(matches!(commit(&fy, y, "a", 3, stale).await, Err(StorageError::PreconditionFailed)));
+            let current = Expect { if_match: Some(Match::Files(vec![fx.id])), if_none_match: None };
+            let wrong = Expect { if_match: Some(Match::Files(vec![fy.id])), if_none_match: None };
+            assert!(matches!(
+                store.delete(&name("a"), record(None, 4).stamp, wrong).await,
+                Err(StorageError::PreconditionFailed)
+            ));
+            assert_eq!(store.lookup(&name("a")).await.unwrap().unwrap().1.id, fx.id);
+
+            let relink = |to: &str, file, wall, tombstone: Option<u64>, expect| Relink {
+                from: "a".into(),
+                to: to.into(),
+                file,
+                record: record(Some(&fx), wall),
+                tombstone: tombstone.map(|w| record(None, w).stamp),
+                expect,
+            };
+            store.relink(relink("b", fx.id, 5, None, Expect::absent())).await.unwrap();
+            let before = store.stats().await.unwrap();
+            assert_eq!((before.files, before.unique_bytes), (2, 10), "a copy adds a name, not content");
+            let refused = store.relink(relink("b", fx.id, 6, Some(7), Expect::absent())).await;
+            assert!(matches!(refused, Err(StorageError::PreconditionFailed)));
+            let changed = store.relink(relink("c", fy.id, 6, Some(7), current)).await;
+            assert!(matches!(changed, Err(StorageError::SourceChanged)), "the source names another file");
+            store.relink(relink("c", fx.id, 8, Some(9), Expect::default())).await.unwrap();
+            assert!(store.lookup(&name("a")).await.unwrap().is_none());
+            assert_eq!(store.lookup(&name("c")).await.unwrap().unwrap().1.id, fx.id);
+            let after = store.stats().await.unwrap();
+            assert_eq!((after.files, after.unique_bytes, after.stored_bytes), (2, 10, before.stored_bytes));
+            store.close().await.unwrap();
+        });
+    }
+
     /// A confirmation whose manifest never comes (the upload failed after it) expires.
     #[test]
     fn a_confirmation_without_its_manifest_expires_after_the_grace() {

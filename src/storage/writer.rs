@@ -497,8 +497,12 @@ impl<'t> Tables<'t> {
             return Ok(Err(StorageError::PreconditionFailed));
         }
         // The source's name holds the manifest until the destination's is counted, so its
-        // chunks are never unreferenced in between.
-        self.apply_name(&r.to, r.record, None, false)?;
+        // chunks are never unreferenced in between. A destination stamped later than this
+        // write (only by a skewed peer: the clock observes every stamp it receives) keeps its
+        // record, and then the source must stay too: nothing has changed yet at that point.
+        if !self.apply_name(&r.to, r.record, None, false)? {
+            return Ok(Err(StorageError::SourceChanged));
+        }
         if let Some(stamp) = r.tombstone {
             self.apply_name(&r.from, NameRecordV3::tombstone(stamp), None, false)?;
         }
