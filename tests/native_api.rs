@@ -270,6 +270,7 @@ fn listings_fold_folders_and_search_ignoring_case() {
     let a = list(&node, "prefix=a/&delimiter=/");
     assert_eq!(names(&a), ["a/one.TXT", "a/zz.txt"]);
     assert_eq!(a["folders"], json!(["a/b/", "a/d/"]));
+    assert_eq!(a["total"], 4, "files and folders, each once");
     // Paging through folders and files in name order: each item once.
     let mut seen = Vec::new();
     let mut after = String::new();

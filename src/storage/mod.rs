@@ -771,6 +771,7 @@ fn list_names(names: &impl ReadableTable<&'static str, &'static [u8]>, q: &ListQ
     let hidden = q.hidden;
     let search = q.search.as_deref().map(str::to_lowercase).filter(|s| !s.is_empty());
     let mut all: Vec<Listed> = Vec::new();
+    let mut last_folder: Option<String> = None;
     for item in names.range(q.prefix.as_str()..)? {
         let (key, value) = item?;
         let name = key.value();
@@ -792,18 +793,19 @@ fn list_names(names: &impl ReadableTable<&'static str, &'static [u8]>, q: &ListQ
         let listed = match q.delimiter.then(|| name[q.prefix.len()..].find('/')).flatten() {
             Some(i) => {
                 let folder = &name[..q.prefix.len() + i + 1];
-                if all.last().is_some_and(|l| l.key() == folder) {
+                if last_folder.as_deref() == Some(folder) {
                     continue;
                 }
+                last_folder = Some(folder.to_owned());
                 Listed::Folder(folder.to_owned())
             }
             None => Listed::File(NameEntry { name: name.to_owned(), record }),
         };
+        page.total += 1;
         if by_name_ascending && q.after.as_deref().is_some_and(|after| listed.key() <= after) {
             // A folder named as `after` was the last item of the previous page: skip its names.
             continue;
         }
-        page.total += 1;
         if by_name_ascending {
             // Keep one extra entry past the page to know whether there is a next page.
             if all.len() < q.offset.saturating_add(limit).saturating_add(1) {
