@@ -121,11 +121,18 @@ impl Limiter {
     }
 }
 
-/// Where the client connects from (the TCP peer, never a header a client writes).
+/// Where the client connects from (the TCP peer, never a header a client writes). An IPv6
+/// client counts by its /64, which one host usually has whole: per address, it could rotate
+/// past the limit.
 fn source(req: &Req) -> IpAddr {
-    req.peer_addr()
+    let ip = req
+        .peer_addr()
         .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
-        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip())
+        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip().to_canonical());
+    match ip {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 => v4,
+    }
 }
 
 fn cookie(req: &Req, name: &str) -> Option<String> {
@@ -281,5 +288,21 @@ mod tests {
         assert!(l.blocked(ip, now).is_some());
         assert_eq!(l.blocked(IpAddr::from([10, 0, 0, 2]), now), None);
         assert_eq!(l.blocked(ip, now + WINDOW), None, "the window ends");
+    }
+
+    #[test]
+    fn the_limiter_tracks_a_bounded_number_of_addresses() {
+        let l = Limiter::default();
+        let now = Instant::now();
+        for i in 0..(MAX_TRACKED as u32 + 500) {
+            l.fail(IpAddr::from(i.to_be_bytes()), now + Duration::from_micros(u64::from(i)));
+        }
+        let map = l.failures.lock().unwrap();
+        assert_eq!(map.len(), MAX_TRACKED);
+        assert!(
+            map.contains_key(&IpAddr::from((MAX_TRACKED as u32 + 499).to_be_bytes())),
+            "the newest is kept"
+        );
+        assert!(!map.contains_key(&IpAddr::from(0u32.to_be_bytes())), "the oldest went");
     }
 }
