@@ -331,6 +331,9 @@ fn share_links_work_without_the_token_until_they_expire_or_are_revoked() {
     let (code, head, part) = get_with(&url, &[("Range", "bytes=10-19")]);
     assert_eq!((code, part.as_slice()), (206, &data[10..20]));
     assert_eq!(head.get("etag").unwrap().to_str().unwrap(), format!("\"{}\"", sha256_hex(&data)));
+    let (code, head, body) = call("HEAD", &url, &[], None);
+    assert_eq!((code, body.len()), (200, 0));
+    assert_eq!(head.get("content-length").unwrap(), &data.len().to_string());
     // Read-only: the link opens nothing else and changes nothing.
     assert_eq!(call("PUT", &url, &[], Some(b"x")).0, 405);
     assert_eq!(call("DELETE", &url, &[], None).0, 405);

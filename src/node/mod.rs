@@ -78,6 +78,9 @@ fn precondition(e: NodeError) -> NodeError {
     }
 }
 
+/// Names a prefix move or copy relinks at once.
+const RELOCATE_PARALLEL: usize = 32;
+
 /// One page of the names under `prefix`, in name order.
 fn prefix_page(prefix: &str, after: Option<String>) -> ListQuery {
     ListQuery { prefix: prefix.to_owned(), after, limit: 1000, ..Default::default() }
@@ -532,13 +535,22 @@ impl Node {
                 }
             }
         }
+        use futures_util::StreamExt;
         let mut done = 0;
         let mut after = None;
         loop {
             let page = self.list(prefix_page(from, after)).await?;
+            let mut pairs = Vec::with_capacity(page.entries.len());
             for entry in &page.entries {
-                let source = FileName::new(entry.name.clone())?;
-                match self.relocate(how, &source, &target(&entry.name)?, overwrite).await {
+                pairs.push((FileName::new(entry.name.clone())?, target(&entry.name)?));
+            }
+            // Several at once, so the writer commits them in shared transactions (one fsync
+            // for many names); each name stays atomic on its own.
+            let mut results = futures_util::stream::iter(pairs)
+                .map(|(source, dest)| async move { self.relocate(how, &source, &dest, overwrite).await })
+                .buffer_unordered(RELOCATE_PARALLEL);
+            while let Some(result) = results.next().await {
+                match result {
                     Ok(()) => done += 1,
                     // Deleted by someone else meanwhile: nothing to move.
                     Err(NodeError::NotFound) => {}
