@@ -236,10 +236,7 @@ pub async fn sign_in(mut req: Req) -> Result<Response, ApiError> {
     if let Some(wait) = req.state().limiter.blocked(ip, now) {
         return Err(too_many(wait));
     }
-    let body: SignIn = req
-        .body_json()
-        .await
-        .map_err(|e| ApiError::BadRequest(format!("expected JSON {{\"token\": \"...\"}}: {e}")))?;
+    let body: SignIn = super::small_json(&mut req, r#"{"token": "..."}"#).await?;
     if !token.matches(body.token.trim()) {
         req.state().limiter.fail(ip, now);
         return Err(ApiError::Unauthorized("that API token is not valid".into()));

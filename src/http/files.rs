@@ -159,11 +159,8 @@ pub async fn relocate_copy(req: Req) -> Result<Response, ApiError> {
 /// `POST /api/v1/move|copy {"from", "to", "overwrite"}`: one name, or with `from` ending in
 /// `/` every name under it. Metadata only: no stored bytes are added.
 async fn relocate(mut req: Req, how: Relocate, key: &str) -> Result<Response, ApiError> {
-    let body: RelocateBody = req.body_json().await.map_err(|e| {
-        ApiError::BadRequest(format!(
-            "expected JSON {{\"from\": \"...\", \"to\": \"...\", \"overwrite\": true}}: {e}"
-        ))
-    })?;
+    let body: RelocateBody =
+        super::small_json(&mut req, r#"{"from": "...", "to": "...", "overwrite": true}"#).await?;
     let node = req.state().node.clone();
     let count = if body.from.ends_with('/') {
         if !body.to.ends_with('/') {

@@ -184,6 +184,25 @@ pub fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Largest JSON request body read (a move's two names, a share, a sign-in).
+const MAX_JSON: u64 = 64 * 1024;
+
+/// A small JSON request body, read with a bound (`body_json` reads any length into memory).
+/// `shape` says what was expected, for the error.
+async fn small_json<T: serde::de::DeserializeOwned>(req: &mut Req, shape: &str) -> Result<T, ApiError> {
+    use futures_lite::AsyncReadExt;
+    let mut bytes = Vec::new();
+    req.take_body()
+        .take(MAX_JSON + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("reading the request body failed: {e}")))?;
+    if bytes.len() as u64 > MAX_JSON {
+        return Err(ApiError::TooLarge(format!("a JSON body here is at most {MAX_JSON} bytes")));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("expected JSON {shape}: {e}")))
+}
+
 /// A query parameter, decoded.
 fn query(req: &Req, key: &str) -> Option<String> {
     req.url().query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned())

@@ -76,9 +76,7 @@ struct CreateBody {
 
 /// `POST /api/v1/shares {"name", "expires_in"}` → `201 {"url", "path", "expires"}`.
 pub async fn create(mut req: Req) -> Result<Response, ApiError> {
-    let body: CreateBody = req.body_json().await.map_err(|e| {
-        ApiError::BadRequest(format!("expected JSON {{\"name\": \"...\", \"expires_in\": SECONDS}}: {e}"))
-    })?;
+    let body: CreateBody = super::small_json(&mut req, r#"{"name": "...", "expires_in": SECONDS}"#).await?;
     let secs = body.expires_in.unwrap_or(DEFAULT_EXPIRY_SECS);
     if secs == 0 || secs > MAX_EXPIRY_SECS {
         return Err(ApiError::BadRequest(format!("`expires_in` must be 1 to {MAX_EXPIRY_SECS} seconds")));

@@ -170,7 +170,11 @@ pub fn format_mtime(ms: u64) -> String {
     }
 }
 
-/// Parses unix seconds with optional decimals (sub-millisecond digits are dropped).
+/// The latest modification time kept: 9999-12-31T23:59:59Z, the last one RFC 3339 can state.
+const MAX_MTIME_SECS: u64 = 253_402_300_799;
+
+/// Parses unix seconds with optional decimals (sub-millisecond digits are dropped), up to
+/// the end of year 9999.
 pub fn parse_mtime(s: &str) -> Option<u64> {
     let s = s.trim();
     let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
@@ -181,12 +185,31 @@ pub fn parse_mtime(s: &str) -> Option<u64> {
         return None;
     }
     let ms: u64 = format!("{:0<3}", &frac[..frac.len().min(3)]).parse().ok()?;
-    whole.parse::<u64>().ok()?.checked_mul(1000)?.checked_add(ms)
+    let secs = whole.parse::<u64>().ok().filter(|s| *s <= MAX_MTIME_SECS)?;
+    Some(secs * 1000 + ms)
 }
 
 /// The client's modification time kept with a name, in unix ms.
 pub fn mtime_of(record: &NameRecord) -> Option<u64> {
     record.headers.iter().find(|(k, _)| k == MTIME_HEADER).and_then(|(_, v)| parse_mtime(v))
+}
+
+#[cfg(test)]
+mod mtime_tests {
+    #[test]
+    fn mtimes_parse_and_print_back() {
+        use super::{format_mtime, parse_mtime};
+        assert_eq!(parse_mtime("1700000000.25"), Some(1_700_000_000_250));
+        assert_eq!(parse_mtime("1700000000.123456"), Some(1_700_000_000_123));
+        assert_eq!(parse_mtime("0"), Some(0));
+        assert_eq!(format_mtime(1_700_000_000_250), "1700000000.25");
+        assert_eq!(format_mtime(1_700_000_000_000), "1700000000");
+        assert_eq!(parse_mtime("253402300799"), Some(253_402_300_799_000));
+        for bad in ["253402300800", "1.", ".5", "-1", "1e9", "", "1.2.3", "999999999999"] {
+            assert_eq!(parse_mtime(bad), None, "{bad:?}");
+        }
+        assert_eq!(crate::clock::rfc3339(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+    }
 }
 
 /// A move or copy.
