@@ -7,7 +7,6 @@
 
 (() => {
   const API = '/api/v1';
-  const TOKEN_KEY = 'diststore.token';
   // Parallel uploads: browsers allow ~6 connections per host over HTTP/1.1;
   // the event stream holds one and list/info requests need a few more.
   const MAX_PARALLEL_UPLOADS = 3;
@@ -19,7 +18,6 @@
   window.diststore = knobs;
 
   const state = {
-    token: sessionStorage.getItem(TOKEN_KEY) || '',
     status: null, // last /status answer
     list: {
       prefix: '',
@@ -115,22 +113,18 @@
   };
   const baseName = (name) => name.slice(name.lastIndexOf('/') + 1) || name;
 
-  // Plain links (download, open) cannot carry headers, so the token rides in
-  // the query string; the server accepts it there too.
-  function withToken(url) {
-    if (!state.token) return url;
-    return `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(state.token)}`;
-  }
-
+  // Plain links (download, open) and the event stream carry the session
+  // cookie set at sign-in; the token itself never appears in a URL.
   function fileUrl(name, download) {
-    return withToken(`${API}/files/${encodeName(name)}${download ? '?download=1' : ''}`);
+    return `${API}/files/${encodeName(name)}${download ? '?download=1' : ''}`;
   }
 
   const shellQuote = (s) => `'${String(s).replace(/'/g, `'\\''`)}'`;
 
   function curlCommand(name) {
     const url = `${location.origin}${API}/files/${encodeName(name)}`;
-    const auth = state.token ? ` -H ${shellQuote(`Authorization: Bearer ${state.token}`)}` : '';
+    // The page never sees the token (the cookie is HttpOnly): the command reads it from the shell.
+    const auth = state.status && state.status.auth_required ? ' -H "Authorization: Bearer $DISTSTORE_API_TOKEN"' : '';
     return `curl -fL${auth} -o ${shellQuote(baseName(name))} ${shellQuote(url)}`;
   }
 
@@ -179,63 +173,78 @@
 
   let tokenPrompt = null; // one dialog at a time, shared by every caller
   let tokenDeclined = false;
+  // Bumped at each sign-in: a request refused before it need not ask again.
+  let signIns = 0;
 
-  function setToken(token) {
-    state.token = token;
-    state.list.rendered = false; // row links carry the token
-    if (token) sessionStorage.setItem(TOKEN_KEY, token);
-    else sessionStorage.removeItem(TOKEN_KEY);
-  }
-
-  // Called when a request answered 401 while sending `usedToken`. Resolves to
-  // true when a (new) token is there to retry with, false when the user
-  // declined to give one.
-  function obtainToken(usedToken, serverMessage) {
-    if (state.token && state.token !== usedToken) return Promise.resolve(true);
-    if (usedToken && state.token === usedToken) setToken('');
+  // Called when a request answered 401 (sent after `seenSignIns` sign-ins).
+  // Resolves to true when the user signed in (retry), false when they declined.
+  function obtainToken(seenSignIns, serverMessage) {
+    if (signIns !== seenSignIns) return Promise.resolve(true);
     if (tokenDeclined) return Promise.resolve(false);
     if (!tokenPrompt) {
-      tokenPrompt = askToken(Boolean(usedToken), serverMessage).finally(() => { tokenPrompt = null; });
+      tokenPrompt = askToken(seenSignIns > 0 ? serverMessage : '').finally(() => { tokenPrompt = null; });
     }
     return tokenPrompt;
   }
 
-  function askToken(rejected, serverMessage) {
+  // Asks for the token until the node accepts it (or the user cancels), and
+  // signs in with it: the node answers with an HttpOnly, SameSite=Strict
+  // session cookie, so the token is sent once and kept nowhere in the page.
+  async function askToken(rejection) {
     const dialog = $('token-dialog');
     const input = $('token-input');
     const error = $('token-error');
-    // A refused token gets the server's own words; a first question doesn't
-    // need an error at all.
-    error.hidden = !rejected;
-    error.textContent = rejected ? `That token was not accepted: ${serverMessage || 'unauthorized'}` : '';
-    input.value = '';
-    return new Promise((resolve) => {
-      dialog.addEventListener('close', () => {
-        const value = input.value.trim();
-        if (dialog.returnValue === 'ok' && value) {
-          setToken(value);
-          resolve(true);
-        } else {
-          tokenDeclined = true;
-          resolve(false);
-        }
-      }, { once: true });
-      dialog.returnValue = '';
-      dialog.showModal();
-      input.focus();
-    });
-  }
-
-  // fetch() wrapper: adds the token, turns error answers into ApiError with
-  // the server's wording, and asks for a token once on 401.
-  async function api(path, options = {}) {
     for (;;) {
-      const used = state.token;
-      const headers = new Headers(options.headers || {});
-      if (used) headers.set('Authorization', `Bearer ${used}`);
+      // A refused token gets the server's own words; a first question doesn't
+      // need an error at all.
+      error.hidden = !rejection;
+      error.textContent = rejection ? `That token was not accepted: ${rejection}` : '';
+      input.value = '';
+      const answer = await new Promise((resolve) => {
+        dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok' ? input.value.trim() : null), { once: true });
+        dialog.returnValue = '';
+        dialog.showModal();
+        input.focus();
+      });
+      input.value = '';
+      if (!answer) {
+        tokenDeclined = true;
+        return false;
+      }
       let response;
       try {
-        response = await fetch(`${API}${path}`, { ...options, headers });
+        response = await fetch(`${API}/session`, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ token: answer }),
+        });
+      } catch (_) {
+        rejection = 'Cannot reach the node (network error).';
+        continue;
+      }
+      if (response.ok) {
+        signIns += 1;
+        state.list.rendered = false;
+        return true;
+      }
+      const text = await response.text().catch(() => '');
+      rejection = errorText(response.status, text, response.statusText);
+    }
+  }
+
+  async function signOut() {
+    await fetch(`${API}/session`, { method: 'DELETE' }).catch(() => {});
+    location.reload();
+  }
+
+  // fetch() wrapper: turns error answers into ApiError with the server's
+  // wording, and asks for the token (once) on 401.
+  async function api(path, options = {}) {
+    for (;;) {
+      const seen = signIns;
+      let response;
+      try {
+        response = await fetch(`${API}${path}`, options);
       } catch (err) {
         if (err.name === 'AbortError') throw err;
         throw new ApiError(0, 'Cannot reach the node (network error).');
@@ -243,7 +252,7 @@
       if (!response.ok) {
         const text = await response.text().catch(() => '');
         const message = errorText(response.status, text, response.statusText);
-        if (response.status === 401 && (await obtainToken(used, message))) continue;
+        if (response.status === 401 && (await obtainToken(seen, message))) continue;
         throw new ApiError(response.status, message);
       }
       return response;
@@ -267,6 +276,7 @@
     // Merge: an event may carry fewer fields than /status does.
     state.status = { ...state.status, ...status };
     status = state.status;
+    $('sign-out').hidden = !status.auth_required;
     const limit = status.max_upload_bytes;
     $('upload-limit').textContent = limit
       ? `Up to ${formatBytes(limit)} per file on this node.`
@@ -290,7 +300,7 @@
 
   function connectEvents() {
     if (events) events.close();
-    const source = new EventSource(withToken(`${API}/events`));
+    const source = new EventSource(`${API}/events`);
     events = source;
     source.addEventListener('open', () => {
       reconnectDelay = 1000;
@@ -424,7 +434,6 @@
       box.append(' ', el('button', { type: 'button', 'data-testid': 'enter-token' }, 'Enter API token'));
       box.querySelector('button').addEventListener('click', () => {
         tokenDeclined = false;
-        setToken('');
         start();
       });
     }
@@ -721,10 +730,9 @@
         return;
       }
       const xhr = new XMLHttpRequest();
-      const used = state.token;
+      const used = signIns;
       this.xhr = xhr;
       xhr.open('PUT', `${API}/files/${encodeName(this.name)}`);
-      if (used) xhr.setRequestHeader('Authorization', `Bearer ${used}`);
       xhr.setRequestHeader('Content-Type', this.file.type || 'application/octet-stream');
       xhr.upload.onprogress = (e) => this.setProgress(e.loaded);
       // All bytes are sent; the node now chunks, encrypts and replicates them.
@@ -1047,6 +1055,7 @@
   }
 
   wire();
+  $('sign-out').addEventListener('click', signOut);
   renderSortHeaders();
   showView(false);
   start();

@@ -14,6 +14,8 @@
 #   DISTSTORE_CLUSTER_DIR  data, logs, pid files and the shared secret      (default ./cluster-data)
 #   DISTSTORE_NODE_ARGS    extra flags for every node, split on whitespace (no quoting),
 #                          e.g. "--replication 3 --min-replicas 2"
+#   DISTSTORE_API_TOKEN    the API token every node requires (they inherit it); status
+#                          sends it as `Authorization: Bearer` (e.g. $(openssl rand -hex 32))
 #   DISTSTORE_BIN          run this binary instead of building target/release/diststore
 #   CLUSTER_START_TIMEOUT  seconds to wait for each node's /health, and again for the
 #                          cluster to see all its peers up                          (default 30)
@@ -121,9 +123,16 @@ load_conf() {
 
 health_ok() { curl -fsS --max-time 2 -o /dev/null "$1/health" 2>/dev/null; }
 
+# The API token travels only in the Authorization header (never in a URL).
+api_get() {
+  local auth=()
+  [[ -n "${DISTSTORE_API_TOKEN:-}" ]] && auth=(-H "Authorization: Bearer $DISTSTORE_API_TOKEN")
+  curl -fsS --max-time 2 "${auth[@]}" "$1" 2>/dev/null
+}
+
 # Number of peers node URL reports as up; fails if the node doesn't answer.
 peers_up() {
-  curl -fsS --max-time 2 "$1/api/v1/status" 2>/dev/null | jq -e '[.peers[] | select(.state == "up")] | length'
+  api_get "$1/api/v1/status" | jq -e '[.peers[] | select(.state == "up")] | length'
 }
 
 # The end of a node's log since its last start (the "===" line launch_node writes), without a
@@ -385,7 +394,7 @@ cmd_status() {
     elif ! is_our_node "$pid" "$i"; then
       running="DEAD"  # a pid file without its process: it crashed or was killed
       bad=1
-    elif json="$(curl -fsS --max-time 2 "$url/api/v1/status" 2>/dev/null)"; then
+    elif json="$(api_get "$url/api/v1/status")"; then
       running="running"
       mapfile -t info < <(jq -r '(.node_id[0:8]), .files, .stored_bytes,
         "\([.peers[] | select(.state == "up")] | length)/\(.peers | length)"' <<<"$json")

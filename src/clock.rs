@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use crate::content::NodeId;
 use crate::storage::Stamp;
-pub use crate::time::{civil_from_days, rfc3339, unix_ms};
+pub use crate::time::{civil_from_days, days_from_civil, rfc3339, unix_ms};
 
 pub struct Clock {
     node: NodeId,

@@ -81,8 +81,9 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTSTORE_DISK_RESERVE", value_name = "SIZE", default_value = "128MiB", value_parser = parse_size)]
     pub disk_reserve: u64,
 
-    /// Bearer token required on /api and /metrics. Required when listening on a non-loopback
-    /// address, unless --open-api is given.
+    /// Bearer token required on /api and /metrics (at least 32 characters; make one with
+    /// `openssl rand -hex 32`). Required when listening on a non-loopback address, unless
+    /// --open-api is given.
     #[arg(long, env = "DISTSTORE_API_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub api_token: Option<String>,
 
@@ -249,6 +250,9 @@ pub enum SecretSource {
     Generated(PathBuf),
 }
 
+/// The shortest API token accepted: 16 random bytes written as hex.
+pub const MIN_TOKEN_CHARS: usize = 32;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("PORT must be a port number, got {0:?}")]
@@ -257,8 +261,10 @@ pub enum ConfigError {
         "listening on {0}, which is not loopback, needs --api-token (or DISTSTORE_API_TOKEN); pass --open-api to serve without one"
     )]
     TokenNeeded(SocketAddr),
-    #[error("--api-token must not be empty")]
-    EmptyToken,
+    #[error(
+        "--api-token must be at least {MIN_TOKEN_CHARS} characters (16 random bytes as hex); make one with `openssl rand -hex 32`"
+    )]
+    ShortToken,
     #[error("the secret must not be empty")]
     EmptySecret,
     #[error("--replication and --min-replicas must be at least 1, and --min-replicas at most --replication")]
@@ -321,8 +327,9 @@ impl ServeArgs {
             }
             (None, Err(_)) => SocketAddr::from(([127, 0, 0, 1], 8080)),
         };
-        if self.api_token.as_deref() == Some("") {
-            return Err(ConfigError::EmptyToken);
+        // A token guards every file: one short enough to guess (or typed by hand) is refused.
+        if self.api_token.as_deref().is_some_and(|t| t.chars().count() < MIN_TOKEN_CHARS) {
+            return Err(ConfigError::ShortToken);
         }
         if !listen.ip().is_loopback() && self.api_token.is_none() && !self.open_api {
             return Err(ConfigError::TokenNeeded(listen));

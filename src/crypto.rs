@@ -43,6 +43,7 @@ impl Secret {
         Keys {
             data: Aes256GcmSiv::new(&self.derive(b"chunk data key").into()),
             peer: self.derive(b"peer authentication key"),
+            share: self.derive(b"share link key"),
         }
     }
 }
@@ -53,6 +54,9 @@ pub struct Keys {
     data: Aes256GcmSiv,
     /// Proves knowledge of the secret to peers; never sent.
     pub peer: [u8; 32],
+    /// Signs share links: every node of a cluster derives the same one, so a link made on one
+    /// node opens on all.
+    pub share: [u8; 32],
 }
 
 /// The nonce for a chunk: deterministic, so equal chunks seal to equal bytes everywhere.

@@ -21,6 +21,18 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// (year, month 1..=12, day 1..=31) → days since 1970-01-01, the inverse of
+/// [`civil_from_days`].
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Unix milliseconds as RFC 3339 UTC, e.g. `2026-11-24T08:45:23.123Z`.
 pub fn rfc3339(ms: u64) -> String {
     let secs = ms / 1000;
@@ -34,6 +46,10 @@ mod date_tests {
     #[test]
     fn formats_dates() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
+        for days in [0, 59, 365, 11_016, 20_000, 20_788] {
+            let (y, m, d) = super::civil_from_days(days);
+            assert_eq!(super::days_from_civil(y, m, d), days);
+        }
         assert_eq!(super::rfc3339(1_795_509_923_123), "2026-11-24T08:45:23.123Z");
         assert_eq!(super::civil_from_days(11_016), (2000, 2, 29));
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const TOKEN: &str = "bounds-token";
+const TOKEN: &str = "bounds-token-0123456789abcdef0123456789";
 
 fn addr(node: &TestNode) -> String {
     node.base.trim_start_matches("http://").to_owned()

@@ -7,7 +7,7 @@
 //! bytes, cancel a (throttled) upload, drop several files, see changes made
 //! elsewhere appear without a reload, delete with the keyboard alone through
 //! the confirmation dialog, see an upload refused by the server in the
-//! server's own words, give the API token once per tab, and watch the cluster
+//! server's own words, sign in with the API token once (a cookie, never a URL), and watch the cluster
 //! view follow a peer going down. Screenshots land in `target/ui-screenshots/`.
 //!
 //! Needs Debian's `chromium`. Without it the tests skip, except under CI (env
@@ -400,11 +400,11 @@ fn browser_ui_upload_download_delete_live_and_cluster() {
 }
 
 #[test]
-fn browser_ui_asks_for_the_api_token_once_per_session() {
+fn browser_ui_signs_in_once_and_never_puts_the_token_in_a_url() {
     let Some(chromium) = chromium_or_skip() else {
         return;
     };
-    let token = "ui-test-token";
+    let token = "ui-test-token-0123456789abcdef-ui";
     let node = TestNode::start_with(&["--api-token", token]);
     let work = tempfile::tempdir().expect("temp dir");
     let downloads = work.path().join("downloads");
@@ -434,12 +434,20 @@ fn browser_ui_asks_for_the_api_token_once_per_session() {
     browser.eval(&format!("document.querySelector('[data-testid=token-input]').value = {}", json!(token)));
     browser.click("[data-testid=token-ok]");
     browser.wait_for(
-        "the page to go live with the token (the event stream takes it in the query)",
+        "the page to go live after signing in (the event stream sends the session cookie)",
         "!document.getElementById('token-dialog').open && \
          document.getElementById('conn').dataset.state === 'live'",
     );
 
-    // Uploads send it as a bearer token ...
+    // The page keeps no token: the session is an HttpOnly cookie it cannot read.
+    let kept = browser.eval(&format!(
+        "(document.cookie + JSON.stringify(sessionStorage) + JSON.stringify(localStorage) + \
+         document.documentElement.outerHTML).includes({})",
+        json!(token)
+    ));
+    assert_eq!(kept, json!(false), "the token is kept in the page");
+
+    // Uploads go through with the cookie ...
     let name = "secret note.txt";
     let data = b"only for token holders\n".to_vec();
     let path = work.path().join(name);
@@ -448,26 +456,30 @@ fn browser_ui_asks_for_the_api_token_once_per_session() {
     let (state, message) = wait_upload_end(&mut browser, name);
     assert_eq!(state, "done", "upload with the token failed: {message}");
 
-    // ... and plain links carry it in the query string.
+    // ... and so do plain links, which carry no token.
     let row = format!("[data-testid=file-row][data-name={}]", json!(name));
     browser.wait_for("the uploaded file in the list", &format!("document.querySelector({})", json!(row)));
     let href = browser
         .eval(&format!("document.querySelector({}).href", json!(format!("{row} [data-testid=download]"))));
-    assert!(
-        href.as_str().unwrap_or("").contains(&format!("token={token}")),
-        "download link without the token: {href}"
-    );
+    assert!(!href.as_str().unwrap_or("").contains("token"), "a token in a link: {href}");
     browser.click(&format!("{row} [data-testid=download]"));
     let downloaded = wait_for_download(&downloads, name, data.len());
     assert_eq!(downloaded, data, "downloaded bytes");
 
-    // A reload in the same tab keeps the token: no second question.
+    // A reload keeps the session: no second question.
     browser.goto(&node.url("/"));
     browser.wait_for(
         "the reloaded page to go live without asking again",
         "document.getElementById('conn').dataset.state === 'live' && \
          !document.getElementById('token-dialog').open && \
          document.querySelector('[data-testid=file-row]')",
+    );
+    // Signing out clears the session: the next load asks again.
+    browser.wait_for("the sign-out button", "!document.getElementById('sign-out').hidden");
+    browser.click("[data-testid=sign-out]");
+    browser.wait_for(
+        "the token dialog after signing out",
+        "document.getElementById('token-dialog') && document.getElementById('token-dialog').open",
     );
     assert!(browser.cdp.exceptions.is_empty(), "page scripts threw: {:?}", browser.cdp.exceptions);
 }

@@ -255,12 +255,16 @@ impl Cluster {
     /// Sends a name change to every live peer and waits (bounded) for their answers.
     /// Peers that miss it catch up by anti-entropy.
     pub async fn announce(&self, update: NameUpdate) {
+        self.announce_all(vec![update]).await
+    }
+
+    /// Tells every live peer of several name changes in one request, which each peer applies
+    /// in one transaction (a move's new name and its source's tombstone together).
+    pub async fn announce_all(&self, updates: Vec<NameUpdate>) {
         let requests = self.up_links().into_iter().map(|(node, link)| {
-            let update = update.clone();
+            let updates = updates.clone();
             async move {
-                if let Err(e) =
-                    link.request(Request::ApplyNames { updates: vec![update] }, NAMES_TIMEOUT).await
-                {
+                if let Err(e) = link.request(Request::ApplyNames { updates }, NAMES_TIMEOUT).await {
                     log::warn!("announcing a name change to {node} failed: {e}");
                 }
             }

@@ -41,3 +41,8 @@ pub async fn file(req: Req) -> Result<Response, ApiError> {
     let path = path_rest(&req, "/assets/")?;
     serve(&req, &path)
 }
+
+/// The OpenAPI 3 description of the native API (hand-written, `assets/openapi.json`).
+pub async fn openapi(req: Req) -> Result<Response, ApiError> {
+    serve(&req, "openapi.json")
+}

@@ -11,14 +11,20 @@ use crate::storage::StorageError;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("a valid API token is required (Authorization: Bearer <token>)")]
-    Unauthorized,
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     TooLarge(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after_secs: u64 },
+    #[error("{0}")]
+    Forbidden(String),
     #[error("range not satisfiable: the content is {size} bytes")]
     RangeNotSatisfiable { size: u64 },
     #[error("{0}")]
@@ -33,10 +39,13 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BadRequest,
-            ApiError::Unauthorized => StatusCode::Unauthorized,
+            ApiError::Unauthorized(_) => StatusCode::Unauthorized,
             ApiError::NotFound(_) => StatusCode::NotFound,
             ApiError::Conflict(_) => StatusCode::Conflict,
             ApiError::TooLarge(_) => StatusCode::PayloadTooLarge,
+            ApiError::PreconditionFailed(_) => StatusCode::PreconditionFailed,
+            ApiError::TooManyRequests { .. } => StatusCode::TooManyRequests,
+            ApiError::Forbidden(_) => StatusCode::Forbidden,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RequestedRangeNotSatisfiable,
             ApiError::Unavailable(_) => StatusCode::ServiceUnavailable,
             ApiError::InsufficientStorage(_) => StatusCode::InsufficientStorage,
@@ -50,8 +59,14 @@ impl ApiError {
             log::error!("{self}");
         }
         let mut res = json_error(status, &self.to_string());
-        if let ApiError::RangeNotSatisfiable { size } = self {
-            res.insert_header("Content-Range", format!("bytes */{size}"));
+        match self {
+            ApiError::RangeNotSatisfiable { size } => {
+                res.insert_header("Content-Range", format!("bytes */{size}"))
+            }
+            ApiError::TooManyRequests { retry_after_secs, .. } => {
+                res.insert_header("Retry-After", retry_after_secs.to_string())
+            }
+            _ => {}
         }
         if status == StatusCode::Unauthorized {
             res.insert_header("WWW-Authenticate", "Bearer");
@@ -72,6 +87,7 @@ impl From<NodeError> for ApiError {
             NodeError::BadName(e) => ApiError::BadRequest(format!("invalid name: {e}")),
             NodeError::Invalid(e) => ApiError::BadRequest(e),
             NodeError::Busy(e) => ApiError::Unavailable(e),
+            NodeError::Precondition(e) => ApiError::PreconditionFailed(e),
             NodeError::NotFound => ApiError::NotFound("no such file".into()),
             NodeError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
             NodeError::Body(e) => ApiError::BadRequest(format!("reading the request body failed: {e}")),

@@ -7,9 +7,10 @@ use tide::{Response, StatusCode};
 use super::serve_content::{self, Presentation, disposition};
 use super::{ApiError, Req, json, path_rest, query};
 use crate::clock::rfc3339;
+use crate::content::FileId;
 use crate::content::{FileName, content_type_for};
-use crate::node::{Attrs, NodeError, Upload};
-use crate::storage::{ListQuery, NameEntry, SortBy};
+use crate::node::{Attrs, MTIME_HEADER, NodeError, Relocate, Upload, mtime_of, parse_mtime};
+use crate::storage::{Expect, ListQuery, Match, NameEntry, SortBy};
 
 const PREFIX: &str = "/api/v1/files/";
 const READ_BUF: usize = 256 * 1024;
@@ -47,7 +48,21 @@ pub async fn put(mut req: Req) -> Result<Response, ApiError> {
     let name = name_from_path(&req, PREFIX)?;
     check_declared_length(&req)?;
     let content_type = content_type_for(req.content_type().as_ref().map(|m| m.essence()), &name);
+    let expect = expectation(&req);
+    let mtime = client_mtime(&req)?;
     let node = req.state().node.clone();
+    // Refused before the body is read when it already fails; the writer checks again as it
+    // commits, which is the check that counts.
+    if expect != Expect::default() {
+        let current = match node.find(&name).await {
+            Ok(found) => Some(found.manifest.id),
+            Err(NodeError::NotFound) => None,
+            Err(e) => return Err(e.into()),
+        };
+        if !expect.holds(current) {
+            return Err(crate::node::precondition_failed().into());
+        }
+    }
     let declared = req.len();
     let mut upload = node.upload().await?;
     pump(req.take_body(), &mut upload).await?;
@@ -57,7 +72,8 @@ pub async fn put(mut req: Req) -> Result<Response, ApiError> {
         return Err(ApiError::BadRequest("the body ended before its Content-Length".into()));
     }
     let staged = upload.finish().await?;
-    let put = node.commit(staged, name.clone(), Attrs::typed(content_type)).await?;
+    let attrs = Attrs::typed(content_type).with_mtime(mtime);
+    let put = node.commit_if(staged, name.clone(), attrs, expect).await?;
     Ok(json(
         StatusCode::Created,
         &json!({
@@ -79,23 +95,103 @@ pub async fn get(req: Req) -> Result<Response, ApiError> {
         disposition: Some(disposition(kind, name.base())),
         modified_ms: Some(found.record.modified_ms),
     };
-    serve_content::respond(&req, &found.manifest, how).await
+    let mut res = serve_content::respond(&req, &found.manifest, how).await?;
+    if let Some(ms) = mtime_of(&found.record) {
+        res.insert_header("X-DistStore-Mtime", crate::node::format_mtime(ms));
+    }
+    Ok(res)
 }
 
 pub async fn delete(req: Req) -> Result<Response, ApiError> {
     let name = name_from_path(&req, PREFIX)?;
-    req.state().node.delete(&name).await?;
+    req.state().node.delete_if(&name, expectation(&req)).await?;
     Ok(Response::new(StatusCode::NoContent))
 }
 
+/// `If-Match` / `If-None-Match` of a write, for the writer to check as it writes. An ETag
+/// that names no file id matches nothing (so `If-Match` with it always fails).
+fn expectation(req: &Req) -> Expect {
+    let parse = |header: &str| {
+        let value = req.header(header)?.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(",");
+        if value.split(',').any(|t| t.trim() == "*") {
+            return Some(Match::Any);
+        }
+        let ids = value
+            .split(',')
+            .filter_map(|t| t.trim().trim_start_matches("W/").trim_matches('"').parse::<FileId>().ok())
+            .collect();
+        Some(Match::Files(ids))
+    };
+    Expect { if_match: parse("If-Match"), if_none_match: parse("If-None-Match") }
+}
+
+/// The client's modification time (`X-DistStore-Mtime: <unix seconds>`), in unix ms.
+fn client_mtime(req: &Req) -> Result<Option<u64>, ApiError> {
+    let Some(value) = req.header(MTIME_HEADER) else { return Ok(None) };
+    parse_mtime(value.as_str()).map(Some).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "{MTIME_HEADER} must be unix seconds, decimals allowed (e.g. 1700000000.25); got {:?}",
+            value.as_str()
+        ))
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct RelocateBody {
+    from: String,
+    to: String,
+    #[serde(default = "yes")]
+    overwrite: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub async fn relocate_move(req: Req) -> Result<Response, ApiError> {
+    relocate(req, Relocate::Move, "moved").await
+}
+
+pub async fn relocate_copy(req: Req) -> Result<Response, ApiError> {
+    relocate(req, Relocate::Copy, "copied").await
+}
+
+/// `POST /api/v1/move|copy {"from", "to", "overwrite"}`: one name, or with `from` ending in
+/// `/` every name under it. Metadata only: no stored bytes are added.
+async fn relocate(mut req: Req, how: Relocate, key: &str) -> Result<Response, ApiError> {
+    let body: RelocateBody =
+        super::small_json(&mut req, r#"{"from": "...", "to": "...", "overwrite": true}"#).await?;
+    let node = req.state().node.clone();
+    let count = if body.from.ends_with('/') {
+        if !body.to.ends_with('/') {
+            return Err(ApiError::BadRequest(
+                "when `from` is a prefix (ends in /), `to` must end in / too".into(),
+            ));
+        }
+        // Both must be valid name prefixes outside the reserved one; a name under them is checked too.
+        super::user_name(format!("{}x", body.from))?;
+        super::user_name(format!("{}x", body.to))?;
+        node.relocate_prefix(how, &body.from, &body.to, body.overwrite).await?
+    } else {
+        let (from, to) = (super::user_name(body.from)?, super::user_name(body.to)?);
+        node.relocate(how, &from, &to, body.overwrite).await?;
+        1
+    };
+    Ok(json(StatusCode::Ok, &json!({ key: count })))
+}
+
 pub fn entry_json(e: &NameEntry) -> serde_json::Value {
-    json!({
+    let mut out = json!({
         "name": e.name,
         "id": e.record.file_id().map(|id| id.to_string()),
         "size": e.record.size,
         "modified": rfc3339(e.record.modified_ms),
         "content_type": e.record.content_type,
-    })
+    });
+    if let Some(ms) = mtime_of(&e.record) {
+        out["mtime"] = rfc3339(ms).into();
+    }
+    out
 }
 
 const DEFAULT_LIMIT: usize = 100;
@@ -146,10 +242,19 @@ pub async fn list(req: Req) -> Result<Response, ApiError> {
         descending,
         hidden: None,
         count: true,
+        delimiter: match query(&req, "delimiter").as_deref() {
+            None | Some("") => false,
+            Some("/") => true,
+            Some(_) => return Err(ApiError::BadRequest("the only `delimiter` is /".into())),
+        },
+        search: query(&req, "search").filter(|s| !s.is_empty()),
     };
     let page = req.state().node.list(q).await?;
     let files: Vec<_> = page.entries.iter().map(entry_json).collect();
-    Ok(json(StatusCode::Ok, &json!({ "files": files, "next": page.next, "total": page.total })))
+    Ok(json(
+        StatusCode::Ok,
+        &json!({ "files": files, "folders": page.folders, "next": page.next, "total": page.total }),
+    ))
 }
 
 pub async fn info(req: Req) -> Result<Response, ApiError> {

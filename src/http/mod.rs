@@ -1,6 +1,7 @@
 //! The tide app: routes, the error map, auth, and the embedded UI.
 
 mod assets;
+mod auth;
 mod blobs;
 mod compat;
 mod conn;
@@ -10,11 +11,12 @@ mod guard;
 mod keys;
 mod peer;
 mod serve_content;
+mod shares;
 mod status;
 
 use std::sync::Arc;
 
-use tide::{Next, Request, Response, StatusCode};
+use tide::{Request, Response, StatusCode};
 
 use crate::config::Config;
 use crate::node::Node;
@@ -24,7 +26,8 @@ pub use error::ApiError;
 #[derive(Clone)]
 pub struct State {
     pub node: Arc<Node>,
-    api_token: Option<Arc<str>>,
+    api_token: Option<Arc<auth::Token>>,
+    limiter: Arc<auth::Limiter>,
     hosts: Arc<guard::Hosts>,
 }
 
@@ -38,17 +41,27 @@ macro_rules! endpoint {
 }
 
 pub fn app(node: Arc<Node>, api_token: Option<String>, hosts: guard::Hosts) -> tide::Server<State> {
-    let mut app =
-        tide::with_state(State { node, api_token: api_token.map(Into::into), hosts: Arc::new(hosts) });
+    let mut app = tide::with_state(State {
+        node,
+        api_token: api_token.map(|t| Arc::new(auth::Token::new(&t))),
+        limiter: Default::default(),
+        hosts: Arc::new(hosts),
+    });
     app.with(tide::utils::After(json_errors));
     app.with(guard::guard);
-    app.with(require_token);
+    app.with(auth::require_token);
     app.at("/health").get(health);
     app.at("/metrics").get(endpoint!(status::metrics));
     app.at("/api/v1/status").get(endpoint!(status::status));
     app.at("/api/v1/peer").get(endpoint!(peer::upgrade));
     app.at("/api/v1/events").get(tide::sse::endpoint(status::events));
+    app.at("/api/v1/session").post(endpoint!(auth::sign_in)).delete(endpoint!(auth::sign_out));
+    app.at("/api/v1/openapi.json").get(endpoint!(assets::openapi));
     app.at("/api/v1/files").get(endpoint!(files::list));
+    app.at("/api/v1/move").post(endpoint!(files::relocate_move));
+    app.at("/api/v1/copy").post(endpoint!(files::relocate_copy));
+    app.at("/api/v1/shares").post(endpoint!(shares::create)).delete(endpoint!(shares::revoke));
+    app.at("/share/:token").get(endpoint!(shares::get));
     app.at("/api/v1/files/*name")
         .put(endpoint!(files::put))
         .get(endpoint!(files::get))
@@ -234,36 +247,6 @@ async fn json_errors(res: Response) -> tide::Result<Response> {
     Ok(res)
 }
 
-fn require_token<'a>(
-    req: Req,
-    next: Next<'a, State>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = tide::Result> + Send + 'a>> {
-    Box::pin(async move {
-        let Some(token) = req.state().api_token.clone() else {
-            return Ok(next.run(req).await);
-        };
-        let path = req.url().path();
-        // Peers authenticate with the cluster secret instead.
-        if !(path.starts_with("/api/") || path == "/metrics") || path == "/api/v1/peer" {
-            return Ok(next.run(req).await);
-        }
-        let bearer =
-            req.header("Authorization").and_then(|v| v.as_str().strip_prefix("Bearer ").map(str::to_owned));
-        // Browsers cannot set headers on EventSource or plain links, so a query token works too.
-        let query = req.url().query_pairs().find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
-        let given = bearer.or(query).unwrap_or_default();
-        if constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            Ok(next.run(req).await)
-        } else {
-            Ok(ApiError::Unauthorized.into_response())
-        }
-    })
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// The percent-decoded rest of the path after `prefix`.
 fn path_rest(req: &Req, prefix: &str) -> Result<String, ApiError> {
     let raw = req.url().path().strip_prefix(prefix).unwrap_or_default();
@@ -286,6 +269,25 @@ pub fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// Largest JSON request body read (a move's two names, a share, a sign-in).
+const MAX_JSON: u64 = 64 * 1024;
+
+/// A small JSON request body, read with a bound (`body_json` reads any length into memory).
+/// `shape` says what was expected, for the error.
+async fn small_json<T: serde::de::DeserializeOwned>(req: &mut Req, shape: &str) -> Result<T, ApiError> {
+    use futures_lite::AsyncReadExt;
+    let mut bytes = Vec::new();
+    req.take_body()
+        .take(MAX_JSON + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("reading the request body failed: {e}")))?;
+    if bytes.len() as u64 > MAX_JSON {
+        return Err(ApiError::TooLarge(format!("a JSON body here is at most {MAX_JSON} bytes")));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("expected JSON {shape}: {e}")))
 }
 
 /// A query parameter, decoded.

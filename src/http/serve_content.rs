@@ -75,6 +75,25 @@ fn httpdate(t: std::time::SystemTime) -> String {
     )
 }
 
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) as unix seconds; `None` for anything
+/// else, which the conditional headers then ignore (as RFC 9110 says).
+fn parse_http_date(s: &str) -> Option<u64> {
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = parts.as_slice() else { return None };
+    let day: u32 = day.parse().ok()?;
+    let month = MONTHS.iter().position(|m| m == month)? as u32 + 1;
+    let year: i64 = year.parse().ok()?;
+    let mut hms = time.split(':').map(|p| p.parse::<u64>().ok());
+    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    if !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 || !(1970..=9999).contains(&year) {
+        return None;
+    }
+    let days = crate::clock::days_from_civil(year, month, day);
+    Some(days as u64 * 86_400 + h * 3600 + m * 60 + sec)
+}
+
 pub async fn respond(req: &Req, manifest: &Manifest, how: Presentation) -> Result<Response, ApiError> {
     let etag = format!("\"{}\"", manifest.id);
     let mut res = Response::new(StatusCode::Ok);
@@ -88,13 +107,33 @@ pub async fn respond(req: &Req, manifest: &Manifest, how: Presentation) -> Resul
     if let Some(ms) = how.modified_ms {
         res.insert_header("Last-Modified", http_date(ms));
     }
-    if let Some(inm) = req.header("If-None-Match") {
-        let hit =
-            inm.as_str().split(',').map(str::trim).any(|t| t == "*" || t == etag || t == format!("W/{etag}"));
-        if hit {
-            res.set_status(StatusCode::NotModified);
-            return Ok(res);
-        }
+    // RFC 9110 13.2.2: If-Match, else If-Unmodified-Since; then If-None-Match, else
+    // If-Modified-Since. Dates compare at whole seconds, as Last-Modified states them.
+    let tags =
+        |name: &str| req.header(name).map(|v| v.iter().map(|v| v.as_str().to_owned()).collect::<Vec<_>>());
+    let hit = |values: &[String], weak_ok: bool| {
+        values
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .any(|t| t == "*" || t == etag || (weak_ok && t.strip_prefix("W/") == Some(etag.as_str())))
+    };
+    let modified_secs = how.modified_ms.map(|ms| ms / 1000);
+    let since = |name: &str| req.header(name).and_then(|v| parse_http_date(v.as_str()));
+    let precondition_failed = match tags("If-Match") {
+        Some(values) => !hit(&values, false),
+        None => since("If-Unmodified-Since").zip(modified_secs).is_some_and(|(since, m)| m > since),
+    };
+    if precondition_failed {
+        return Err(ApiError::PreconditionFailed("the precondition failed: the content changed".into()));
+    }
+    let not_modified = match tags("If-None-Match") {
+        Some(values) => hit(&values, true),
+        None => since("If-Modified-Since").zip(modified_secs).is_some_and(|(since, m)| m <= since),
+    };
+    if not_modified {
+        res.set_status(StatusCode::NotModified);
+        return Ok(res);
     }
     res.insert_header("Content-Type", how.content_type.as_str());
     if let Some(d) = how.disposition {
@@ -121,4 +160,16 @@ pub async fn respond(req: &Req, manifest: &Manifest, how: Presentation) -> Resul
     // set_body replaces the content type; restore ours.
     res.insert_header("Content-Type", how.content_type.as_str());
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn http_dates_round_trip() {
+        let ms = 1_795_509_923_000;
+        assert_eq!(super::parse_http_date(&super::http_date(ms)), Some(ms / 1000));
+        assert_eq!(super::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(super::parse_http_date("yesterday"), None);
+        assert_eq!(super::parse_http_date("Sun, 06 Nov 1994 08:49 GMT"), None);
+    }
 }

@@ -22,7 +22,9 @@ use crate::crypto::{CryptoError, Keys};
 pub use crate::events::{Event, Events};
 use crate::health::Health;
 use crate::runtime;
-use crate::storage::{ListPage, ListQuery, NameRecord, SpaceReport, Stats, StorageError, Store};
+use crate::storage::{
+    Expect, ListPage, ListQuery, NameRecord, Relink, SpaceReport, Stats, StorageError, Store,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -47,6 +49,9 @@ pub enum NodeError {
     /// A bound on concurrent work is reached; the client may retry later.
     #[error("{0}")]
     Busy(String),
+    /// A conditional request's precondition did not hold; nothing changed.
+    #[error("{0}")]
+    Precondition(String),
 }
 
 pub type Result<T, E = NodeError> = std::result::Result<T, E>;
@@ -61,6 +66,29 @@ pub enum DataKeyError {
     WrongSecret,
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+/// A refused conditional write, in the words a client reads.
+pub fn precondition_failed() -> NodeError {
+    NodeError::Precondition(
+        "the precondition failed: the name's current content is not what If-Match / If-None-Match expected"
+            .into(),
+    )
+}
+
+fn precondition(e: NodeError) -> NodeError {
+    match e {
+        NodeError::Storage(StorageError::PreconditionFailed) => precondition_failed(),
+        other => other,
+    }
+}
+
+/// Names a prefix move or copy relinks at once.
+const RELOCATE_PARALLEL: usize = 32;
+
+/// One page of the names under `prefix`, in name order.
+fn prefix_page(prefix: &str, after: Option<String>) -> ListQuery {
+    ListQuery { prefix: prefix.to_owned(), after, limit: 1000, ..Default::default() }
 }
 
 /// Refuses a data directory written under another secret. Started anyway, the node would fail
@@ -125,6 +153,77 @@ impl Attrs {
     pub fn typed(content_type: String) -> Self {
         Self { content_type, ..Self::default() }
     }
+
+    /// Keeps the client's modification time of the file (unix ms), served back as
+    /// [`MTIME_HEADER`] and in listings.
+    pub fn with_mtime(mut self, mtime_ms: Option<u64>) -> Self {
+        if let Some(ms) = mtime_ms {
+            self.headers.retain(|(k, _)| k != MTIME_HEADER);
+            self.headers.push((MTIME_HEADER.into(), format_mtime(ms)));
+        }
+        self
+    }
+}
+
+/// The header a client's modification time travels in, both ways, and the key it is kept
+/// under among a name's headers (which replicate with the name).
+pub const MTIME_HEADER: &str = "x-diststore-mtime";
+
+/// Unix seconds with up to millisecond decimals: `1700000000`, `1700000000.25`.
+pub fn format_mtime(ms: u64) -> String {
+    match ms % 1000 {
+        0 => (ms / 1000).to_string(),
+        frac => format!("{}.{}", ms / 1000, format!("{frac:03}").trim_end_matches('0')),
+    }
+}
+
+/// The latest modification time kept: 9999-12-31T23:59:59Z, the last one RFC 3339 can state.
+const MAX_MTIME_SECS: u64 = 253_402_300_799;
+
+/// Parses unix seconds with optional decimals (sub-millisecond digits are dropped), up to
+/// the end of year 9999.
+pub fn parse_mtime(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    if whole.is_empty() || whole.len() > 12 || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) || (s.contains('.') && frac.is_empty()) {
+        return None;
+    }
+    let ms: u64 = format!("{:0<3}", &frac[..frac.len().min(3)]).parse().ok()?;
+    let secs = whole.parse::<u64>().ok().filter(|s| *s <= MAX_MTIME_SECS)?;
+    Some(secs * 1000 + ms)
+}
+
+/// The client's modification time kept with a name, in unix ms.
+pub fn mtime_of(record: &NameRecord) -> Option<u64> {
+    record.headers.iter().find(|(k, _)| k == MTIME_HEADER).and_then(|(_, v)| parse_mtime(v))
+}
+
+#[cfg(test)]
+mod mtime_tests {
+    #[test]
+    fn mtimes_parse_and_print_back() {
+        use super::{format_mtime, parse_mtime};
+        assert_eq!(parse_mtime("1700000000.25"), Some(1_700_000_000_250));
+        assert_eq!(parse_mtime("1700000000.123456"), Some(1_700_000_000_123));
+        assert_eq!(parse_mtime("0"), Some(0));
+        assert_eq!(format_mtime(1_700_000_000_250), "1700000000.25");
+        assert_eq!(format_mtime(1_700_000_000_000), "1700000000");
+        assert_eq!(parse_mtime("253402300799"), Some(253_402_300_799_000));
+        for bad in ["253402300800", "1.", ".5", "-1", "1e9", "", "1.2.3", "999999999999"] {
+            assert_eq!(parse_mtime(bad), None, "{bad:?}");
+        }
+        assert_eq!(crate::clock::rfc3339(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+    }
+}
+
+/// A move or copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relocate {
+    Move,
+    Copy,
 }
 
 /// A file as found by name.
@@ -285,7 +384,19 @@ impl Node {
     /// chunks pinned until the announcement is done; after that the manifest (or, where the
     /// announcement did not arrive, the confirmation record until anti-entropy brings it)
     /// keeps them.
-    pub async fn commit(&self, mut staged: Staged, name: FileName, attrs: Attrs) -> Result<PutOutcome> {
+    pub async fn commit(&self, staged: Staged, name: FileName, attrs: Attrs) -> Result<PutOutcome> {
+        self.commit_if(staged, name, attrs, Expect::default()).await
+    }
+
+    /// As [`Node::commit`], when the name's current content passes `expect` at the moment
+    /// of writing (checked by the writer, so racing writers cannot both pass).
+    pub async fn commit_if(
+        &self,
+        mut staged: Staged,
+        name: FileName,
+        attrs: Attrs,
+        expect: Expect,
+    ) -> Result<PutOutcome> {
         let placed = staged.placed.take();
         let stamp = self.clock.now();
         let record = NameRecord {
@@ -300,7 +411,7 @@ impl Node {
         let announce = self
             .with_peers()
             .map(|_| Cluster::update_with(name.to_string(), record.clone(), Some(&staged.manifest)));
-        let outcome = staged.commit(&self.store, name.clone(), record).await?;
+        let outcome = staged.commit(&self.store, name.clone(), record, expect).await.map_err(precondition)?;
         self.events.publish(Event::Put { name: name.to_string() });
         if let Some(update) = announce {
             self.cluster.announce(update).await;
@@ -364,8 +475,14 @@ impl Node {
     }
 
     pub async fn delete(&self, name: &FileName) -> Result<()> {
+        self.delete_if(name, Expect::default()).await
+    }
+
+    /// Deletes a name whose current content passes `expect` (checked by the writer).
+    pub async fn delete_if(&self, name: &FileName, expect: Expect) -> Result<()> {
         let stamp = self.clock.now();
-        let removed = self.store.delete(name, stamp).await?;
+        let removed =
+            self.store.delete(name, stamp, expect).await.map_err(StorageError::into).map_err(precondition)?;
         if !removed {
             return Err(NodeError::NotFound);
         }
@@ -375,6 +492,128 @@ impl Node {
             self.cluster.announce(Cluster::update_with(name.to_string(), tombstone, None)).await;
         }
         Ok(())
+    }
+
+    /// Moves or copies one name, metadata only: `to` names the same stored file as `from`
+    /// did (content type, mtime and headers too), and a move removes `from` in the same
+    /// transaction. No stored bytes are added. The file's chunks stay pinned here and on
+    /// every peer until the change is announced, as for [`Node::link`]. `overwrite: false`
+    /// refuses an existing `to` with [`NodeError::Precondition`].
+    pub async fn relocate(
+        &self,
+        how: Relocate,
+        from: &FileName,
+        to: &FileName,
+        overwrite: bool,
+    ) -> Result<()> {
+        if from == to {
+            return Err(NodeError::Invalid("the source and the destination are the same name".into()));
+        }
+        // A source rewritten between the lookup and the write is looked up again.
+        for _ in 0..3 {
+            let found = self.find(from).await?;
+            let ids: Vec<ChunkId> = found.manifest.distinct_chunks().iter().map(|c| c.id).collect();
+            let held = read::hold(&self.store, &self.cluster, &ids)
+                .await?
+                .map_err(ClusterError::ChunkUnavailable)?;
+            let mut record = found.record.clone();
+            record.stamp = self.clock.now();
+            if how == Relocate::Copy {
+                record.modified_ms = unix_ms();
+            }
+            let tombstone = (how == Relocate::Move).then(|| self.clock.now());
+            let expect = if overwrite { Expect::default() } else { Expect::absent() };
+            let relink = Relink {
+                from: from.to_string(),
+                to: to.to_string(),
+                file: found.manifest.id,
+                record: record.clone(),
+                tombstone,
+                expect,
+            };
+            match self.store.relink(relink).await {
+                Err(StorageError::SourceChanged) => continue,
+                Err(StorageError::PreconditionFailed) => {
+                    return Err(NodeError::Precondition(format!("{to} exists and overwrite is false")));
+                }
+                Err(e) => return Err(e.into()),
+                Ok(()) => {}
+            }
+            self.events.publish(Event::Put { name: to.to_string() });
+            if let Some(stamp) = tombstone {
+                self.events.publish(Event::Delete { name: from.to_string() });
+                if self.with_peers().is_some() {
+                    let put = Cluster::update_with(to.to_string(), record, Some(&found.manifest));
+                    let gone = Cluster::update_with(from.to_string(), NameRecord::tombstone(stamp), None);
+                    self.cluster.announce_all(vec![put, gone]).await;
+                }
+            } else if self.with_peers().is_some() {
+                self.cluster
+                    .announce(Cluster::update_with(to.to_string(), record, Some(&found.manifest)))
+                    .await;
+            }
+            drop(held);
+            return Ok(());
+        }
+        Err(NodeError::Precondition(format!("{from} kept changing during the request; try again")))
+    }
+
+    /// Moves or copies every name under the prefix `from` to the same relative name under
+    /// `to`, each name atomically (see [`Node::relocate`]). With `overwrite: false` every
+    /// destination is checked first, so a refusal changes nothing (a destination created
+    /// meanwhile is still refused, name by name). Returns how many names it moved.
+    pub async fn relocate_prefix(&self, how: Relocate, from: &str, to: &str, overwrite: bool) -> Result<u64> {
+        if to.starts_with(from) {
+            return Err(NodeError::Invalid("the destination lies inside the source".into()));
+        }
+        let target = |name: &str| FileName::new(format!("{to}{}", &name[from.len()..]));
+        if !overwrite {
+            let mut after = None;
+            loop {
+                let page = self.list(prefix_page(from, after)).await?;
+                for entry in &page.entries {
+                    let dest = target(&entry.name)?;
+                    if self.store.lookup(&dest).await?.is_some() {
+                        return Err(NodeError::Precondition(format!("{dest} exists and overwrite is false")));
+                    }
+                }
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+        }
+        use futures_util::StreamExt;
+        let mut done = 0;
+        let mut after = None;
+        loop {
+            let page = self.list(prefix_page(from, after)).await?;
+            let mut pairs = Vec::with_capacity(page.entries.len());
+            for entry in &page.entries {
+                pairs.push((FileName::new(entry.name.clone())?, target(&entry.name)?));
+            }
+            // Several at once, so the writer commits them in shared transactions (one fsync
+            // for many names); each name stays atomic on its own.
+            let mut results = futures_util::stream::iter(pairs)
+                .map(|(source, dest)| async move { self.relocate(how, &source, &dest, overwrite).await })
+                .buffer_unordered(RELOCATE_PARALLEL);
+            while let Some(result) = results.next().await {
+                match result {
+                    Ok(()) => done += 1,
+                    // Deleted by someone else meanwhile: nothing to move.
+                    Err(NodeError::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        if done == 0 {
+            return Err(NodeError::NotFound);
+        }
+        Ok(done)
     }
 
     /// Live names matching the query, without the node's own metadata.

@@ -24,6 +24,10 @@ use crate::storage::ListQuery;
 pub const SYSTEM_PREFIX: &str = crate::storage::HIDDEN_PREFIX;
 const KEYS: &str = ".diststore/keys/";
 const BUCKETS: &str = ".diststore/buckets/";
+/// The share links' revocation epoch: links carry the epoch they were made in, and only those
+/// of the current one open. Revoking bumps it; concurrent revocations on two nodes write the
+/// same next value, and the record replicates like any name.
+const SHARES: &str = ".diststore/shares";
 /// Largest metadata file read back (a bucket's grants stay far below it).
 const MAX_RECORD: u64 = 1 << 20;
 /// Records kept in the cache at most (keys, buckets and upload records in use).
@@ -211,6 +215,30 @@ impl Node {
 
     pub async fn delete_bucket_record(&self, name: &str) -> Result<()> {
         self.delete(&FileName::new(format!("{BUCKETS}{name}"))?).await
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct ShareEpoch {
+    epoch: u64,
+}
+
+impl Node {
+    /// The epoch share links must carry to open.
+    pub async fn share_epoch(&self) -> Result<u64> {
+        Ok(self.system_json::<ShareEpoch>(SHARES).await?.unwrap_or_default().epoch)
+    }
+
+    /// Revokes every share link made so far, on every node. Returns the new epoch.
+    pub async fn revoke_shares(self: &Arc<Self>) -> Result<u64> {
+        let epoch = self.share_epoch().await? + 1;
+        self.put_system_json(SHARES, &ShareEpoch { epoch }).await?;
+        Ok(epoch)
+    }
+
+    /// HMAC-SHA256 of `parts` under the cluster's share link key.
+    pub fn share_mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        crate::crypto::peer_mac(&self.keys.share, parts)
     }
 }
 

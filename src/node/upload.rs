@@ -21,7 +21,7 @@ use crate::content::{ChunkId, ChunkRef, FileId, FileName, Manifest};
 use crate::crypto::{Keys, TAG_LEN};
 use crate::limits::Pass;
 use crate::runtime::{self, JoinHandle};
-use crate::storage::{NameRecord, PinSet, StorageError, Store};
+use crate::storage::{Expect, NameRecord, PinSet, StorageError, Store};
 
 const BLOCK: usize = 1024 * 1024;
 /// Below this, hashing and sealing cost less than handing off to a thread.
@@ -76,6 +76,7 @@ impl Staged {
         store: &Store,
         name: FileName,
         record: NameRecord,
+        expect: Expect,
     ) -> Result<PutOutcome> {
         let outcome = PutOutcome {
             id: self.manifest.id,
@@ -83,7 +84,8 @@ impl Staged {
             chunks: self.manifest.chunks.len(),
             new_bytes: self.new_bytes,
         };
-        let committed = store.commit_file(self.manifest, name, record, self.inline, self.local).await?;
+        let committed =
+            store.commit_file(self.manifest, name, record, self.inline, self.local, expect).await?;
         Ok(PutOutcome { new_bytes: outcome.new_bytes + committed.new_bytes, ..outcome })
     }
 }

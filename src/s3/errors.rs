@@ -26,6 +26,7 @@ pub(crate) fn s3_error(e: NodeError) -> S3Error {
         NodeError::Body(_) => (S3ErrorCode::IncompleteBody, e.to_string()),
         NodeError::Invalid(m) => (S3ErrorCode::InvalidArgument, m.clone()),
         NodeError::Busy(m) => (S3ErrorCode::SlowDown, m.clone()),
+        NodeError::Precondition(m) => (S3ErrorCode::PreconditionFailed, m.clone()),
         NodeError::Cluster(
             ClusterError::Unavailable { .. }
             | ClusterError::ChunkUnavailable(_)

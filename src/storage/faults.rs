@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::{NameRecord, Stamp, StorageError, Store};
+use super::{Expect, NameRecord, Stamp, StorageError, Store};
 use crate::content::{ChunkId, ChunkRef, FileId, FileName, Manifest};
 use crate::runtime;
 
@@ -251,10 +251,13 @@ fn run_case(seed: u64, tally: &Mutex<Tally>) {
             if put {
                 let (manifest, id, bytes) = file(fill, len);
                 let rec = record(Some(&manifest), clock);
-                store.commit_file(manifest, fname, rec, vec![(id, bytes)], true).await.map(|_| ())
+                store
+                    .commit_file(manifest, fname, rec, vec![(id, bytes)], true, Expect::default())
+                    .await
+                    .map(|_| ())
             } else {
                 let stamp = Stamp { wall_ms: clock, counter: 0, node: [7; 16] };
-                store.delete(&fname, stamp).await.map(|_| ())
+                store.delete(&fname, stamp, Expect::default()).await.map(|_| ())
             }
         });
         let failed_call = disk.disarm();
@@ -366,7 +369,14 @@ fn churn_file_growth() {
             };
             let name = FileName::new(format!("f{}", round % 4)).unwrap();
             store
-                .commit_file(manifest.clone(), name, record(Some(&manifest), round + 2), Vec::new(), true)
+                .commit_file(
+                    manifest.clone(),
+                    name,
+                    record(Some(&manifest), round + 2),
+                    Vec::new(),
+                    true,
+                    Expect::default(),
+                )
                 .await
                 .unwrap();
             store.collect_garbage().await.unwrap();

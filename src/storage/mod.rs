@@ -22,8 +22,8 @@ use crate::runtime;
 use records::{ManifestRecordV1, decode};
 pub use records::{NameRecordV3 as NameRecord, StampV1 as Stamp};
 pub use schema::SCHEMA_VERSION;
-pub use writer::Committed;
 use writer::Op;
+pub use writer::{Committed, Relink};
 
 // Table names carry their record version; see docs/format.md.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -119,6 +119,12 @@ pub enum StorageError {
     MissingChunk(ChunkId),
     #[error("the storage writer has stopped")]
     WriterGone,
+    /// A conditional write found the name other than it expected; nothing changed.
+    #[error("the precondition failed: the name's current content is not what the request expected")]
+    PreconditionFailed,
+    /// A move or copy found its source gone or changed when it came to write.
+    #[error("the source changed during the request")]
+    SourceChanged,
 }
 
 impl StorageError {
@@ -145,6 +151,8 @@ impl StorageError {
             }
             StorageError::MissingChunk(id) => StorageError::MissingChunk(*id),
             StorageError::WriterGone => StorageError::WriterGone,
+            StorageError::PreconditionFailed => StorageError::PreconditionFailed,
+            StorageError::SourceChanged => StorageError::SourceChanged,
         }
     }
 
@@ -325,6 +333,45 @@ impl Drop for PinSet {
     }
 }
 
+/// What a conditional write expects of a name's current content (`If-Match`,
+/// `If-None-Match`). The writer checks it in the transaction that writes, so two racing
+/// writers cannot both pass a check made against the same state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expect {
+    pub if_match: Option<Match>,
+    pub if_none_match: Option<Match>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match {
+    /// `*`: any live content.
+    Any,
+    /// One of these files.
+    Files(Vec<FileId>),
+}
+
+impl Match {
+    fn hits(&self, current: Option<FileId>) -> bool {
+        match self {
+            Match::Any => current.is_some(),
+            Match::Files(ids) => current.is_some_and(|c| ids.contains(&c)),
+        }
+    }
+}
+
+impl Expect {
+    /// Create only: the name must not be live.
+    pub fn absent() -> Self {
+        Self { if_match: None, if_none_match: Some(Match::Any) }
+    }
+
+    /// Whether a name whose live content is `current` (`None`: absent) passes.
+    pub fn holds(&self, current: Option<FileId>) -> bool {
+        self.if_match.as_ref().is_none_or(|m| m.hits(current))
+            && self.if_none_match.as_ref().is_none_or(|m| !m.hits(current))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameEntry {
     pub name: String,
@@ -353,11 +400,17 @@ pub struct ListQuery {
     /// Count every matching name for `total` (a scan of them all); otherwise the scan stops
     /// once the page is full and `total` counts only what was scanned.
     pub count: bool,
+    /// Group names below the next `/` after the prefix into [`ListPage::folders`].
+    pub delimiter: bool,
+    /// Only names containing this, ignoring case.
+    pub search: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct ListPage {
     pub entries: Vec<NameEntry>,
+    /// With a delimiter: the folders (common prefixes ending in `/`), each once.
+    pub folders: Vec<String>,
     /// The name to pass as `after` for the next page, when there is one (ascending name order).
     pub next: Option<String>,
     /// Live names matching the prefix.
@@ -812,10 +865,21 @@ impl Store {
         record: NameRecord,
         inline: Vec<(ChunkId, Vec<u8>)>,
         local: bool,
+        expect: Expect,
     ) -> Result<Committed> {
         let name = name.as_str().to_owned();
         let record = Box::new(record);
-        self.submit(|reply| Op::CommitFile { manifest, name, record, inline, local, reply }).await
+        self.submit(|reply| Op::CommitFile { manifest, name, record, inline, local, expect, reply }).await
+    }
+
+    /// Points `to` at the file `from` names now, in one transaction, and when `remove_source`
+    /// replaces `from` with a tombstone stamped `tombstone` in the same one: a move or copy
+    /// that adds no stored bytes. `file` is what `from` must still name (else
+    /// [`StorageError::SourceChanged`]); `to` must pass `expect` (else
+    /// [`StorageError::PreconditionFailed`]). Nothing changes when either fails.
+    pub async fn relink(&self, relink: Relink) -> Result<()> {
+        let relink = Box::new(relink);
+        self.submit(|reply| Op::Relink { relink, reply }).await
     }
 
     /// The check value of the data key this database's chunks are sealed under; `None` until
@@ -956,9 +1020,9 @@ impl Store {
 
     /// Replaces `name` with a tombstone stamped `stamp`, durably. Returns whether a live name
     /// was removed.
-    pub async fn delete(&self, name: &FileName, stamp: Stamp) -> Result<bool> {
+    pub async fn delete(&self, name: &FileName, stamp: Stamp, expect: Expect) -> Result<bool> {
         let name = name.as_str().to_owned();
-        self.submit(|reply| Op::Delete { name, stamp, reply }).await
+        self.submit(|reply| Op::Delete { name, stamp, expect, reply }).await
     }
 
     /// Removes manifests nobody names and chunks nobody uses (and nobody is uploading).
@@ -994,18 +1058,37 @@ fn read_manifest(
     Ok(Some(manifest))
 }
 
+/// One item of a listing: a file, or (with a delimiter) a folder standing for every name under it.
+enum Listed {
+    File(NameEntry),
+    Folder(String),
+}
+
+impl Listed {
+    fn key(&self) -> &str {
+        match self {
+            Listed::File(e) => &e.name,
+            Listed::Folder(f) => f,
+        }
+    }
+}
+
 fn list_names(names: &impl ReadableTable<&'static str, &'static [u8]>, q: &ListQuery) -> Result<ListPage> {
     let mut page = ListPage::default();
     let limit = q.limit.max(1);
     let by_name_ascending = q.sort == SortBy::Name && !q.descending;
     let hidden = q.hidden;
+    let search = q.search.as_deref().map(str::to_lowercase).filter(|s| !s.is_empty());
     // Memory stays one page (plus the offset, for other orders): name order keeps the page as
-    // the scan meets it; other orders keep the best `offset + limit + 1` seen so far in a
-    // heap whose top is the one to drop, so `total` and a small top-k never hold every record.
+    // the scan meets it; other orders keep the best `offset + limit + 1` files seen so far in
+    // a heap whose top is the one to drop, so `total` and a small top-k never hold every
+    // record. Folders have no size or time to sort by: in those orders they come apart, the
+    // first `limit` of them by name.
     let keep = q.offset.saturating_add(limit).saturating_add(1);
     let mut skipped = 0;
-    let mut ascending = Vec::new();
+    let mut ascending: Vec<Listed> = Vec::new();
     let mut ranked = std::collections::BinaryHeap::new();
+    let mut last_folder: Option<String> = None;
     for item in names.range(q.prefix.as_str()..)? {
         let (key, value) = item?;
         let name = key.value();
@@ -1015,43 +1098,74 @@ fn list_names(names: &impl ReadableTable<&'static str, &'static [u8]>, q: &ListQ
         if hidden.is_some_and(|h| name.starts_with(h)) {
             continue;
         }
+        if search.as_deref().is_some_and(|s| !name.to_lowercase().contains(s)) {
+            continue;
+        }
         let record: NameRecord = decode("name record", value.value())?;
         if record.file.is_none() {
             continue;
         }
+        // Names below the next '/' fold into their folder, listed once (names are scanned
+        // in order, so a folder's names are contiguous).
+        let listed = match q.delimiter.then(|| name[q.prefix.len()..].find('/')).flatten() {
+            Some(i) => {
+                let folder = &name[..q.prefix.len() + i + 1];
+                if last_folder.as_deref() == Some(folder) {
+                    continue;
+                }
+                last_folder = Some(folder.to_owned());
+                Listed::Folder(folder.to_owned())
+            }
+            None => Listed::File(NameEntry { name: name.to_owned(), record }),
+        };
         page.total += 1;
         if by_name_ascending {
-            if q.after.as_deref().is_some_and(|after| name <= after) {
+            if q.after.as_deref().is_some_and(|after| listed.key() <= after) {
+                // A folder named as `after` was the last item of the previous page.
                 continue;
             }
             if skipped < q.offset {
                 skipped += 1;
             } else if ascending.len() <= limit {
                 // One extra entry past the page says whether there is a next page.
-                ascending.push(NameEntry { name: name.to_owned(), record });
+                ascending.push(listed);
             } else if !q.count {
                 break;
             }
         } else {
-            ranked.push(Ranked::new(NameEntry { name: name.to_owned(), record }, q));
-            if ranked.len() > keep {
-                ranked.pop();
+            match listed {
+                Listed::Folder(f) => {
+                    if page.folders.len() < limit {
+                        page.folders.push(f);
+                    }
+                }
+                Listed::File(entry) => {
+                    ranked.push(Ranked::new(entry, q));
+                    if ranked.len() > keep {
+                        ranked.pop();
+                    }
+                }
             }
         }
     }
-    let all = if by_name_ascending {
+    let all: Vec<Listed> = if by_name_ascending {
         ascending
     } else {
-        ranked.into_sorted_vec().into_iter().skip(q.offset).map(|r| r.entry).collect()
+        ranked.into_sorted_vec().into_iter().skip(q.offset).map(|r| Listed::File(r.entry)).collect()
     };
-    let mut entries: Vec<NameEntry> = all.into_iter().take(limit + 1).collect();
-    if entries.len() > limit {
-        entries.truncate(limit);
+    let mut items: Vec<Listed> = all.into_iter().take(limit + 1).collect();
+    if items.len() > limit {
+        items.truncate(limit);
         if by_name_ascending {
-            page.next = entries.last().map(|e| e.name.clone());
+            page.next = items.last().map(|l| l.key().to_owned());
         }
     }
-    page.entries = entries;
+    for item in items {
+        match item {
+            Listed::File(e) => page.entries.push(e),
+            Listed::Folder(f) => page.folders.push(f),
+        }
+    }
     Ok(page)
 }
 
@@ -1159,6 +1273,57 @@ mod tests {
             store.apply_names(vec![("f".into(), record(None, 4), None)]).await.unwrap();
             store.collect_garbage().await.unwrap();
             assert!(!store.have_chunks(vec![x]).await.unwrap()[0]);
+            store.close().await.unwrap();
+        });
+    }
+
+    /// Conditional commits and relinks are decided by the writer against what is stored when
+    /// it writes; a refused one changes nothing, and a move keeps the file counted once.
+    #[test]
+    fn the_writer_checks_expectations_and_relinks_atomically() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("db.redb"), 1 << 20).unwrap();
+        let (x, y) = (ChunkId::of(b"x"), ChunkId::of(b"y"));
+        let (fx, fy) = (file_of(&[(x, 10)]), file_of(&[(y, 20)]));
+        let name = |n: &str| FileName::new(n).unwrap();
+        runtime::block_on(async {
+            let inline = |id: ChunkId| vec![(id, vec![0u8; 26])];
+            let commit = |f: &Manifest, id, n: &str, wall, expect| {
+                store.commit_file(f.clone(), name(n), record(Some(f), wall), inline(id), true, expect)
+            };
+            commit(&fx, x, "a", 1, Expect::absent()).await.unwrap();
+            let again = commit(&fy, y, "a", 2, Expect::absent()).await;
+            assert!(matches!(again, Err(StorageError::PreconditionFailed)), "{again:?}");
+            let stale = Expect { if_match: Some(Match::Files(vec![fy.id])), if_none_match: None };
+            assert!(matches!(commit(&fy, y, "a", 3, stale).await, Err(StorageError::PreconditionFailed)));
+            let current = Expect { if_match: Some(Match::Files(vec![fx.id])), if_none_match: None };
+            let wrong = Expect { if_match: Some(Match::Files(vec![fy.id])), if_none_match: None };
+            assert!(matches!(
+                store.delete(&name("a"), record(None, 4).stamp, wrong).await,
+                Err(StorageError::PreconditionFailed)
+            ));
+            assert_eq!(store.lookup(&name("a")).await.unwrap().unwrap().1.id, fx.id);
+
+            let relink = |to: &str, file, wall, tombstone: Option<u64>, expect| Relink {
+                from: "a".into(),
+                to: to.into(),
+                file,
+                record: record(Some(&fx), wall),
+                tombstone: tombstone.map(|w| record(None, w).stamp),
+                expect,
+            };
+            store.relink(relink("b", fx.id, 5, None, Expect::absent())).await.unwrap();
+            let before = store.stats().await.unwrap();
+            assert_eq!((before.files, before.unique_bytes), (2, 10), "a copy adds a name, not content");
+            let refused = store.relink(relink("b", fx.id, 6, Some(7), Expect::absent())).await;
+            assert!(matches!(refused, Err(StorageError::PreconditionFailed)));
+            let changed = store.relink(relink("c", fy.id, 6, Some(7), current)).await;
+            assert!(matches!(changed, Err(StorageError::SourceChanged)), "the source names another file");
+            store.relink(relink("c", fx.id, 8, Some(9), Expect::default())).await.unwrap();
+            assert!(store.lookup(&name("a")).await.unwrap().is_none());
+            assert_eq!(store.lookup(&name("c")).await.unwrap().unwrap().1.id, fx.id);
+            let after = store.stats().await.unwrap();
+            assert_eq!((after.files, after.unique_bytes, after.stored_bytes), (2, 10, before.stored_bytes));
             store.close().await.unwrap();
         });
     }

@@ -16,9 +16,9 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, WriteTr
 
 use super::records::{ManifestRecordV1, NameRecordV3, StampV1, decode, encode};
 use super::{
-    CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, GcReport, MANIFESTS, META, NAMES, Pins, RECEIVED,
-    Result, SEGMENT, Slot, StorageError, WriterShared, disk_space, guarded, has_sealed, read_manifest,
-    read_sealed, schema,
+    CHUNK_INDEX, CHUNK_REFS, CHUNKS, Expect, FILE_REFS, GC_FILES, GcReport, MANIFESTS, META, NAMES, Pins,
+    RECEIVED, Result, SEGMENT, Slot, StorageError, WriterShared, disk_space, guarded, has_sealed,
+    read_manifest, read_sealed, schema,
 };
 use crate::content::{ChunkId, FileId, Manifest};
 use crate::time::unix_ms;
@@ -55,12 +55,18 @@ pub(crate) enum Op {
         record: Box<NameRecordV3>,
         inline: Vec<(ChunkId, Vec<u8>)>,
         local: bool,
+        expect: Expect,
         reply: Reply<Committed>,
     },
     Delete {
         name: String,
         stamp: StampV1,
+        expect: Expect,
         reply: Reply<bool>,
+    },
+    Relink {
+        relink: Box<Relink>,
+        reply: Reply<()>,
     },
     Collect {
         reply: Reply<GcReport>,
@@ -160,9 +166,10 @@ impl Op {
         }
         match self {
             Op::PutChunk { .. } | Op::PutReceived { .. } => Outcome::None,
-            Op::Close { reply } | Op::PutChunksDurable { reply, .. } | Op::PutMeta { reply, .. } => {
-                Outcome::Unit(reply.clone(), failed())
-            }
+            Op::Close { reply }
+            | Op::PutChunksDurable { reply, .. }
+            | Op::PutMeta { reply, .. }
+            | Op::Relink { reply, .. } => Outcome::Unit(reply.clone(), failed()),
             Op::CommitFile { reply, .. } => Outcome::Commit(reply.clone(), failed()),
             Op::Delete { reply, .. } | Op::DropCorrupt { reply, .. } => {
                 Outcome::Bool(reply.clone(), failed())
@@ -196,6 +203,20 @@ pub(super) fn check_space(path: &Path, shared: &WriterShared, bytes: u64) -> Res
             Ok(())
         }
     }
+}
+
+/// A move or copy of one name (see [`super::Store::relink`]).
+#[derive(Debug, Clone)]
+pub struct Relink {
+    pub from: String,
+    pub to: String,
+    /// What `from` must name still.
+    pub file: FileId,
+    /// The record `to` gets (the source's, freshly stamped).
+    pub record: NameRecordV3,
+    /// `Some(stamp)`: a move, `from` gets a tombstone with this stamp.
+    pub tombstone: Option<StampV1>,
+    pub expect: Expect,
 }
 
 /// What an applied operation answers, sent only once its transaction committed.
@@ -637,7 +658,11 @@ impl<'t> Tables<'t> {
                 }
                 Outcome::Bools(reply, Ok(present))
             }
-            Op::CommitFile { manifest, name, record, inline, local, reply } => {
+            Op::CommitFile { manifest, name, record, inline, local, expect, reply } => {
+                // Checked before anything is written, so a refused commit changes nothing.
+                if !expect.holds(self.live_file(&name)?) {
+                    return Ok(Outcome::Commit(reply, Err(StorageError::PreconditionFailed)));
+                }
                 let mut new_bytes = 0;
                 for (id, sealed) in &inline {
                     new_bytes += self.put_chunk(*id, sealed)?;
@@ -654,10 +679,14 @@ impl<'t> Tables<'t> {
                     other => Outcome::Commit(reply, Ok(Committed { applied: other?, new_bytes })),
                 }
             }
-            Op::Delete { name, stamp, reply } => {
+            Op::Delete { name, stamp, expect, reply } => {
+                if !expect.holds(self.live_file(&name)?) {
+                    return Ok(Outcome::Bool(reply, Err(StorageError::PreconditionFailed)));
+                }
                 let removed = self.delete(&name, stamp)?;
                 Outcome::Bool(reply, Ok(removed))
             }
+            Op::Relink { relink, reply } => Outcome::Unit(reply, self.relink(*relink)?),
             Op::Collect { reply } => {
                 let report = self.collect(pins)?;
                 Outcome::Gc(reply, Ok(report))
@@ -750,6 +779,33 @@ impl<'t> Tables<'t> {
             Some(raw) => Ok(Some(decode("name record", raw.value())?)),
             None => Ok(None),
         }
+    }
+
+    /// The file a name points at now; `None` when it is absent or deleted.
+    fn live_file(&self, name: &str) -> Result<Option<FileId>> {
+        Ok(self.live_record(name)?.and_then(|r| r.file_id()))
+    }
+
+    /// A move or copy: refusals (source changed, precondition) come back before any write;
+    /// a storage failure aborts the batch as usual.
+    fn relink(&mut self, r: Relink) -> Result<Result<()>> {
+        if self.live_file(&r.from)? != Some(r.file) || r.record.file != Some(*r.file.as_bytes()) {
+            return Ok(Err(StorageError::SourceChanged));
+        }
+        if !r.expect.holds(self.live_file(&r.to)?) {
+            return Ok(Err(StorageError::PreconditionFailed));
+        }
+        // The source's name holds the manifest until the destination's is counted, so its
+        // chunks are never unreferenced in between. A destination stamped later than this
+        // write (only by a skewed peer: the clock observes every stamp it receives) keeps its
+        // record, and then the source must stay too: nothing has changed yet at that point.
+        if !self.apply_name(&r.to, r.record, None, false)? {
+            return Ok(Err(StorageError::SourceChanged));
+        }
+        if let Some(stamp) = r.tombstone {
+            self.apply_name(&r.from, NameRecordV3::tombstone(stamp), None, false)?;
+        }
+        Ok(Ok(()))
     }
 
     /// Applies a name record if it is newer than the one stored (last writer wins by stamp).
