@@ -12,6 +12,7 @@
 //! - [`node`]: use cases (put, get, delete, list, status, GC).
 //! - [`http`]: the tide app: routes, error mapping, the embedded UI.
 //! - [`s3`]: the S3 endpoint (s3s on its own tokio runtime), beside `http`.
+//! - [`offline`]: `check` and `export` over a stopped node's database.
 //! - [`config`]: command line and environment → validated config.
 
 pub mod clock;
@@ -23,6 +24,7 @@ pub mod events;
 pub mod health;
 pub mod http;
 pub mod node;
+pub mod offline;
 pub mod runtime;
 pub mod s3;
 pub mod storage;

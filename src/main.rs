@@ -7,7 +7,7 @@ use diststore::node::{self, Node, NodeConfig};
 use diststore::storage::Store;
 use diststore::{http, runtime};
 
-const DB_FILE: &str = "diststore.redb";
+use diststore::offline::DB_FILE;
 
 /// glibc gives each thread that allocates its own arena and rarely returns freed arena memory;
 /// with a blocking pool of many threads moving MiB-sized buffers, that grows the process far
@@ -24,8 +24,12 @@ fn main() -> anyhow::Result<()> {
     limit_malloc_arenas();
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Command::Serve(args)) => args,
+        Some(Command::Serve(args)) => *args,
         None => cli.serve,
+        // The offline tools work on a stopped node's data directory; they print their own
+        // report and choose the exit status.
+        Some(Command::Check(args)) => std::process::exit(diststore::offline::check::run(&args)),
+        Some(Command::Export(args)) => std::process::exit(diststore::offline::export::run(&args)),
     };
     femme::with_level(femme::LevelFilter::Info);
     let config = args.validate()?;

@@ -6,6 +6,7 @@
 
 pub mod records;
 mod schema;
+pub mod snapshot;
 mod writer;
 
 use std::collections::{HashMap, HashSet};
