@@ -203,6 +203,11 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTSTORE_S3_MULTIPART_MAX_AGE", value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
     pub s3_multipart_max_age: std::time::Duration,
 
+    /// On SIGTERM or Ctrl-C, how long uploads in flight may take to finish (new ones get 503)
+    /// before the node stops anyway, e.g. 30s. An upload cut off is not kept, whole or at all.
+    #[arg(long, env = "DISTSTORE_SHUTDOWN_GRACE", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: std::time::Duration,
+
     /// Tests only: how long a restarted node waits to hear from its members, e.g. 10s.
     #[arg(long, hide = true, env = "DISTSTORE_SETTLE", value_parser = parse_duration)]
     pub settle: Option<std::time::Duration>,
@@ -245,6 +250,8 @@ pub struct Config {
     pub cluster: crate::cluster::ClusterConfig,
     pub gc_period: std::time::Duration,
     pub received_grace: std::time::Duration,
+    /// How long a shutdown waits for uploads in flight.
+    pub shutdown_grace: std::time::Duration,
     /// `None`: the S3 endpoint is off.
     pub s3: Option<crate::s3::S3Config>,
     pub s3_root: S3Root,
@@ -400,6 +407,7 @@ impl ServeArgs {
             },
             gc_period: self.gc_period.unwrap_or(crate::node::GC_PERIOD),
             received_grace: self.received_grace.unwrap_or(crate::storage::RECEIVED_GRACE),
+            shutdown_grace: self.shutdown_grace,
             s3,
             s3_root,
             listen,

@@ -182,3 +182,108 @@ fn export_never_writes_outside_dest() {
     everything.sort();
     assert_eq!(everything, vec![dest.join("ok/in.txt")]);
 }
+
+/// A client body sent in pieces with a pause between them (a slow uploader); says on
+/// `started` once the first piece went out.
+struct Paced {
+    data: Vec<u8>,
+    at: usize,
+    piece: usize,
+    pause: std::time::Duration,
+    started: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl std::io::Read for Paced {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at > 0 {
+            if let Some(tx) = self.started.take() {
+                let _ = tx.send(());
+            }
+            std::thread::sleep(self.pause);
+        }
+        let n = buf.len().min(self.piece).min(self.data.len() - self.at);
+        buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Starts a slow upload of `data` as `name`; returns its status (or the error) when it ends,
+/// once the first piece has gone out.
+fn slow_upload(
+    node: &TestNode,
+    name: &str,
+    data: &[u8],
+    pause: std::time::Duration,
+) -> std::thread::JoinHandle<Result<u16, String>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let url = node.url(&format!("/api/v1/files/{name}"));
+    let body = Paced { data: data.to_vec(), at: 0, piece: 128 << 10, pause, started: Some(tx) };
+    let len = data.len();
+    let uploader = std::thread::spawn(move || {
+        agent()
+            .put(&url)
+            .header("Content-Length", &len.to_string())
+            .send(ureq::SendBody::from_owned_reader(body))
+            .map(|r| r.status().as_u16())
+            .map_err(|e| e.to_string())
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the upload to start");
+    uploader
+}
+
+/// SIGTERM from another thread (it waits for the exit); the node comes back with the result.
+fn terminate_in_background(
+    mut node: TestNode,
+) -> std::thread::JoinHandle<(TestNode, std::process::ExitStatus)> {
+    std::thread::spawn(move || {
+        let status = node.terminate();
+        (node, status)
+    })
+}
+
+#[test]
+fn sigterm_stops_accepting_and_lets_an_upload_in_flight_finish() {
+    let node = TestNode::start_with(&["--shutdown-grace", "60s"]);
+    let acked = random_bytes(1 << 20, 5);
+    assert_eq!(put(&node.url("/api/v1/files/acked"), &acked).0, 201);
+    // About 3 s of upload: 24 pieces of 128 KiB, 120 ms apart.
+    let data = random_bytes(3 << 20, 6);
+    let uploader = slow_upload(&node, "slow", &data, std::time::Duration::from_millis(120));
+    let addr = node.base.trim_start_matches("http://").to_string();
+    let stopping = terminate_in_background(node);
+    wait_for("the listener to close", std::time::Duration::from_secs(20), || {
+        std::net::TcpStream::connect(&addr).is_err().then_some(())
+    });
+    assert_eq!(uploader.join().unwrap(), Ok(201), "the upload in flight must finish");
+    let (mut node, status) = stopping.join().unwrap();
+    assert!(status.success(), "exit status {status}");
+    // Closed cleanly: the offline check opens it read-only (no repair needed) and finds it whole.
+    let out = run(&["check"], &node.dir);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    node.start_again();
+    assert!(get(&node.url("/api/v1/files/slow")).1 == data);
+    assert!(get(&node.url("/api/v1/files/acked")).1 == acked);
+}
+
+#[test]
+fn an_upload_still_running_when_the_grace_ends_is_whole_or_absent() {
+    let node = TestNode::start_with(&["--shutdown-grace", "1s"]);
+    let acked = random_bytes(1 << 20, 7);
+    assert_eq!(put(&node.url("/api/v1/files/acked"), &acked).0, 201);
+    // About 10 s of upload: far past the grace.
+    let data = random_bytes(5 << 20, 8);
+    let uploader = slow_upload(&node, "cut", &data, std::time::Duration::from_millis(250));
+    let started = std::time::Instant::now();
+    let (mut node, status) = terminate_in_background(node).join().unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8), "the grace was not honoured");
+    let outcome = uploader.join().unwrap();
+    assert_ne!(outcome, Ok(201), "acknowledged after the node stopped?");
+    let out = run(&["check"], &node.dir);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    node.start_again();
+    let (code, body) = get(&node.url("/api/v1/files/cut"));
+    assert!(code == 404 || (code == 200 && body == data), "a partial file: {code}, {} bytes", body.len());
+    assert!(get(&node.url("/api/v1/files/acked")).1 == acked);
+}

@@ -68,6 +68,7 @@ impl From<NodeError> for ApiError {
         match e {
             NodeError::BadName(e) => ApiError::BadRequest(format!("invalid name: {e}")),
             NodeError::Invalid(e) => ApiError::BadRequest(e),
+            NodeError::ShuttingDown => ApiError::Unavailable(e.to_string()),
             NodeError::NotFound => ApiError::NotFound("no such file".into()),
             NodeError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
             NodeError::Body(e) => ApiError::BadRequest(format!("reading the request body failed: {e}")),

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
+use super::drain::InFlight;
 use super::{NodeError, Result};
 use crate::clock::unix_ms;
 use crate::cluster::{self, Cluster};
@@ -50,6 +51,8 @@ pub struct Staged {
     _pins: Option<PinSet>,
     /// In a cluster, the holders' pins: kept until the manifest is committed and announced.
     pub(super) placed: Option<cluster::Placed>,
+    /// Keeps a shutdown waiting until the commit is done.
+    in_flight: Option<InFlight>,
 }
 
 impl Staged {
@@ -64,6 +67,7 @@ impl Staged {
             local,
             _pins: Some(pins),
             placed: None,
+            in_flight: None,
         }
     }
 
@@ -118,6 +122,8 @@ pub struct Upload {
     workers: Option<Workers>,
     /// Whether to compute the MD5 of the bytes too (set before the first write).
     md5: bool,
+    /// Keeps a shutdown waiting for this upload (see `drain`).
+    in_flight: Option<InFlight>,
 }
 
 impl Upload {
@@ -131,7 +137,14 @@ impl Upload {
             block: BytesMut::with_capacity(BLOCK),
             workers: None,
             md5: false,
+            in_flight: None,
         }
+    }
+
+    /// Makes a shutdown wait for this upload, up to its grace.
+    pub(super) fn in_flight(mut self, mark: InFlight) -> Self {
+        self.in_flight = Some(mark);
+        self
     }
 
     /// Also computes the MD5 of the bytes (S3 ETags), beside the SHA-256, on the hashing thread.
@@ -188,6 +201,13 @@ impl Upload {
     /// Ends the body: every chunk is stored or queued (or, in a cluster, durable on its
     /// holders), and the manifest is ready.
     pub async fn finish(mut self) -> Result<Staged> {
+        let in_flight = self.in_flight.take();
+        let mut staged = self.stage().await?;
+        staged.in_flight = in_flight;
+        Ok(staged)
+    }
+
+    async fn stage(mut self) -> Result<Staged> {
         let tail = std::mem::take(&mut self.block).freeze();
         let (size, want_md5) = (self.size, self.md5);
         let md5_of = move |data: &[u8]| want_md5.then(|| md5::Md5::digest(data).into());
@@ -248,6 +268,7 @@ fn staged(
         local,
         _pins: Some(chunked.pins),
         placed: None,
+        in_flight: None,
     }
 }
 
@@ -264,7 +285,16 @@ fn stage_inline(keys: &Keys, data: &[u8]) -> Staged {
     let manifest =
         Manifest { id, size: data.len() as u64, chunker: CHUNKER_VERSION, chunks, created_ms: unix_ms() };
     // The writer stores the chunk with the commit and counts it if it was new.
-    Staged { manifest, md5: None, new_bytes: 0, inline, local: true, _pins: None, placed: None }
+    Staged {
+        manifest,
+        md5: None,
+        new_bytes: 0,
+        inline,
+        local: true,
+        _pins: None,
+        placed: None,
+        in_flight: None,
+    }
 }
 
 fn start_workers(store: Store, keys: Keys, cluster: Option<Arc<Cluster>>, want_md5: bool) -> Workers {

@@ -12,6 +12,7 @@ pub(crate) fn s3_error(e: NodeError) -> S3Error {
         NodeError::TooLarge { .. } => (S3ErrorCode::EntityTooLarge, e.to_string()),
         NodeError::Body(_) => (S3ErrorCode::IncompleteBody, e.to_string()),
         NodeError::Invalid(m) => (S3ErrorCode::InvalidArgument, m.clone()),
+        NodeError::ShuttingDown => (S3ErrorCode::ServiceUnavailable, e.to_string()),
         NodeError::Cluster(
             ClusterError::Unavailable { .. }
             | ClusterError::ChunkUnavailable(_)
