@@ -232,6 +232,33 @@ fn slow_upload(
     uploader
 }
 
+/// Sends a raw HTTP/1.1 request and returns the response's head and as much of its body as
+/// its Content-Length says.
+fn exchange(stream: &mut std::net::TcpStream, request: &str) -> String {
+    use std::io::{Read, Write};
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return text;
+            }
+        }
+        let n = stream.read(&mut buf).expect("a response");
+        assert!(n > 0, "connection closed after {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
 /// SIGTERM from another thread (it waits for the exit); the node comes back with the result.
 fn terminate_in_background(
     mut node: TestNode,
@@ -251,10 +278,22 @@ fn sigterm_stops_accepting_and_lets_an_upload_in_flight_finish() {
     let data = random_bytes(3 << 20, 6);
     let uploader = slow_upload(&node, "slow", &data, std::time::Duration::from_millis(120));
     let addr = node.base.trim_start_matches("http://").to_string();
+    // A client with a connection open from before the signal.
+    let mut early = std::net::TcpStream::connect(&addr).unwrap();
+    early.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    assert!(
+        exchange(&mut early, "GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n").starts_with("HTTP/1.1 200")
+    );
     let stopping = terminate_in_background(node);
     wait_for("the listener to close", std::time::Duration::from_secs(20), || {
         std::net::TcpStream::connect(&addr).is_err().then_some(())
     });
+    // A new upload on that connection is refused while the one in flight goes on.
+    let refused = exchange(
+        &mut early,
+        "PUT /api/v1/files/late HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n\r\nlate",
+    );
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
     assert_eq!(uploader.join().unwrap(), Ok(201), "the upload in flight must finish");
     let (mut node, status) = stopping.join().unwrap();
     assert!(status.success(), "exit status {status}");
@@ -263,6 +302,7 @@ fn sigterm_stops_accepting_and_lets_an_upload_in_flight_finish() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     node.start_again();
     assert!(get(&node.url("/api/v1/files/slow")).1 == data);
+    assert_eq!(get(&node.url("/api/v1/files/late")).0, 404);
     assert!(get(&node.url("/api/v1/files/acked")).1 == acked);
 }
 
