@@ -31,6 +31,78 @@ pub enum Command {
     /// Compact the database of a stopped node, returning the space deleted content left in
     /// its file to the disk.
     Compact(CompactArgs),
+    /// Verify a stopped node's data directory: every chunk, manifest and name.
+    Check(CheckArgs),
+    /// Write files out of a stopped node's data directory, verified, skipping damaged ones.
+    Export(ExportArgs),
+}
+
+/// What the offline tools (`check`, `export`) share: which data directory, and its secret.
+#[derive(ClapArgs, Debug, Clone)]
+pub struct OfflineArgs {
+    /// The stopped node's data directory.
+    #[arg(long, env = "DISTSTORE_DATA_DIR", value_name = "DIR", default_value = "./diststore-data")]
+    pub data_dir: PathBuf,
+
+    /// File holding the cluster secret (default: DATA_DIR/secret, as the node made it).
+    #[arg(long, value_name = "FILE", conflicts_with = "secret")]
+    pub secret_file: Option<PathBuf>,
+
+    /// The cluster secret itself (prefer --secret-file: environments leak).
+    #[arg(long, env = "DISTSTORE_SECRET", hide_env_values = true, value_name = "SECRET")]
+    pub secret: Option<String>,
+
+    /// Threads verifying chunks. Default: one per CPU.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Print the result as one JSON document (for scripts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl OfflineArgs {
+    /// Where the secret comes from. Unlike `serve`, a missing DATA_DIR/secret is an error: a
+    /// new secret could open nothing stored.
+    pub fn secret_source(&self) -> Result<SecretSource, ConfigError> {
+        Ok(match (&self.secret_file, &self.secret) {
+            (Some(path), _) => SecretSource::File(path.clone()),
+            (None, Some(value)) if value.is_empty() => return Err(ConfigError::EmptySecret),
+            (None, Some(value)) => SecretSource::Value(value.clone()),
+            (None, None) => SecretSource::File(self.data_dir.join("secret")),
+        })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+}
+
+#[derive(ClapArgs, Debug, Clone)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub offline: OfflineArgs,
+
+    /// Chunks this node does not hold are not problems (a cluster node holds only its share;
+    /// the others hold the rest). Damage still is.
+    #[arg(long)]
+    pub allow_missing: bool,
+}
+
+#[derive(ClapArgs, Debug, Clone)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub offline: OfflineArgs,
+
+    /// Export the files whose names start with this ("" for all).
+    #[arg(value_name = "PREFIX")]
+    pub prefix: String,
+
+    /// Directory to write them under (created if missing); a name `a/b` becomes DEST/a/b.
+    #[arg(value_name = "DEST")]
+    pub dest: PathBuf,
 }
 
 #[derive(ClapArgs, Debug, Clone)]
@@ -156,6 +228,11 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTSTORE_S3_MULTIPART_MAX_AGE", value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
     pub s3_multipart_max_age: std::time::Duration,
 
+    /// On SIGTERM or Ctrl-C, how long uploads in flight may take to finish (new ones get 503)
+    /// before the node stops anyway, e.g. 30s. An upload cut off is not kept, whole or at all.
+    #[arg(long, env = "DISTSTORE_SHUTDOWN_GRACE", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: std::time::Duration,
+
     /// Tests only: how long a restarted node waits to hear from its members, e.g. 10s.
     #[arg(long, hide = true, env = "DISTSTORE_SETTLE", value_parser = parse_duration)]
     pub settle: Option<std::time::Duration>,
@@ -225,6 +302,8 @@ pub struct Config {
     pub cluster: crate::cluster::ClusterConfig,
     pub gc_period: std::time::Duration,
     pub received_grace: std::time::Duration,
+    /// How long a shutdown waits for uploads in flight.
+    pub shutdown_grace: std::time::Duration,
     /// `None`: the S3 endpoint is off.
     pub s3: Option<crate::s3::S3Config>,
     pub s3_root: S3Root,
@@ -421,6 +500,7 @@ impl ServeArgs {
             },
             gc_period: self.gc_period.unwrap_or(crate::node::GC_PERIOD),
             received_grace: self.received_grace.unwrap_or(crate::storage::RECEIVED_GRACE),
+            shutdown_grace: self.shutdown_grace,
             s3,
             s3_root,
             listen,

@@ -16,6 +16,7 @@
 //! - [`http`]: the tide app: routes, error mapping, the embedded UI.
 //! - [`s3`]: the S3 endpoint (s3s on its own tokio runtime), beside `http`.
 //! - [`logging`]: femme behind pumps, so a closed stdout never stops the node.
+//! - [`offline`]: `check` and `export` over a stopped node's database.
 //! - [`config`]: command line and environment → validated config.
 
 pub mod clock;
@@ -29,6 +30,7 @@ pub mod http;
 pub mod limits;
 pub mod logging;
 pub mod node;
+pub mod offline;
 pub mod private_file;
 pub mod runtime;
 pub mod s3;

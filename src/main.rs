@@ -7,7 +7,7 @@ use diststore::node::{self, Node, NodeConfig};
 use diststore::storage::Store;
 use diststore::{http, runtime};
 
-const DB_FILE: &str = "diststore.redb";
+use diststore::offline::DB_FILE;
 
 /// glibc gives each thread that allocates its own arena and rarely returns freed arena memory;
 /// with a blocking pool of many threads moving MiB-sized buffers, that grows the process far
@@ -28,6 +28,12 @@ fn main() -> anyhow::Result<()> {
     result
 }
 
+/// Exits with `code` once what was printed has reached the real output.
+fn exit_with(code: i32) -> ! {
+    diststore::logging::finish();
+    std::process::exit(code)
+}
+
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     diststore::logging::start(log::LevelFilter::Info);
@@ -41,6 +47,10 @@ fn run() -> anyhow::Result<()> {
             return Ok(());
         }
         None => cli.serve,
+        // The offline tools work on a stopped node's data directory; they print their own
+        // report and choose the exit status.
+        Some(Command::Check(args)) => exit_with(diststore::offline::check::run(&args)),
+        Some(Command::Export(args)) => exit_with(diststore::offline::export::run(&args)),
     };
     let config = args.validate()?;
     runtime::configure(config.io_threads);
@@ -71,8 +81,8 @@ fn run() -> anyhow::Result<()> {
     let node = Node::new(store, keys, node_config, config.cluster.clone());
     log::info!("node {} with data in {}", node.node_id(), config.data_dir.display());
 
-    // Background loops stop when this sender is dropped, at exit.
-    let (_stop, shutdown) = async_channel::bounded::<()>(1);
+    // Background loops stop when this sender is dropped, after the drain below.
+    let (stop, shutdown) = async_channel::bounded::<()>(1);
     let gc_node = node.clone();
     let gc_shutdown = shutdown.clone();
     let changes = node.events().subscribe();
@@ -89,23 +99,24 @@ fn run() -> anyhow::Result<()> {
         drop(running);
     });
 
-    // SIGTERM or Ctrl-C: finish queued writes and close the database cleanly, so the next
-    // start needs no repair. (A kill -9 loses nothing acknowledged either; it only costs that
-    // check.)
+    // SIGTERM or Ctrl-C: stop accepting and taking uploads, which ends `serve` below and
+    // starts the drain. A second signal stops at once (a kill -9 loses nothing acknowledged
+    // either; it only costs a database check at the next start).
     let mut signals =
         signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
             .context("installing signal handlers")?;
-    let closing = node.clone();
+    let stopping = node.clone();
+    let grace = config.shutdown_grace;
     std::thread::spawn(move || {
-        if let Some(signal) = signals.forever().next() {
-            log::info!("signal {signal}: shutting down");
-            if let Err(e) = runtime::block_on(closing.shutdown()) {
-                log::error!("closing the database: {e}");
-                diststore::logging::finish();
-                std::process::exit(1);
-            }
+        let mut signals = signals.forever();
+        if let Some(signal) = signals.next() {
+            log::info!("signal {signal}: shutting down; uploads in flight have {grace:?} to finish");
+            stopping.begin_shutdown();
+        }
+        if let Some(signal) = signals.next() {
+            log::warn!("signal {signal} again: stopping now");
             diststore::logging::finish();
-            std::process::exit(0);
+            std::process::exit(1);
         }
     });
 
@@ -129,5 +140,20 @@ fn run() -> anyhow::Result<()> {
         };
         diststore::s3::ensure_root_key(node.clone(), given, file);
     }
-    runtime::block_on(http::serve(node, &config, shutdown))
+    runtime::block_on(http::serve(node.clone(), &config, shutdown))?;
+
+    // Shutting down: uploads in flight finish (up to the grace), every background loop stops
+    // through its signal, and the database closes cleanly, so the next start needs no repair.
+    let cut = runtime::block_on(node.drain_uploads(config.shutdown_grace));
+    if cut > 0 {
+        log::warn!("{cut} uploads did not finish within the grace; they are not kept");
+    }
+    drop(stop);
+    let running = runtime::block_on(node.wait_loops_stopped(std::time::Duration::from_secs(10)));
+    if running > 0 {
+        log::warn!("{running} background loops still running; closing the database anyway");
+    }
+    runtime::block_on(node.shutdown()).context("closing the database")?;
+    log::info!("stopped");
+    Ok(())
 }

@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     // settings, and the HTTP app (which also starts peer links) is built from the whole.
     &["s3"],
     &["config"],
-    &["http"],
+    &["http", "offline"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -88,6 +88,7 @@ impl From<NodeError> for ApiError {
             NodeError::Invalid(e) => ApiError::BadRequest(e),
             NodeError::Busy(e) => ApiError::Unavailable(e),
             NodeError::Precondition(e) => ApiError::PreconditionFailed(e),
+            NodeError::ShuttingDown => ApiError::Unavailable(e.to_string()),
             NodeError::NotFound => ApiError::NotFound("no such file".into()),
             NodeError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
             NodeError::Body(e) => ApiError::BadRequest(format!("reading the request body failed: {e}")),

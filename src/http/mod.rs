@@ -80,8 +80,8 @@ pub fn app(node: Arc<Node>, api_token: Option<String>, hosts: guard::Hosts) -> t
     app
 }
 
-/// Binds, starts the cluster with this node's URL, and serves connections until the
-/// listener fails.
+/// Binds, starts the cluster with this node's URL, and serves connections until a shutdown
+/// begins ([`Node::begin_shutdown`]).
 pub async fn serve(
     node: Arc<Node>,
     config: &Config,
@@ -105,11 +105,19 @@ pub async fn serve(
         config.advertise.as_deref().and_then(|a| url::Url::parse(a).ok()?.host_str().map(str::to_owned)),
     );
     let limits = node.limits().clone();
-    let app = app(node, config.api_token.clone(), guard::Hosts(names));
+    let app = app(node.clone(), config.api_token.clone(), guard::Hosts(names));
     // Connections being told 503: each holds its socket for at most REFUSE_FOR.
     let refusing = crate::limits::Gate::new(REFUSING_MAX);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        // A shutdown stops accepting here (the listener closes as this returns); requests on
+        // connections already open go on, and new uploads among them get 503.
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            node.stopping().await;
+            None
+        })
+        .await;
+        let Some(accepted) = accepted else { return Ok(()) };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, or a connection reset before accept: keep serving.

@@ -1,6 +1,7 @@
 //! Use cases: put, get, delete, list, status. The one place storage, crypto and the cluster
 //! are composed; HTTP handlers call only this.
 
+mod drain;
 mod gc;
 mod read;
 pub mod registry;
@@ -52,6 +53,8 @@ pub enum NodeError {
     /// A conditional request's precondition did not hold; nothing changed.
     #[error("{0}")]
     Precondition(String),
+    #[error("the node is shutting down")]
+    ShuttingDown,
 }
 
 pub type Result<T, E = NodeError> = std::result::Result<T, E>;
@@ -275,6 +278,7 @@ pub struct Node {
     health: Arc<Health>,
     registry: registry::Registry,
     started: Instant,
+    drain: drain::Drain,
 }
 
 impl Node {
@@ -303,6 +307,7 @@ impl Node {
             health,
             registry: Default::default(),
             started: Instant::now(),
+            drain: Default::default(),
         })
     }
 
@@ -359,6 +364,7 @@ impl Node {
     /// node that has not yet heard from its members since it started waits for them (bounded)
     /// rather than taking the write alone.
     pub async fn upload(self: &Arc<Self>) -> Result<Upload> {
+        let in_flight = self.drain.enter().ok_or(NodeError::ShuttingDown)?;
         // Refused before anything waits, so a full node answers at once.
         let pass = self.config.limits.uploads.try_enter().ok_or_else(|| {
             NodeError::Busy(format!(
@@ -377,7 +383,8 @@ impl Node {
             self.with_peers().cloned(),
             self.config.max_upload_bytes,
             pass,
-        ))
+        )
+        .in_flight(in_flight))
     }
 
     /// Names staged content, durably, and tells the cluster. The holders keep the upload's
@@ -649,6 +656,38 @@ impl Node {
             leases: self.cluster.leases_held(),
             handshakes_refused: self.cluster.handshakes_refused(),
         })
+    }
+
+    /// Starts a shutdown: new uploads are refused (503) and [`Node::stopping`] resolves, so
+    /// the listeners stop accepting. Loops ending from now on are not failures.
+    pub fn begin_shutdown(&self) {
+        self.health.shut_down();
+        self.drain.begin();
+    }
+
+    /// Resolves once [`Node::begin_shutdown`] was called.
+    pub async fn stopping(&self) {
+        self.drain.stopping().await
+    }
+
+    /// Waits up to `grace` for the uploads in flight to commit or fail; returns how many
+    /// were still running when it gave up.
+    pub async fn drain_uploads(&self, grace: std::time::Duration) -> usize {
+        let running = self.drain.in_flight();
+        if running > 0 {
+            log::info!("waiting up to {grace:?} for {running} uploads in flight");
+        }
+        if self.drain.drained(grace).await { 0 } else { self.drain.in_flight() }
+    }
+
+    /// Waits up to `limit` for the background loops to end once their shutdown signal closed
+    /// (each ends after its current unit of work); returns how many still run.
+    pub async fn wait_loops_stopped(&self, limit: std::time::Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        while self.health.live() > 0 && Instant::now() < deadline {
+            runtime::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        self.health.live()
     }
 
     /// Finishes queued writes and closes the database cleanly.

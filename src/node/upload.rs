@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
+use super::drain::InFlight;
 use super::{NodeError, Result};
 use crate::clock::unix_ms;
 use crate::cluster::{self, Cluster};
@@ -53,6 +54,8 @@ pub struct Staged {
     pub(super) placed: Option<cluster::Placed>,
     /// The upload's place among those in flight, until it is named.
     _pass: Option<Pass>,
+    /// Keeps a shutdown waiting until the commit is done.
+    in_flight: Option<InFlight>,
 }
 
 impl Staged {
@@ -68,6 +71,7 @@ impl Staged {
             _pins: Some(pins),
             placed: None,
             _pass: None,
+            in_flight: None,
         }
     }
 
@@ -126,6 +130,8 @@ pub struct Upload {
     md5: bool,
     /// This upload's place among those in flight (`--max-uploads`), held until it is named.
     pass: Option<Pass>,
+    /// Keeps a shutdown waiting for this upload (see `drain`).
+    in_flight: Option<InFlight>,
 }
 
 impl Upload {
@@ -146,7 +152,14 @@ impl Upload {
             block: BytesMut::with_capacity(BLOCK),
             workers: None,
             md5: false,
+            in_flight: None,
         }
+    }
+
+    /// Makes a shutdown wait for this upload, up to its grace.
+    pub(super) fn in_flight(mut self, mark: InFlight) -> Self {
+        self.in_flight = Some(mark);
+        self
     }
 
     /// Also computes the MD5 of the bytes (S3 ETags), beside the SHA-256, on the hashing thread.
@@ -205,12 +218,14 @@ impl Upload {
     /// Ends the body: every chunk is stored or queued (or, in a cluster, durable on its
     /// holders), and the manifest is ready.
     pub async fn finish(mut self) -> Result<Staged> {
+        let in_flight = self.in_flight.take();
+        let pass = self.pass.take();
         let tail = std::mem::take(&mut self.block).freeze();
         let (size, want_md5) = (self.size, self.md5);
         let md5_of = move |data: &[u8]| want_md5.then(|| md5::Md5::digest(data).into());
-        let pass = self.pass.take();
         let mut staged = self.stage(tail, size, md5_of).await?;
         staged._pass = pass;
+        staged.in_flight = in_flight;
         Ok(staged)
     }
 
@@ -278,6 +293,7 @@ fn staged(
         _pins: Some(chunked.pins),
         placed: None,
         _pass: None,
+        in_flight: None,
     }
 }
 
@@ -294,7 +310,17 @@ fn stage_inline(keys: &Keys, data: &[u8]) -> Staged {
     let manifest =
         Manifest { id, size: data.len() as u64, chunker: CHUNKER_VERSION, chunks, created_ms: unix_ms() };
     // The writer stores the chunk with the commit and counts it if it was new.
-    Staged { manifest, md5: None, new_bytes: 0, inline, local: true, _pins: None, placed: None, _pass: None }
+    Staged {
+        manifest,
+        md5: None,
+        new_bytes: 0,
+        inline,
+        local: true,
+        _pins: None,
+        placed: None,
+        in_flight: None,
+        _pass: None,
+    }
 }
 
 fn start_workers(store: Store, keys: Keys, cluster: Option<Arc<Cluster>>, want_md5: bool) -> Result<Workers> {

@@ -27,6 +27,7 @@ pub(crate) fn s3_error(e: NodeError) -> S3Error {
         NodeError::Invalid(m) => (S3ErrorCode::InvalidArgument, m.clone()),
         NodeError::Busy(m) => (S3ErrorCode::SlowDown, m.clone()),
         NodeError::Precondition(m) => (S3ErrorCode::PreconditionFailed, m.clone()),
+        NodeError::ShuttingDown => (S3ErrorCode::ServiceUnavailable, e.to_string()),
         NodeError::Cluster(
             ClusterError::Unavailable { .. }
             | ClusterError::ChunkUnavailable(_)

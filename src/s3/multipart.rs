@@ -465,7 +465,21 @@ pub(crate) fn start_collector(node: Arc<Node>, max_age: Duration) {
     runtime::spawn(async move {
         let _running = running;
         loop {
-            runtime::sleep((max_age / 10).max(Duration::from_secs(1))).await;
+            // Stops at shutdown like every background loop.
+            let period = (max_age / 10).max(Duration::from_secs(1));
+            let stop = futures_lite::future::or(
+                async {
+                    runtime::sleep(period).await;
+                    false
+                },
+                async {
+                    node.stopping().await;
+                    true
+                },
+            );
+            if stop.await {
+                return;
+            }
             match uploads(&node).await {
                 Ok(all) => {
                     let now = unix_ms();

@@ -8,6 +8,7 @@
 mod faults;
 pub mod records;
 mod schema;
+pub mod snapshot;
 mod writer;
 
 use std::collections::{HashMap, HashSet};

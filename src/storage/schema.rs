@@ -16,7 +16,7 @@ pub const SCHEMA_VERSION: u64 = 3;
 #[path = "../../migrations/mod.rs"]
 mod migrations;
 
-const VERSION_KEY: &str = "schema_version";
+pub(super) const VERSION_KEY: &str = "schema_version";
 const NODE_ID_KEY: &str = "node_id";
 const STATS_KEY: &str = "stats_v1";
 
@@ -148,7 +148,7 @@ fn io_at(what: &str, e: std::io::Error) -> StorageError {
     }
 }
 
-fn read_u64(bytes: &[u8]) -> Result<u64> {
+pub(super) fn read_u64(bytes: &[u8]) -> Result<u64> {
     Ok(u64::from_le_bytes(
         bytes.try_into().map_err(|_| StorageError::Corrupt("meta counter is not 8 bytes".into()))?,
     ))
