@@ -541,6 +541,22 @@ mod tests {
     }
 
     #[test]
+    fn front_bounds_have_defaults_and_refuse_what_cannot_work() {
+        let front = serve(&[]).unwrap().front;
+        assert!((16..=1024).contains(&front.max_connections));
+        assert_eq!((front.max_head_bytes, front.max_uploads), (8 * 1024, 32));
+        let front = serve(&["--max-connections", "64", "--max-head-size", "4KiB", "--header-timeout", "2s"])
+            .unwrap()
+            .front;
+        assert_eq!((front.max_connections, front.max_head_bytes), (64, 4096));
+        assert_eq!(front.header_timeout, std::time::Duration::from_secs(2));
+        // async-h1 refuses heads past 8 KiB whatever this says.
+        assert!(serve(&["--max-head-size", "64KiB"]).unwrap_err().contains("--max-head-size"));
+        assert!(serve(&["--max-uploads", "0"]).is_err());
+        assert!(serve(&["--body-idle-timeout", "0s"]).is_err());
+    }
+
+    #[test]
     fn io_threads_default_to_half_the_cpus_and_refuse_zero() {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(serve(&[]).unwrap().io_threads, (cpus / 2).max(1));
