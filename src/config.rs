@@ -169,7 +169,8 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTSTORE_MAX_HEAD_SIZE", value_name = "SIZE", default_value = "8KiB", value_parser = parse_size)]
     pub max_head_size: u64,
 
-    /// Time a request head may take to arrive, and an idle kept-alive connection stays open.
+    /// Time a request head may take to arrive, and an idle kept-alive connection stays open
+    /// (at most 60s, the HTTP parser's own limit).
     #[arg(long, env = "DISTSTORE_HEADER_TIMEOUT", value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
     pub header_timeout: std::time::Duration,
 
@@ -248,6 +249,8 @@ pub enum ConfigError {
     BadHeadSize,
     #[error("--header-timeout and --body-idle-timeout must be more than zero")]
     NoTimeout,
+    #[error("--header-timeout must be at most 60s (the HTTP parser's own limit)")]
+    LongHeaderTimeout,
     #[error(
         "--advertise {0} names no address a peer can dial; give this node's reachable address or host name"
     )]
@@ -276,6 +279,9 @@ impl ServeArgs {
         }
         if self.header_timeout.is_zero() || self.body_idle_timeout.is_zero() {
             return Err(ConfigError::NoTimeout);
+        }
+        if self.header_timeout > MAX_HEADER_TIMEOUT {
+            return Err(ConfigError::LongHeaderTimeout);
         }
         Ok(crate::limits::FrontLimits {
             max_connections,
@@ -467,6 +473,9 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_millis(n.saturating_mul(ms)))
 }
 
+/// async-h1 gives up on a head after 60 s whatever the node asks.
+const MAX_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The soft limit on open files (RLIMIT_NOFILE), when known.
 fn open_file_limit() -> Option<u64> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -554,6 +563,7 @@ mod tests {
         assert!(serve(&["--max-head-size", "64KiB"]).unwrap_err().contains("--max-head-size"));
         assert!(serve(&["--max-uploads", "0"]).is_err());
         assert!(serve(&["--body-idle-timeout", "0s"]).is_err());
+        assert!(serve(&["--header-timeout", "2m"]).is_err());
     }
 
     #[test]
