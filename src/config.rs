@@ -271,7 +271,8 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTSTORE_MAX_HEAD_SIZE", value_name = "SIZE", default_value = "8KiB", value_parser = parse_size)]
     pub max_head_size: u64,
 
-    /// Time a request head may take to arrive, and an idle kept-alive connection stays open.
+    /// Time a request head may take to arrive, and an idle kept-alive connection stays open
+    /// (at most 60s, the HTTP parser's own limit).
     #[arg(long, env = "DISTSTORE_HEADER_TIMEOUT", value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
     pub header_timeout: std::time::Duration,
 
@@ -358,6 +359,8 @@ pub enum ConfigError {
     BadHeadSize,
     #[error("--header-timeout and --body-idle-timeout must be more than zero")]
     NoTimeout,
+    #[error("--header-timeout must be at most 60s (the HTTP parser's own limit)")]
+    LongHeaderTimeout,
     #[error(
         "--advertise {0} names no address a peer can dial; give this node's reachable address or host name"
     )]
@@ -386,6 +389,9 @@ impl ServeArgs {
         }
         if self.header_timeout.is_zero() || self.body_idle_timeout.is_zero() {
             return Err(ConfigError::NoTimeout);
+        }
+        if self.header_timeout > MAX_HEADER_TIMEOUT {
+            return Err(ConfigError::LongHeaderTimeout);
         }
         Ok(crate::limits::FrontLimits {
             max_connections,
@@ -562,6 +568,9 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_millis(n.saturating_mul(ms)))
 }
 
+/// async-h1 gives up on a head after 60 s whatever the node asks.
+const MAX_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The soft limit on open files (RLIMIT_NOFILE), when known.
 fn open_file_limit() -> Option<u64> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -633,6 +642,23 @@ mod tests {
         let cli = Cli::try_parse_from(std::iter::once("diststore").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
         cli.serve.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn front_bounds_have_defaults_and_refuse_what_cannot_work() {
+        let front = serve(&[]).unwrap().front;
+        assert!((16..=1024).contains(&front.max_connections));
+        assert_eq!((front.max_head_bytes, front.max_uploads), (8 * 1024, 32));
+        let front = serve(&["--max-connections", "64", "--max-head-size", "4KiB", "--header-timeout", "2s"])
+            .unwrap()
+            .front;
+        assert_eq!((front.max_connections, front.max_head_bytes), (64, 4096));
+        assert_eq!(front.header_timeout, std::time::Duration::from_secs(2));
+        // async-h1 refuses heads past 8 KiB whatever this says.
+        assert!(serve(&["--max-head-size", "64KiB"]).unwrap_err().contains("--max-head-size"));
+        assert!(serve(&["--max-uploads", "0"]).is_err());
+        assert!(serve(&["--body-idle-timeout", "0s"]).is_err());
+        assert!(serve(&["--header-timeout", "2m"]).is_err());
     }
 
     #[test]

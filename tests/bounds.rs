@@ -529,3 +529,58 @@ fn a_slow_head_times_out() {
     );
     assert_eq!(metric(&node, "diststore_http_header_timeouts_total"), 1);
 }
+
+/// The S3 listener has the same bounds: connections past --max-connections are closed at
+/// once, a head must arrive within --header-timeout, and a connection where nothing moves
+/// either way for --body-idle-timeout (a stalled body, an idle client) is closed.
+#[test]
+fn the_s3_listener_is_bounded_alike() {
+    let s3_node = |header: &str, idle: &str| {
+        let args = ["--api-token", TOKEN, "--s3-listen", "127.0.0.1:0", "--max-connections", "8"];
+        let timeouts = ["--header-timeout", header, "--body-idle-timeout", idle];
+        let node = TestNode::start_with(&[&args[..], &timeouts[..]].concat());
+        let s3 = node.s3().trim_start_matches("http://").to_owned();
+        (node, s3)
+    };
+    let open = |s3: &str| {
+        let s = TcpStream::connect(s3).expect("connect to S3");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    };
+    // How long until the node closes `s`, reading (and dropping) whatever it answers.
+    let closed_after = |mut s: TcpStream| {
+        let start = Instant::now();
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+        start.elapsed()
+    };
+
+    // The head bound (the idle one far off).
+    let (node, s3) = s3_node("2s", "60s");
+    let mut held: Vec<TcpStream> = (0..8).map(|_| open(&s3)).collect();
+    wait_for("8 S3 connections", Duration::from_secs(5), || {
+        (metric(&node, "diststore_s3_connections") == 8).then_some(())
+    });
+    let refused = closed_after(open(&s3));
+    assert!(refused < Duration::from_secs(1), "a ninth connection was held {refused:?}");
+    assert_eq!(metric(&node, "diststore_s3_connections_refused_total"), 1);
+    held[0].write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n").unwrap();
+    let head = closed_after(held.remove(0));
+    assert!(head < Duration::from_secs(5), "a head that never ends held its connection {head:?}");
+    drop(held);
+
+    // The idle bound (the head one far off): a connection where nothing moves goes.
+    let (node, s3) = s3_node("60s", "2s");
+    let since = Instant::now();
+    let idle = open(&s3);
+    let mut started = open(&s3);
+    started.write_all(b"GET / HTTP/1.1\r\nHost: loc").unwrap();
+    for s in [idle, started] {
+        closed_after(s);
+        let took = since.elapsed();
+        assert!(took > Duration::from_millis(1500) && took < Duration::from_secs(5), "closed after {took:?}");
+    }
+    wait_for("the S3 connections to be gone", Duration::from_secs(5), || {
+        (metric(&node, "diststore_s3_connections") == 0).then_some(())
+    });
+}

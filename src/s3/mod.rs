@@ -80,13 +80,110 @@ async fn serve(listener: tokio::net::TcpListener, service: s3s::service::S3Servi
             .timer(TokioTimer::new())
             .header_read_timeout(front.header_timeout)
             .max_buf_size(front.max_head_bytes.max(MIN_BUF))
-            .serve_connection(TokioIo::new(stream), handler);
+            .serve_connection(TokioIo::new(Idle::new(stream, front.body_idle_timeout)), handler);
         tokio::spawn(async move {
             let _pass = pass;
             if let Err(e) = connection.await {
                 log::debug!("s3 connection ended: {e}");
             }
         });
+    }
+}
+
+/// A connection that fails once nothing moved either way for `limit` while a read waits:
+/// hyper has no body timeout, and a stalled body would hold its connection (and upload)
+/// forever. Writes count as progress, so a long download whose client sends nothing is
+/// not cut; hyper reads a body only while the service wants more, so slow processing is not
+/// taken for a stall either.
+struct Idle {
+    io: tokio::net::TcpStream,
+    limit: Duration,
+    last: tokio::time::Instant,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Idle {
+    fn new(io: tokio::net::TcpStream, limit: Duration) -> Idle {
+        let last = tokio::time::Instant::now();
+        Idle { io, limit, last, timer: Box::pin(tokio::time::sleep_until(last + limit)) }
+    }
+}
+
+impl tokio::io::AsyncRead for Idle {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Pending => {
+                let deadline = this.last + this.limit;
+                if this.timer.deadline() != deadline {
+                    this.timer.as_mut().reset(deadline);
+                }
+                match this.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client sent nothing in time",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            ready => {
+                this.last = tokio::time::Instant::now();
+                ready
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Idle {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let written = std::pin::Pin::new(&mut self.io).poll_write(cx, data);
+        if let std::task::Poll::Ready(Ok(n)) = written
+            && n > 0
+        {
+            self.last = tokio::time::Instant::now();
+        }
+        written
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let written = std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if let std::task::Poll::Ready(Ok(n)) = written
+            && n > 0
+        {
+            self.last = tokio::time::Instant::now();
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -1090,7 +1090,13 @@ fn list_names(names: &impl ReadableTable<&'static str, &'static [u8]>, q: &ListQ
     let mut ascending: Vec<Listed> = Vec::new();
     let mut ranked = std::collections::BinaryHeap::new();
     let mut last_folder: Option<String> = None;
-    for item in names.range(q.prefix.as_str()..)? {
+    // Paging by `after` without a total starts the scan there, so a listing read page by
+    // page costs each name once rather than every page rescanning from the prefix.
+    let start = match q.after.as_deref() {
+        Some(after) if by_name_ascending && !q.count && after > q.prefix.as_str() => after,
+        _ => q.prefix.as_str(),
+    };
+    for item in names.range(start..)? {
         let (key, value) = item?;
         let name = key.value();
         if !name.starts_with(&q.prefix) {
