@@ -965,12 +965,6 @@ impl Store {
     pub async fn collect_garbage(&self) -> Result<GcReport> {
         self.submit(|reply| Op::Collect { reply }).await
     }
-
-    /// Size of the database file on disk.
-    pub async fn file_bytes(&self) -> u64 {
-        let path = self.shared.slot.path.clone();
-        runtime::blocking(move || std::fs::metadata(path).map_or(0, |m| m.len())).await
-    }
 }
 
 /// The anti-entropy bucket of a name: the first byte of its SHA-256.
