@@ -572,7 +572,18 @@ impl Store {
             runtime::sleep(std::time::Duration::from_millis(10)).await;
         }
         match Arc::try_unwrap(db) {
-            Ok(db) => runtime::blocking(move || drop(db)).await,
+            Ok(db) => {
+                // A database that panicked (a damaged page) panics again when closed.
+                let closed = runtime::blocking(move || {
+                    guarded("closing", || {
+                        drop(db);
+                        Ok(())
+                    })
+                });
+                if let Err(e) = closed.await {
+                    log::warn!("closing the database: {e}");
+                }
+            }
             Err(_) => log::warn!("reads still running at shutdown; the next start will check the database"),
         }
         Ok(())
