@@ -306,3 +306,43 @@ fn a_damaged_database_page_is_an_error_never_a_panic_or_a_hang() {
          failed cleanly, {caught} met a redb panic and went on)"
     );
 }
+
+/// `diststore compact` gives a stopped node's free pages back to the disk, and refuses (with
+/// the reason, exit status non-zero) while a node runs on the directory.
+#[test]
+fn the_compact_command_shrinks_a_stopped_nodes_database_and_refuses_a_running_one() {
+    let mut node = TestNode::start_with(&["--scrub-rate", "0"]);
+    let files: Vec<(String, Vec<u8>)> =
+        (0..6).map(|i| (format!("c/{i}"), random_bytes(MIB, 900 + i))).collect();
+    for (name, data) in &files {
+        assert_eq!(put(&node.url(&format!("/api/v1/files/{name}")), data).0, 201);
+    }
+    // The last one stays: it sits at the end of the file, so the freed pages are inside it,
+    // where only compaction gives them back.
+    // Few enough that the collector does not compact the file itself (see `Writer::compact`).
+    for (name, _) in &files[..5] {
+        assert_eq!(delete(&node.url(&format!("/api/v1/files/{name}"))).0, 204);
+    }
+    wait_for("the collector to remove the deleted files", Duration::from_secs(30), || {
+        (node.status()["gc"]["files"].as_u64() >= Some(5)).then_some(())
+    });
+    assert_eq!(node.status()["compactions"].as_u64(), Some(0));
+    let dir = node.dir.clone();
+    let compact = || Command::new(BIN).arg("compact").arg("--data-dir").arg(&dir).output().unwrap();
+    let running = compact();
+    assert!(!running.status.success(), "compacting under a running node must fail");
+    assert!(!String::from_utf8_lossy(&running.stderr).is_empty());
+
+    assert!(node.terminate().success());
+    let db = node.dir.join("diststore.redb");
+    let before = std::fs::metadata(&db).unwrap().len();
+    let out = compact();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = std::fs::metadata(&db).unwrap().len();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{before} -> {after} bytes")));
+    assert!(after + 4 * MIB as u64 <= before, "compaction took the file only from {before} to {after} bytes");
+
+    node.start_again();
+    assert_readable(&node, &files[5..]);
+    assert_eq!(get(&node.url("/api/v1/files/c/0")).0, 404);
+}

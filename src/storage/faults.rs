@@ -1,5 +1,5 @@
 //! Failure injection: a redb storage backend over an in-memory disk that fails one chosen call
-//! (a read, write, resize or sync) and can "crash", losing every byte not synced; and a
+//! (a read, write, resize or sync, with an error or a panic) and can "crash", losing every byte not synced; and a
 //! property test of the store against a model under those faults.
 //!
 //! Each case runs random puts and deletes through the real store (writer, batches, reopening)
@@ -11,7 +11,8 @@
 //!   later write or the sync failing) may leave the operation in place, as an fsync failure
 //!   leaves a write's fate unknown on any file system. The test counts both;
 //! - the failure is reported as what it was: `NoSpace` for `ENOSPC`, `Io` with the OS error
-//!   otherwise (never "the writer has stopped"), and reads work right after it;
+//!   otherwise, damaged data for a panic inside redb (never "the writer has stopped"), and
+//!   reads work right after it;
 //! - the database opens again after each crash.
 //!
 //! `DISTSTORE_FAULT_CASES` sets the number of cases (default 1000), `DISTSTORE_FAULT_SEED` the
@@ -33,7 +34,8 @@ struct DiskState {
     synced: Vec<u8>,
     /// Calls to let through before failing one; `None`: no failure armed.
     countdown: Option<u64>,
-    /// The error the armed failure gives: `ENOSPC` or `EIO`.
+    /// The error the armed failure gives: `ENOSPC` or `EIO`; 0: the call panics instead, as
+    /// redb does on some damaged pages.
     errno: i32,
     /// The kind of call that failed, once one did.
     failed: Option<&'static str>,
@@ -72,6 +74,10 @@ impl FaultDisk {
             Some(0) => {
                 s.countdown = None;
                 s.failed = Some(call);
+                if s.errno == 0 {
+                    drop(s);
+                    panic!("injected panic in {call}");
+                }
                 // No space is what writes and resizes meet; reads and syncs fail with EIO.
                 let errno = if matches!(call, "write" | "set_len") { s.errno } else { libc::EIO };
                 Err(std::io::Error::from_raw_os_error(errno))
@@ -243,7 +249,11 @@ fn run_case(seed: u64, tally: &Mutex<Tally>) {
         let (fill, len) = ((rng.below(250) + 1) as u8, [100, 5_000, 262_000, 300_000][rng.below(4) as usize]);
         let inject = rng.below(2) == 0;
         if inject {
-            let errno = if rng.below(2) == 0 { libc::ENOSPC } else { libc::EIO };
+            let errno = match rng.below(8) {
+                0 => 0,
+                1..4 => libc::ENOSPC,
+                _ => libc::EIO,
+            };
             disk.arm(rng.below(40), errno);
         }
         let result = runtime::block_on(async {
@@ -270,8 +280,10 @@ fn run_case(seed: u64, tally: &Mutex<Tally>) {
         match (&result, failed_call) {
             (Ok(()), _) => model = after,
             (Err(e), Some(call)) => {
-                match (call, e) {
-                    (_, StorageError::NoSpace(_)) | (_, StorageError::Io(_)) => {}
+                let panicked = disk.state().errno == 0;
+                match e {
+                    StorageError::NoSpace(_) | StorageError::Io(_) if !panicked => {}
+                    StorageError::Corrupt(m) if panicked && m.contains("injected panic") => {}
                     _ => panic!("seed {seed} step {step}: a failed {call} was reported as {e:?}"),
                 }
                 // Reads work right after the failure was reported, with nothing armed.

@@ -626,7 +626,18 @@ impl Store {
             runtime::sleep(std::time::Duration::from_millis(10)).await;
         }
         match Arc::try_unwrap(db) {
-            Ok(db) => runtime::blocking(move || drop(db)).await,
+            Ok(db) => {
+                // A database that panicked (a damaged page) panics again when closed.
+                let closed = runtime::blocking(move || {
+                    guarded("closing", || {
+                        drop(db);
+                        Ok(())
+                    })
+                });
+                if let Err(e) = closed.await {
+                    log::warn!("closing the database: {e}");
+                }
+            }
             Err(_) => log::warn!("reads still running at shutdown; the next start will check the database"),
         }
         Ok(())
@@ -1029,12 +1040,6 @@ impl Store {
     /// Removes manifests nobody names and chunks nobody uses (and nobody is uploading).
     pub async fn collect_garbage(&self) -> Result<GcReport> {
         self.submit(|reply| Op::Collect { reply }).await
-    }
-
-    /// Size of the database file on disk.
-    pub async fn file_bytes(&self) -> u64 {
-        let path = self.shared.slot.path.clone();
-        runtime::blocking(move || std::fs::metadata(path).map_or(0, |m| m.len())).await
     }
 }
 

@@ -148,11 +148,13 @@ impl Op {
         }
     }
 
-    /// Answers this operation with `e` without applying it.
+    /// Answers this operation with `e` without applying it. Chunks (which have no reply) are
+    /// remembered when refused for want of space, so that their file's commit says so.
     fn refuse(self, e: &StorageError, refused: &mut HashSet<ChunkId>) {
+        let no_space = matches!(e, StorageError::NoSpace(_));
         match self {
-            Op::PutChunk { id, .. } => drop(refused.insert(id)),
-            Op::PutReceived { chunks } => refused.extend(chunks.iter().map(|(id, _)| *id)),
+            Op::PutChunk { id, .. } if no_space => drop(refused.insert(id)),
+            Op::PutReceived { chunks } if no_space => refused.extend(chunks.iter().map(|(id, _)| *id)),
             op => op.outcome_of_failure().answer(Some(e)),
         }
     }
@@ -429,8 +431,12 @@ impl Writer {
             }
             // Dropping it closes the file (its clean-shutdown write may fail; the next open
             // repairs). A read still holding it keeps the file locked: the open below fails
-            // until it lets go, and is retried.
-            drop(old);
+            // until it lets go, and is retried. After a panic inside redb its locks are
+            // poisoned and closing panics too: caught, the file closes all the same.
+            let _ = guarded("closing", || {
+                drop(old);
+                Ok(())
+            });
         }
         for attempt in 0..5u32 {
             match guarded("reopening", &*self.slot.opener) {
@@ -506,7 +512,8 @@ impl Writer {
             Err(e) => {
                 log::error!("compacting the database failed: {e}");
                 self.shared.set_last_failure(&e);
-                if e.needs_reopen() {
+                let panicked = matches!(&e, StorageError::Corrupt(m) if m.starts_with("compacting:"));
+                if e.needs_reopen() || panicked {
                     self.reopen(&e.to_string());
                 }
                 Err(e)
@@ -555,15 +562,11 @@ fn apply_batch(
         let mut t = Tables::open(&txn)?;
         t.grace_ms = grace_ms;
         for op in ops.by_ref() {
-            // The reply of an operation that fails midway gets the error too.
-            let if_failed = op.outcome_of_failure();
-            match t.apply(op, pins, refused) {
-                Ok(outcome) => outcomes.push(outcome),
-                Err(e) => {
-                    outcomes.push(if_failed);
-                    return Err(e);
-                }
-            }
+            // Stands for the operation until it is applied: one that fails midway (or panics
+            // inside redb) is answered with the batch's error too.
+            outcomes.push(op.outcome_of_failure());
+            let outcome = t.apply(op, pins, refused)?;
+            *outcomes.last_mut().expect("pushed above") = outcome;
         }
         t.save_stats()?;
         done = (t.freed, std::mem::take(&mut t.refused_now_stored));
