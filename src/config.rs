@@ -131,6 +131,19 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTSTORE_S3_MULTIPART_MAX_AGE", value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
     pub s3_multipart_max_age: std::time::Duration,
 
+    /// Resumable uploads that received no byte for this long are removed, e.g. 24h.
+    #[arg(long, env = "DISTSTORE_UPLOAD_EXPIRY", value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub upload_expiry: std::time::Duration,
+
+    /// Most unfinished resumable uploads at once; more get 503 until some finish or expire.
+    #[arg(long, env = "DISTSTORE_MAX_UPLOADS", value_name = "N", default_value_t = 64)]
+    pub max_uploads: usize,
+
+    /// Disk space unfinished resumable uploads may reserve together (by their declared
+    /// lengths, in DATA_DIR/uploads), e.g. 100GiB; more get 507.
+    #[arg(long, env = "DISTSTORE_UPLOAD_SPOOL_SIZE", value_name = "SIZE", default_value = "64GiB", value_parser = parse_size)]
+    pub upload_spool_size: u64,
+
     /// Tests only: how long a restarted node waits to hear from its members, e.g. 10s.
     #[arg(long, hide = true, env = "DISTSTORE_SETTLE", value_parser = parse_duration)]
     pub settle: Option<std::time::Duration>,
@@ -176,6 +189,9 @@ pub struct Config {
     /// `None`: the S3 endpoint is off.
     pub s3: Option<crate::s3::S3Config>,
     pub s3_root: S3Root,
+    pub upload_expiry: std::time::Duration,
+    pub max_uploads: usize,
+    pub upload_spool_bytes: u64,
 }
 
 /// Where the S3 root key comes from.
@@ -338,6 +354,9 @@ impl ServeArgs {
             scrub_rate: self.scrub_rate,
             api_token: self.api_token,
             io_threads,
+            upload_expiry: self.upload_expiry,
+            max_uploads: self.max_uploads,
+            upload_spool_bytes: self.upload_spool_size,
         })
     }
 }

@@ -19,6 +19,13 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     TooLarge(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The disk, or the space set aside for something, is full.
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("range not satisfiable: the content is {size} bytes")]
     RangeNotSatisfiable { size: u64 },
     #[error("{0}")]
@@ -35,6 +42,9 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NotFound,
             ApiError::Conflict(_) => StatusCode::Conflict,
             ApiError::TooLarge(_) => StatusCode::PayloadTooLarge,
+            ApiError::PreconditionFailed(_) => StatusCode::PreconditionFailed,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UnsupportedMediaType,
+            ApiError::InsufficientStorage(_) => StatusCode::InsufficientStorage,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RequestedRangeNotSatisfiable,
             ApiError::Unavailable(_) => StatusCode::ServiceUnavailable,
             ApiError::Internal(_) => StatusCode::InternalServerError,

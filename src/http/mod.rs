@@ -10,6 +10,7 @@ mod keys;
 mod peer;
 mod serve_content;
 mod status;
+pub mod uploads;
 
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ pub struct State {
     pub node: Arc<Node>,
     api_token: Option<Arc<str>>,
     hosts: Arc<guard::Hosts>,
+    /// Resumable uploads (`None` in apps built without a spool).
+    uploads: Option<Arc<uploads::Spool>>,
 }
 
 pub type Req = Request<State>;
@@ -36,9 +39,25 @@ macro_rules! endpoint {
     };
 }
 
-pub fn app(node: Arc<Node>, api_token: Option<String>, hosts: guard::Hosts) -> tide::Server<State> {
-    let mut app =
-        tide::with_state(State { node, api_token: api_token.map(Into::into), hosts: Arc::new(hosts) });
+/// As [`endpoint!`], for tus routes: every answer carries `Tus-Resumable`.
+macro_rules! tus_endpoint {
+    ($handler:path) => {
+        |req: Req| async move { Ok(uploads::respond($handler(req).await).await) }
+    };
+}
+
+pub fn app(
+    node: Arc<Node>,
+    api_token: Option<String>,
+    hosts: guard::Hosts,
+    uploads: Option<Arc<uploads::Spool>>,
+) -> tide::Server<State> {
+    let mut app = tide::with_state(State {
+        node,
+        api_token: api_token.map(Into::into),
+        hosts: Arc::new(hosts),
+        uploads,
+    });
     app.with(tide::utils::After(json_errors));
     app.with(guard::guard);
     app.with(require_token);
@@ -52,6 +71,11 @@ pub fn app(node: Arc<Node>, api_token: Option<String>, hosts: guard::Hosts) -> t
         .put(endpoint!(files::put))
         .get(endpoint!(files::get))
         .delete(endpoint!(files::delete));
+    app.at(uploads::PREFIX).options(tus_endpoint!(uploads::options)).post(tus_endpoint!(uploads::create));
+    app.at("/api/v1/uploads/:id")
+        .head(tus_endpoint!(uploads::head))
+        .patch(tus_endpoint!(uploads::patch))
+        .delete(tus_endpoint!(uploads::terminate));
     app.at("/api/v1/info/*name").get(endpoint!(files::info));
     app.at("/api/v1/keys").post(endpoint!(keys::create)).get(endpoint!(keys::list));
     app.at("/api/v1/keys/*access_key").delete(endpoint!(keys::delete));
@@ -85,12 +109,24 @@ pub async fn serve(
             config.listen
         );
     }
-    node.cluster().start(url, shutdown).await;
+    node.cluster().start(url, shutdown.clone()).await;
     let mut names = config.allowed_hosts.clone();
     names.extend(
         config.advertise.as_deref().and_then(|a| url::Url::parse(a).ok()?.host_str().map(str::to_owned)),
     );
-    let app = app(node, config.api_token.clone(), guard::Hosts(names));
+    let spool = uploads::Spool::open(uploads::UploadConfig {
+        dir: config.data_dir.join("uploads"),
+        expiry: config.upload_expiry,
+        max_uploads: config.max_uploads,
+        max_spool_bytes: config.upload_spool_bytes,
+    })?;
+    let running = node.running("upload expiry");
+    let sweeper = spool.clone();
+    runtime::spawn(async move {
+        sweeper.run_sweeper(shutdown).await;
+        drop(running);
+    });
+    let app = app(node, config.api_token.clone(), guard::Hosts(names), Some(spool));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
