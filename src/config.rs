@@ -25,7 +25,10 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a node (the default when no command is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Client commands: talk to a node over its native API.
+    #[command(flatten)]
+    Client(crate::client::Command),
 }
 
 #[derive(ClapArgs, Debug, Clone)]

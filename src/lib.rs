@@ -12,8 +12,10 @@
 //! - [`node`]: use cases (put, get, delete, list, status, GC).
 //! - [`http`]: the tide app: routes, error mapping, the embedded UI.
 //! - [`s3`]: the S3 endpoint (s3s on its own tokio runtime), beside `http`.
+//! - [`client`]: the `diststore put|get|ls|...` commands, an HTTP client of the native API.
 //! - [`config`]: command line and environment → validated config.
 
+pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod config;

@@ -21,12 +21,16 @@ fn limit_malloc_arenas() {
 }
 
 fn main() -> anyhow::Result<()> {
-    limit_malloc_arenas();
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Command::Serve(args)) => args,
+        Some(Command::Serve(args)) => *args,
         None => cli.serve,
+        Some(Command::Client(command)) => std::process::exit(match diststore::client::run(command) {
+            code if code == std::process::ExitCode::SUCCESS => 0,
+            _ => 1,
+        }),
     };
+    limit_malloc_arenas();
     femme::with_level(femme::LevelFilter::Info);
     let config = args.validate()?;
     runtime::configure(config.io_threads);
