@@ -47,7 +47,9 @@ impl Api {
         match url::Url::parse(&base) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
             _ => {
-                return Err(ClientError::Local(format!("--node {base:?} is not a URL like http://host:8080")));
+                return Err(ClientError::Local(format!(
+                    "--node {base:?} is not a URL like http://host:8080"
+                )));
             }
         }
         let agent = ureq::Agent::config_builder()
