@@ -97,6 +97,10 @@ impl Api {
             .unwrap_or_else(|| text.trim().to_owned());
         match status {
             401 => ClientError::Token,
+            // An older node without the route (move, copy, shares) says so rather than "no file".
+            404 if message == "no such route" => ClientError::Refused(
+                "the node does not offer this operation (no such route); upgrade it".into(),
+            ),
             404 => ClientError::NotFound(subject.to_owned()),
             507 => ClientError::Full(message),
             412 => ClientError::Refused(format!("{subject}: refused, a precondition failed ({message})")),
