@@ -3,6 +3,7 @@
 //! Module map (dependencies point up the list only):
 //! - [`content`]: ids, chunker, manifests, names. Pure.
 //! - [`crypto`]: key derivation, chunk sealing. Pure.
+//! - [`units`]: sizes and durations as typed on the command line. Pure.
 //! - [`runtime`]: the only module that names the async runtime.
 //! - [`storage`]: the redb owner: tables, records, the batching writer, migrations.
 //! - [`clock`]: hybrid logical clock for version stamps.
@@ -28,3 +29,4 @@ pub mod node;
 pub mod runtime;
 pub mod s3;
 pub mod storage;
+pub mod units;

@@ -77,10 +77,10 @@ pub struct PutArgs {
     #[arg(long, short, default_value_t = 4)]
     pub jobs: usize,
     /// Cap the upload rate per file, e.g. 10MiB (bytes per second).
-    #[arg(long, value_name = "SIZE", value_parser = crate::config::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size)]
     pub limit_rate: Option<u64>,
     /// Files at least this large go through a resumable upload.
-    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = crate::config::parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = crate::units::parse_size)]
     pub resumable_from: u64,
 }
 
@@ -96,7 +96,7 @@ pub struct GetArgs {
     #[arg(long, short, default_value_t = 4)]
     pub jobs: usize,
     /// Cap the download rate per file, e.g. 10MiB (bytes per second).
-    #[arg(long, value_name = "SIZE", value_parser = crate::config::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size)]
     pub limit_rate: Option<u64>,
 }
 
@@ -144,7 +144,7 @@ pub struct ShareArgs {
     pub opts: Opts,
     pub name: String,
     /// How long the link works, e.g. 30m, 1h, 7d.
-    #[arg(long, default_value = "1h", value_parser = parse_expiry)]
+    #[arg(long, default_value = "1h", value_parser = crate::units::parse_duration)]
     pub expires: std::time::Duration,
 }
 
@@ -152,13 +152,6 @@ pub struct ShareArgs {
 pub struct PlainArgs {
     #[command(flatten)]
     pub opts: Opts,
-}
-
-fn parse_expiry(s: &str) -> Result<std::time::Duration, String> {
-    match s.trim().strip_suffix('d').map(|d| d.parse::<u64>()) {
-        Some(Ok(days)) => Ok(std::time::Duration::from_secs(days.saturating_mul(86_400))),
-        _ => crate::config::parse_duration(s),
-    }
 }
 
 /// Why a command failed, said in one line.

@@ -56,8 +56,8 @@ pub struct UploadConfig {
 struct Info {
     length: u64,
     name: String,
-    /// Client modification time, unix seconds (from the `mtime` metadata).
-    mtime: Option<f64>,
+    /// Client modification time, unix ms (from the `mtime` metadata).
+    mtime_ms: Option<u64>,
     content_type: Option<String>,
     created_ms: u64,
 }
@@ -205,9 +205,8 @@ impl Spool {
     pub fn sweep(&self) -> Result<usize, ApiError> {
         let mut removed = 0;
         for id in self.ids()? {
-            if self.busy.lock().unwrap_or_else(|e| e.into_inner()).contains(&id) {
-                continue;
-            }
+            // Held while deciding and removing, so no request starts on it meanwhile.
+            let Ok(_busy) = self.lock(&id) else { continue };
             // Files without a record are the remains of a creation or removal cut short.
             let orphan = !self.path(&id, "info").exists();
             let stale = orphan
@@ -374,12 +373,12 @@ pub async fn create(req: Req) -> Result<Response, ApiError> {
     let name = super::user_name(name)?;
     let mtime = field("mtime")
         .or_else(|| req.header("X-DistStore-Mtime").map(|v| v.as_str().to_owned()))
-        .map(|t| parse_mtime(&t))
+        .map(|t| parse_mtime(&t).map(|secs| (secs * 1000.0).round() as u64))
         .transpose()?;
     let info = Info {
         length,
         name: name.to_string(),
-        mtime,
+        mtime_ms: mtime,
         content_type: field("filetype").or_else(|| field("content_type")).filter(|t| !t.is_empty()),
         created_ms: unix_ms(),
     };
@@ -610,7 +609,8 @@ async fn finish(node: &Arc<Node>, spool: &Arc<Spool>, id: &str, info: &Info) -> 
     }
     let staged = upload.finish().await?;
     let content_type = content_type_for(info.content_type.as_deref(), &name);
-    // TODO(merge): pass `info.mtime` once `Attrs` carries the client mtime (other branch).
+    // TODO(merge): `.with_mtime(info.mtime_ms)` once `Attrs` carries the client mtime (the
+    // api branch), and its `parse_mtime` replaces the one here.
     let put = node.commit(staged, name, Attrs::typed(content_type)).await?;
     let file_id = put.id.to_string();
     let (s, i, f) = (spool.clone(), id.to_owned(), file_id.clone());
