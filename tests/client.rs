@@ -2,8 +2,8 @@
 //! listings, deletes, resumed downloads, progress on a terminal and plain output when piped,
 //! and one-line errors with a non-zero exit.
 //!
-//! `mv`, `cp` and `share` need the node's move/copy and share routes (another branch); their
-//! tests are here for when both are merged.
+//! `mv`, `cp`, `share` and modification times need the node's move/copy, share and mtime
+//! support (another branch); their tests are here for when both are merged.
 
 mod common;
 
@@ -340,4 +340,38 @@ fn share_prints_a_link_that_serves_the_file() {
     let (code, body) = get(link);
     assert_eq!((code, body.as_slice()), (200, &b"shared bytes"[..]));
     assert_eq!(cli.fails(&["share", "nope.txt"]), "diststore: no such file: nope.txt");
+}
+
+#[test]
+fn modification_times_go_up_and_come_back() {
+    let node = TestNode::start();
+    let cli = Cli::new(&node);
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("old.txt");
+    std::fs::write(&file, b"from long ago").unwrap();
+    let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_500_000_000);
+    std::fs::File::options().write(true).open(&file).unwrap().set_modified(then).unwrap();
+    let big = tmp.path().join("old.bin");
+    std::fs::write(&big, random_bytes(2 << 20, 3)).unwrap();
+    std::fs::File::options().write(true).open(&big).unwrap().set_modified(then).unwrap();
+    // One plain PUT, one resumable upload.
+    cli.ok(&[
+        "put",
+        file.to_str().unwrap(),
+        big.to_str().unwrap(),
+        "--prefix",
+        "m",
+        "--resumable-from",
+        "1MiB",
+    ]);
+    let listing: serde_json::Value = serde_json::from_str(&cli.ok(&["ls", "--json", "m/"])).unwrap();
+    for f in listing["files"].as_array().unwrap() {
+        assert_eq!(f["mtime"], "2017-07-14T02:40:00.000Z", "{f}");
+    }
+    assert!(cli.ok(&["ls", "-l", "m/"]).contains("2017-07-14T02:40:00"));
+    let dest = tmp.path().join("down");
+    cli.ok(&["get", "m/", dest.to_str().unwrap()]);
+    for name in ["old.txt", "old.bin"] {
+        assert_eq!(std::fs::metadata(dest.join(name)).unwrap().modified().unwrap(), then, "{name}");
+    }
 }

@@ -141,6 +141,13 @@ fn download(api: &Api, args: &GetArgs, bars: &Bars, item: &Item) -> Result<bool,
             res = api.get_file(&item.name, 0, &item.id)?;
         }
     }
+    // The writer's modification time, when the node keeps one (`put` sends it).
+    let mtime = res
+        .headers()
+        .get("X-DistStore-Mtime")
+        .and_then(|v| v.to_str().ok()?.trim().parse::<f64>().ok())
+        .filter(|t| t.is_finite() && *t >= 0.0)
+        .map(|t| std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(t));
     let file = OpenOptions::new()
         .create(true)
         .write(true)
@@ -174,6 +181,9 @@ fn download(api: &Api, args: &GetArgs, bars: &Bars, item: &Item) -> Result<bool,
         url: api.base().to_owned(),
         reason: format!("the download broke off: {e}"),
     })?;
+    if let Some(t) = mtime {
+        file.set_modified(t).map_err(local)?;
+    }
     file.sync_all().map_err(local)?;
     bar.finish_and_clear();
     let got = hex::encode(hasher.finalize());
