@@ -63,6 +63,9 @@ impl Cli {
     }
 }
 
+/// Nodes refuse short API tokens.
+const TOKEN: &str = "client-test-token-0123456789abcdef";
+
 /// A tree with empty files, unicode, spaces, nesting and a file big enough to go resumable.
 fn make_tree(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let files: Vec<(&str, Vec<u8>)> = vec![
@@ -148,7 +151,7 @@ fn ls_shows_folders_unless_recursive_and_rm_removes() {
 
 #[test]
 fn errors_are_one_line_with_a_non_zero_exit() {
-    let node = TestNode::start_with(&["--api-token", "right"]);
+    let node = TestNode::start_with(&["--api-token", TOKEN]);
     let mut cli = Cli::new(&node);
     cli.token = Some("wrong".into());
     let line = cli.fails(&["ls"]);
@@ -160,7 +163,7 @@ fn errors_are_one_line_with_a_non_zero_exit() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused the API token"));
 
-    cli.token = Some("right".into());
+    cli.token = Some(TOKEN.into());
     cli.ok(&["put", file.to_str().unwrap()]);
     assert_eq!(
         cli.fails(&["get", "missing.txt", tmp.path().to_str().unwrap()]),
@@ -326,9 +329,9 @@ fn mv_and_cp_move_names_not_bytes() {
 
 #[test]
 fn share_prints_a_link_that_serves_the_file() {
-    let node = TestNode::start_with(&["--api-token", "t"]);
+    let node = TestNode::start_with(&["--api-token", TOKEN]);
     let mut cli = Cli::new(&node);
-    cli.token = Some("t".into());
+    cli.token = Some(TOKEN.into());
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("s.txt");
     std::fs::write(&file, b"shared bytes").unwrap();
