@@ -188,6 +188,21 @@ fn errors_are_one_line_with_a_non_zero_exit() {
 }
 
 #[test]
+fn a_node_out_of_space_is_a_clear_error() {
+    // The space set aside for resumable uploads stands in for a full disk: both are 507.
+    let node = TestNode::start_with(&["--upload-spool-size", "1MiB"]);
+    let cli = Cli::new(&node);
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("big.bin");
+    std::fs::write(&file, random_bytes(2 << 20, 4)).unwrap();
+    let out = cli.run(&["put", file.to_str().unwrap(), "--resumable-from", "1MiB"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("the node is out of space (507)"), "{stderr}");
+}
+
+#[test]
 fn health_and_status() {
     let node = TestNode::start();
     let cli = Cli::new(&node);

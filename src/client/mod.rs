@@ -163,7 +163,7 @@ pub enum ClientError {
     Token,
     #[error("no such file: {0}")]
     NotFound(String),
-    #[error("the node's disk is full: {0}")]
+    #[error("the node is out of space (507): {0}")]
     Full(String),
     #[error("{0}")]
     Refused(String),
@@ -239,18 +239,30 @@ fn each_parallel<T: Sync>(items: &[T], jobs: usize, work: impl Fn(&T) + Sync) {
 
 /// Every file under `prefix` (all pages).
 fn list_all(api: &Api, prefix: &str) -> Result<Vec<serde_json::Value>, ClientError> {
-    let mut out = Vec::new();
+    Ok(list(api, prefix, false)?.0)
+}
+
+/// The files under `prefix`, and with `fold` the folders the node grouped by `delimiter=/`
+/// (a node that does not fold returns every file; the caller folds those).
+fn list(api: &Api, prefix: &str, fold: bool) -> Result<(Vec<serde_json::Value>, Vec<String>), ClientError> {
+    let (mut files, mut folders) = (Vec::new(), Vec::new());
     let mut after: Option<String> = None;
     loop {
         let mut query = vec![("prefix", prefix.to_owned()), ("limit", "1000".to_owned())];
+        if fold {
+            query.push(("delimiter", "/".to_owned()));
+        }
         if let Some(a) = after.take() {
             query.push(("after", a));
         }
         let page = api.get_json("/api/v1/files", &query)?;
-        out.extend(page["files"].as_array().cloned().unwrap_or_default());
+        files.extend(page["files"].as_array().cloned().unwrap_or_default());
+        folders.extend(
+            page["folders"].as_array().into_iter().flatten().filter_map(|f| f.as_str().map(str::to_owned)),
+        );
         match page["next"].as_str() {
             Some(next) if !next.is_empty() => after = Some(next.to_owned()),
-            _ => return Ok(out),
+            _ => return Ok((files, folders)),
         }
     }
 }
@@ -266,28 +278,30 @@ fn folder_of(api: &Api, prefix: &str) -> Result<Option<String>, ClientError> {
 fn ls(args: LsArgs) -> Result<ExitCode, ClientError> {
     let api = Api::new(&args.opts)?;
     let out = Output::of(&args.opts);
-    let files = match folder_of(&api, &args.prefix)? {
-        None => list_all(&api, &args.prefix)?.into_iter().filter(|f| f["name"] == args.prefix).collect(),
-        Some(prefix) => list_all(&api, &prefix)?,
+    let folder = folder_of(&api, &args.prefix)?;
+    let (files, mut folders) = match &folder {
+        None => {
+            let (files, _) = list(&api, &args.prefix, false)?;
+            (files.into_iter().filter(|f| f["name"] == args.prefix).collect(), Vec::new())
+        }
+        Some(prefix) => list(&api, prefix, !args.recursive)?,
     };
-    let prefix = folder_of(&api, &args.prefix)?.unwrap_or_default();
-    // Folders as `ls` shows them: the next level below the prefix, each once. Folded here so
-    // that the listing is the same whether or not the node folds by `delimiter`.
-    let mut folders: Vec<String> = Vec::new();
+    let prefix = folder.unwrap_or_default();
+    // Folders as `ls` shows them: the next level below the prefix, each once. Also folded
+    // here, so the listing is the same whether or not the node folds by `delimiter`.
     let mut shown = Vec::new();
     for file in files {
         let name = file["name"].as_str().unwrap_or_default();
         let rest = name.strip_prefix(prefix.as_str()).unwrap_or(name);
         match rest.find('/') {
             Some(i) if !args.recursive => {
-                let folder = format!("{prefix}{}", &rest[..=i]);
-                if folders.last() != Some(&folder) && !folders.contains(&folder) {
-                    folders.push(folder);
-                }
+                folders.push(format!("{prefix}{}", &rest[..=i]));
             }
             _ => shown.push(file),
         }
     }
+    folders.sort();
+    folders.dedup();
     if out.json {
         println!("{}", json!({ "folders": folders, "files": shown }));
         return Ok(ExitCode::SUCCESS);

@@ -19,6 +19,9 @@ use super::{Api, ClientError, Output, PutArgs, each_parallel};
 
 /// How long a resumable upload keeps trying while the node is unreachable or busy (a restart).
 const RETRY_FOR: Duration = Duration::from_secs(60);
+/// How long to wait for a node that has every byte to store the file (it reads the spooled
+/// file through its upload pipeline, which for a large file outlasts one answer's timeout).
+const FINISH_WAIT: Duration = Duration::from_secs(3600);
 
 struct Item {
     path: PathBuf,
@@ -203,6 +206,7 @@ fn resumable(
     let mut file = File::open(&item.path).map_err(|e| ClientError::local(item.path.display(), e))?;
     let mut counted = 0u64;
     let mut failing_since: Option<Instant> = None;
+    let mut finishing_since: Option<Instant> = None;
     loop {
         // What the node holds already counts as done.
         if offset > counted {
@@ -247,7 +251,9 @@ fn resumable(
                         return Ok((s.id.unwrap_or_default(), how));
                     }
                     Ok(Some(s)) => {
-                        if s.offset > offset {
+                        let finishing = s.offset == item.size
+                            && finishing_since.get_or_insert_with(Instant::now).elapsed() < FINISH_WAIT;
+                        if s.offset > offset || finishing {
                             failing_since = None;
                         }
                         offset = s.offset;
