@@ -143,6 +143,25 @@ fn tus_upload_by_raw_http_stores_what_a_plain_put_stores() {
 }
 
 #[test]
+fn spooled_bytes_are_not_plaintext_on_disk() {
+    let node = TestNode::start();
+    let data: Vec<u8> = b"top secret words ".iter().copied().cycle().take(200_000).collect();
+    let url = create(&node, "secret.txt", data.len());
+    assert_eq!(patch(&url, 0, &data[..150_000]).0, 204);
+    let spooled: Vec<u8> = std::fs::read_dir(node.dir.join("uploads"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".data"))
+        .flat_map(|e| std::fs::read(e.path()).unwrap())
+        .collect();
+    assert_eq!(spooled.len(), 150_000);
+    assert!(!spooled.windows(16).any(|w| w == b"top secret words"), "plaintext in the spool");
+    let (code, h, _) = patch(&url, 150_000, &data[150_000..]);
+    assert_eq!((code, header(&h, "X-DistStore-Id")), (204, sha256_hex(&data)));
+    assert_eq!(get(&node.url("/api/v1/files/secret.txt")).1, data);
+}
+
+#[test]
 fn terminated_uploads_are_gone_and_free_their_space() {
     let node = TestNode::start();
     let url = create(&node, "t.bin", 1000);

@@ -2,7 +2,8 @@
 //! expiration extensions.
 //!
 //! An upload's bytes are spooled to `DATA_DIR/uploads/` as they arrive: `<id>.info` (what the
-//! creation said), `<id>.data` (the bytes) and `<id>.offset` (how many of them are durable).
+//! creation said), `<id>.data` (the bytes, encrypted under a key of that upload derived from
+//! the cluster secret: AES-CTR by offset) and `<id>.offset` (how many of them are durable).
 //! The data is fsynced before the offset that counts it is written and fsynced, so an offset
 //! once reported survives a dropped connection, `kill -9` and a restart; bytes past it are
 //! cut off when the upload goes on. When the offset reaches the length, the spooled file goes
@@ -27,6 +28,7 @@ use tide::{Response, StatusCode};
 use super::{ApiError, Req};
 use crate::clock::unix_ms;
 use crate::content::content_type_for;
+use crate::crypto::SpoolCipher;
 use crate::node::{Attrs, Node, NodeError};
 use crate::runtime;
 
@@ -443,9 +445,11 @@ pub async fn terminate(req: Req) -> Result<Response, ApiError> {
     Ok(Response::new(StatusCode::NoContent))
 }
 
-/// The spool file of an upload being written: appends on blocking threads.
+/// The spool file of an upload being written: encrypts and appends on blocking threads.
 struct Writer {
     file: Arc<File>,
+    /// Taken by each blocking write and given back.
+    cipher: Option<SpoolCipher>,
     offset_path: PathBuf,
     /// Bytes in the file.
     written: u64,
@@ -454,10 +458,18 @@ struct Writer {
 }
 
 impl Writer {
-    async fn append(&mut self, block: Vec<u8>) -> Result<(), ApiError> {
-        let file = self.file.clone();
+    async fn append(&mut self, mut block: Vec<u8>) -> Result<(), ApiError> {
+        let (file, at) = (self.file.clone(), self.written);
         let len = block.len() as u64;
-        runtime::blocking(move || (&*file).write_all(&block)).await.map_err(io_error)?;
+        let mut cipher = self.cipher.take().ok_or_else(|| ApiError::Internal("spool cipher lost".into()))?;
+        let (cipher, written) = runtime::blocking(move || {
+            cipher.apply(at, &mut block);
+            let written = (&*file).write_all(&block);
+            (cipher, written)
+        })
+        .await;
+        self.cipher = Some(cipher);
+        written.map_err(io_error)?;
         self.written += len;
         Ok(())
     }
@@ -523,6 +535,7 @@ pub async fn patch(mut req: Req) -> Result<Response, ApiError> {
     .map_err(io_error)?;
     let mut writer = Writer {
         file: Arc::new(file),
+        cipher: Some(req.state().node.spool_cipher(&id)),
         offset_path: spool.path(&id, "offset"),
         written: offset,
         durable: offset,
@@ -591,21 +604,22 @@ async fn finish(node: &Arc<Node>, spool: &Arc<Spool>, id: &str, info: &Info) -> 
     let mut upload = node.upload().await?;
     let data_path = spool.path(id, "data");
     let file = runtime::blocking(move || File::open(data_path)).await.map_err(io_error)?;
-    let mut file = Some(file);
-    let mut left = info.length;
-    while left > 0 {
-        let want = left.min(WRITE_BLOCK as u64) as usize;
-        let mut f = file.take().expect("the file is returned by every read");
-        let (f, block) = runtime::blocking(move || {
+    // The file and its cipher go to each blocking read and come back.
+    let mut reader = Some((file, node.spool_cipher(id)));
+    let mut at = 0u64;
+    while at < info.length {
+        let want = (info.length - at).min(WRITE_BLOCK as u64) as usize;
+        let (mut f, mut cipher) = reader.take().expect("returned by every read");
+        let (f, cipher, block) = runtime::blocking(move || {
             let mut block = vec![0u8; want];
             let read = f.read_exact(&mut block);
-            (f, read.map(|()| block))
+            cipher.apply(at, &mut block);
+            (f, cipher, read.map(|()| block))
         })
         .await;
-        file = Some(f);
-        let block = block.map_err(io_error)?;
-        upload.write(&block).await?;
-        left -= want as u64;
+        reader = Some((f, cipher));
+        upload.write(&block.map_err(io_error)?).await?;
+        at += want as u64;
     }
     let staged = upload.finish().await?;
     let content_type = content_type_for(info.content_type.as_deref(), &name);
