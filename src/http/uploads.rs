@@ -40,6 +40,8 @@ const WRITE_BLOCK: usize = 1024 * 1024;
 /// Received bytes made durable (and reported by HEAD) at least this often during a PATCH, so
 /// a connection dropping late in a long request loses at most this much.
 const PERSIST_EVERY: u64 = 16 * 1024 * 1024;
+/// How long a finished upload still answers HEAD and a repeated last PATCH with its id.
+const DONE_KEPT: Duration = Duration::from_secs(3600);
 
 /// Limits and place of the spool.
 #[derive(Debug, Clone)]
@@ -149,6 +151,9 @@ impl Spool {
         let _creating = self.creating.lock().unwrap_or_else(|e| e.into_inner());
         let (mut count, mut reserved) = (0usize, 0u64);
         for id in self.ids()? {
+            if self.path(&id, "done").exists() {
+                continue;
+            }
             if let Ok(Some(Stage::Open { info, .. })) = self.state(&id)
                 && !self.expired(&id)
             {
@@ -216,12 +221,17 @@ impl Spool {
                     .and_then(|m| m.modified())
                     .is_ok_and(|t| t + Duration::from_secs(60) < SystemTime::now());
             let expired = !orphan && {
-                let last = std::fs::metadata(self.path(&id, "done"))
-                    .or_else(|_| std::fs::metadata(self.path(&id, "offset")))
-                    .or_else(|_| std::fs::metadata(self.path(&id, "info")))
-                    .and_then(|m| m.modified())
-                    .unwrap_or_else(|_| SystemTime::now());
-                last + self.config.expiry < SystemTime::now()
+                // A finished upload's marker only has to outlive a client's retries.
+                let (last, keep) = match std::fs::metadata(self.path(&id, "done")) {
+                    Ok(m) => (m.modified(), self.config.expiry.min(DONE_KEPT)),
+                    Err(_) => (
+                        std::fs::metadata(self.path(&id, "offset"))
+                            .or_else(|_| std::fs::metadata(self.path(&id, "info")))
+                            .and_then(|m| m.modified()),
+                        self.config.expiry,
+                    ),
+                };
+                last.unwrap_or_else(|_| SystemTime::now()) + keep < SystemTime::now()
             };
             if stale || expired {
                 log::info!("removing expired upload {id}");
