@@ -179,7 +179,14 @@ fn errors_are_one_line_with_a_non_zero_exit() {
     let url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
     cli.node = url.clone();
-    for args in [&["ls"][..], &["status"], &["health"], &["get", "x"]] {
+    // A transfer of many files says it once, too.
+    let many = tmp.path().join("many");
+    for i in 0..5 {
+        std::fs::create_dir_all(&many).unwrap();
+        std::fs::write(many.join(format!("{i}.txt")), b"x").unwrap();
+    }
+    let many = many.to_str().unwrap();
+    for args in [&["ls"][..], &["status"], &["health"], &["get", "x"], &["put", many], &["get", "some/"]] {
         let line = cli.fails(args);
         assert!(line.starts_with(&format!("diststore: cannot reach the node at {url}")), "{line}");
     }

@@ -7,7 +7,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -73,12 +72,15 @@ pub fn run(args: GetArgs) -> Result<ExitCode, ClientError> {
         items.push(Item { name: args.name.clone(), target, size: head.size, id: head.id });
     }
     let bars = Bars::new(out, items.iter().map(|i| i.size).sum(), "get");
-    let failed = AtomicUsize::new(0);
-    each_parallel(&items, args.jobs, |item| match download(&api, &args, &bars, item) {
-        Ok(resumed) => {
-            let how = if resumed { "resumed" } else { "fetched" };
+    let failed = each_parallel(
+        &items,
+        args.jobs,
+        |item| item.name.clone(),
+        |item| {
+            let how = if download(&api, &args, &bars, item)? { "resumed" } else { "fetched" };
             if out.json {
-                bars.line(&json!({ "name": item.name, "path": item.target, "id": item.id, "size": item.size, "result": how }).to_string());
+                let line = json!({ "name": item.name, "path": item.target, "id": item.id, "size": item.size, "result": how });
+                bars.line(&line.to_string());
             } else {
                 bars.line(&format!(
                     "{how:<9} {}  {}  -> {}",
@@ -87,14 +89,11 @@ pub fn run(args: GetArgs) -> Result<ExitCode, ClientError> {
                     item.target.display()
                 ));
             }
-        }
-        Err(e) => {
-            failed.fetch_add(1, Ordering::Relaxed);
-            eprintln!("diststore: {}: {e}", item.name);
-        }
-    });
+            Ok(())
+        },
+    );
     bars.finish();
-    Ok(if failed.load(Ordering::Relaxed) == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed? { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 /// Downloads one file; returns whether it went on from an earlier `.part`.

@@ -223,18 +223,43 @@ fn dispatch(command: Command) -> Result<ExitCode, ClientError> {
     }
 }
 
-/// Runs `work` on every item, `jobs` at a time.
-fn each_parallel<T: Sync>(items: &[T], jobs: usize, work: impl Fn(&T) + Sync) {
-    let next = std::sync::atomic::AtomicUsize::new(0);
+/// Runs `work` on every item, `jobs` at a time. An item's failure is printed (with its
+/// label) and the others go on; a failure that dooms them all (an unreachable node, a refused
+/// token) stops the run and is returned, to be said once. Returns whether any item failed.
+fn each_parallel<T: Sync>(
+    items: &[T],
+    jobs: usize,
+    label: impl Fn(&T) -> String + Sync,
+    work: impl Fn(&T) -> Result<(), ClientError> + Sync,
+) -> Result<bool, ClientError> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let fatal = std::sync::Mutex::new(None);
+    let stopped = || fatal.lock().unwrap_or_else(|e| e.into_inner()).is_some();
     std::thread::scope(|s| {
         for _ in 0..jobs.clamp(1, 64).min(items.len().max(1)) {
             s.spawn(|| {
-                while let Some(item) = items.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
-                    work(item);
+                while !stopped() {
+                    let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
+                    match work(item) {
+                        Ok(()) => {}
+                        Err(e @ (ClientError::Unreachable { .. } | ClientError::Token)) => {
+                            fatal.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                        }
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            eprintln!("diststore: {}: {e}", label(item));
+                        }
+                    }
                 }
             });
         }
     });
+    match fatal.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(failed.load(Ordering::Relaxed)),
+    }
 }
 
 /// Every file under `prefix` (all pages).

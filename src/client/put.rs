@@ -7,7 +7,6 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -32,7 +31,9 @@ struct Item {
 pub fn run(args: PutArgs) -> Result<ExitCode, ClientError> {
     let api = Api::new(&args.opts)?;
     let out = Output::of(&args.opts);
-    let mut prefix = args.prefix.clone();
+    // `/backup` means the folder `backup/`: a name starting with `/` could not be fetched
+    // back into a directory.
+    let mut prefix = args.prefix.trim_start_matches('/').to_owned();
     if !prefix.is_empty() && !prefix.ends_with('/') {
         prefix.push('/');
     }
@@ -40,12 +41,20 @@ pub fn run(args: PutArgs) -> Result<ExitCode, ClientError> {
     for path in &args.paths {
         collect(path, &prefix, &mut items)?;
     }
+    let mut names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(ClientError::Local(format!("two of the files would both be stored as {:?}", pair[0])));
+    }
     let total: u64 = items.iter().map(|i| i.size).sum();
     let bars = Bars::new(out, total, "put");
     let state = UploadState::open();
-    let failed = AtomicUsize::new(0);
-    each_parallel(&items, args.jobs, |item| match put_one(&api, &args, &state, &bars, item) {
-        Ok((id, how)) => {
+    let failed = each_parallel(
+        &items,
+        args.jobs,
+        |item| item.path.display().to_string(),
+        |item| {
+            let (id, how) = put_one(&api, &args, &state, &bars, item)?;
             if out.json {
                 bars.line(
                     &json!({ "name": item.name, "id": id, "size": item.size, "result": how }).to_string(),
@@ -53,15 +62,11 @@ pub fn run(args: PutArgs) -> Result<ExitCode, ClientError> {
             } else {
                 bars.line(&format!("{how:<9} {}  {}  {id}", item.name, bytes(item.size)));
             }
-        }
-        Err(e) => {
-            failed.fetch_add(1, Ordering::Relaxed);
-            // Errors always show, also with --quiet.
-            eprintln!("diststore: {}: {e}", item.path.display());
-        }
-    });
+            Ok(())
+        },
+    );
     bars.finish();
-    Ok(if failed.load(Ordering::Relaxed) == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed? { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 /// The files under `path` with their names: a file as `prefix` + its file name, a directory's
