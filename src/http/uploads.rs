@@ -91,7 +91,7 @@ impl Drop for Busy<'_> {
 
 /// Where an upload stands on disk.
 enum Stage {
-    Open { info: Info, offset: u64 },
+    Open { info: Info, offset: u64, expires: SystemTime },
     Done { info: Info, file_id: String },
 }
 
@@ -130,7 +130,8 @@ impl Spool {
         // The data file may hold bytes past the durable offset (written, not yet counted);
         // fewer would mean a damaged spool: count only what is there.
         let data_len = std::fs::metadata(self.path(id, "data")).map(|m| m.len()).unwrap_or(0);
-        Ok(Some(Stage::Open { offset: offset.min(data_len).min(info.length), info }))
+        let expires = self.expires(id);
+        Ok(Some(Stage::Open { offset: offset.min(data_len).min(info.length), info, expires }))
     }
 
     /// When the upload expires: its last durable byte (or creation) plus the expiry.
@@ -349,8 +350,8 @@ pub fn parse_mtime(text: &str) -> Result<f64, ApiError> {
     }
 }
 
-fn expires_header(res: &mut Response, spool: &Spool, id: &str) {
-    let at = spool.expires(id).duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+fn expires_header(res: &mut Response, expires: SystemTime) {
+    let at = expires.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     res.insert_header("Upload-Expires", super::serve_content::http_date(at.as_millis() as u64));
 }
 
@@ -405,7 +406,7 @@ pub async fn create(req: Req) -> Result<Response, ApiError> {
         res.insert_header("X-DistStore-Id", file_id);
         res.insert_header("Upload-Offset", "0");
     } else {
-        expires_header(&mut res, &spool, &id);
+        expires_header(&mut res, SystemTime::now() + spool.config.expiry);
     }
     Ok(res)
 }
@@ -414,7 +415,7 @@ async fn state_of(spool: &Arc<Spool>, id: &str) -> Result<Stage, ApiError> {
     let (s, i) = (spool.clone(), id.to_owned());
     let state = runtime::blocking(move || s.state(&i)).await?;
     match state {
-        Some(Stage::Open { .. }) if spool.expired(id) => {
+        Some(Stage::Open { expires, .. }) if expires < SystemTime::now() => {
             Err(ApiError::NotFound("the upload has expired".into()))
         }
         Some(state) => Ok(state),
@@ -429,10 +430,10 @@ pub async fn head(req: Req) -> Result<Response, ApiError> {
     let id = upload_id(&req)?;
     let mut res = Response::new(StatusCode::Ok);
     match state_of(&spool, &id).await? {
-        Stage::Open { info, offset } => {
+        Stage::Open { info, offset, expires } => {
             res.insert_header("Upload-Offset", offset.to_string());
             res.insert_header("Upload-Length", info.length.to_string());
-            expires_header(&mut res, &spool, &id);
+            expires_header(&mut res, expires);
         }
         Stage::Done { info, file_id } => {
             res.insert_header("Upload-Offset", info.length.to_string());
@@ -522,7 +523,7 @@ pub async fn patch(mut req: Req) -> Result<Response, ApiError> {
         Stage::Done { info, .. } => {
             return Err(ApiError::Conflict(format!("the upload is complete at offset {}", info.length)));
         }
-        Stage::Open { info, offset } => (info, offset),
+        Stage::Open { info, offset, .. } => (info, offset),
     };
     if claimed != offset {
         return Err(ApiError::Conflict(format!("Upload-Offset is {claimed}, but the upload is at {offset}")));
@@ -560,8 +561,9 @@ pub async fn patch(mut req: Req) -> Result<Response, ApiError> {
     if writer.durable == info.length {
         let file_id = finish(&req.state().node, &spool, &id, &info).await?;
         res.insert_header("X-DistStore-Id", file_id);
-    } else {
-        expires_header(&mut res, &spool, &id);
+    } else if writer.durable > offset {
+        // The offset file was just written: the clock starts again now.
+        expires_header(&mut res, SystemTime::now() + spool.config.expiry);
     }
     drop(busy);
     Ok(res)
