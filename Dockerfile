@@ -11,4 +11,7 @@ COPY --from=build /src/target/release/diststore /usr/local/bin/diststore
 ENV DISTSTORE_LISTEN=0.0.0.0:8080 DISTSTORE_S3_LISTEN=0.0.0.0:3900 DISTSTORE_DATA_DIR=/data
 VOLUME /data
 EXPOSE 8080 3900
+# `diststore health` exits 0 when the node's /health is ok (DISTSTORE_NODE defaults to
+# http://127.0.0.1:8080; /health needs no token).
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s CMD ["diststore", "health", "--quiet"]
 ENTRYPOINT ["diststore"]

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 
 use crate::private_file::write_private;
+// Where they were first defined; the client parses the same units.
+pub use crate::units::{parse_duration, parse_size};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -35,6 +37,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Write files out of a stopped node's data directory, verified, skipping damaged ones.
     Export(ExportArgs),
+    /// Client commands: talk to a node over its native API.
+    #[command(flatten)]
+    Client(crate::client::Command),
 }
 
 /// What the offline tools (`check`, `export`) share: which data directory, and its secret.
@@ -232,6 +237,18 @@ pub struct ServeArgs {
     /// before the node stops anyway, e.g. 30s. An upload cut off is not kept, whole or at all.
     #[arg(long, env = "DISTSTORE_SHUTDOWN_GRACE", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: std::time::Duration,
+    /// Resumable uploads that received no byte for this long are removed, e.g. 24h.
+    #[arg(long, env = "DISTSTORE_UPLOAD_EXPIRY", value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub upload_expiry: std::time::Duration,
+
+    /// Most unfinished resumable uploads at once; more get 503 until some finish or expire.
+    #[arg(long, env = "DISTSTORE_MAX_RESUMABLE_UPLOADS", value_name = "N", default_value_t = 64)]
+    pub max_resumable_uploads: usize,
+
+    /// Disk space unfinished resumable uploads may reserve together (by their declared
+    /// lengths, in DATA_DIR/uploads), e.g. 100GiB; more get 507.
+    #[arg(long, env = "DISTSTORE_UPLOAD_SPOOL_SIZE", value_name = "SIZE", default_value = "64GiB", value_parser = parse_size)]
+    pub upload_spool_size: u64,
 
     /// Tests only: how long a restarted node waits to hear from its members, e.g. 10s.
     #[arg(long, hide = true, env = "DISTSTORE_SETTLE", value_parser = parse_duration)]
@@ -309,6 +326,9 @@ pub struct Config {
     pub s3: Option<crate::s3::S3Config>,
     pub s3_root: S3Root,
     pub front: crate::limits::FrontLimits,
+    pub upload_expiry: std::time::Duration,
+    pub max_resumable_uploads: usize,
+    pub upload_spool_bytes: u64,
 }
 
 /// Where the S3 root key comes from.
@@ -518,6 +538,9 @@ impl ServeArgs {
             disk_reserve: self.disk_reserve,
             api_token: self.api_token,
             io_threads,
+            upload_expiry: self.upload_expiry,
+            max_resumable_uploads: self.max_resumable_uploads,
+            upload_spool_bytes: self.upload_spool_size,
         })
     }
 }
@@ -552,22 +575,6 @@ impl SecretSource {
     }
 }
 
-/// Parses `250ms`, `10s`, `15m`, `1h`.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a duration like 10s"))?;
-    let ms = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        other => return Err(format!("unknown duration unit {other:?} (use ms, s, m, h)")),
-    };
-    Ok(std::time::Duration::from_millis(n.saturating_mul(ms)))
-}
-
 /// async-h1 gives up on a head after 60 s whatever the node asks.
 const MAX_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -579,43 +586,9 @@ fn open_file_limit() -> Option<u64> {
     (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
 }
 
-/// Parses `123`, `64KiB`, `10MB`, `4GiB`, `1TiB` (binary and decimal units).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size like 500MiB"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        "t" | "tb" => 1_000_000_000_000,
-        "tib" => 1 << 40,
-        other => {
-            return Err(format!("unknown size unit {other:?} (use KiB, MiB, GiB, TiB)"));
-        }
-    };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("0"), Ok(0));
-        assert_eq!(parse_size("64KiB"), Ok(65536));
-        assert_eq!(parse_size("10MB"), Ok(10_000_000));
-        assert_eq!(parse_size("4 GiB"), Ok(4 << 30));
-        assert!(parse_size("4XB").is_err());
-        assert!(parse_size("").is_err());
-        assert!(parse_size("99999999999TiB").is_err());
-    }
 
     #[test]
     fn min_replicas_defaults_to_the_replication_factor() {
@@ -629,13 +602,6 @@ mod tests {
         let err = serve(&["--advertise", "http://0.0.0.0:8080"]).unwrap_err();
         assert!(err.contains("--advertise"), "{err}");
         assert!(serve(&["--advertise", "http://10.0.0.1:8080"]).is_ok());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(std::time::Duration::from_millis(250)));
-        assert_eq!(parse_duration("15m"), Ok(std::time::Duration::from_secs(900)));
-        assert!(parse_duration("5 parsecs").is_err());
     }
 
     fn serve(args: &[&str]) -> Result<Config, String> {

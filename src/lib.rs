@@ -5,6 +5,7 @@
 //! - [`crypto`]: key derivation, chunk sealing. Pure.
 //! - [`private_file`]: owner-only files written whole (secrets, keys). A leaf.
 //! - [`time`]: wall-clock milliseconds and date formatting. A leaf.
+//! - [`units`]: sizes and durations as typed on the command line. Pure.
 //! - [`runtime`]: the only module that names the async runtime.
 //! - [`limits`]: gates on connections and uploads, and the counters of what they refused.
 //! - [`storage`]: the redb owner: tables, records, the batching writer, migrations.
@@ -17,8 +18,10 @@
 //! - [`s3`]: the S3 endpoint (s3s on its own tokio runtime), beside `http`.
 //! - [`logging`]: femme behind pumps, so a closed stdout never stops the node.
 //! - [`offline`]: `check` and `export` over a stopped node's database.
+//! - [`client`]: the `diststore put|get|ls|...` commands, an HTTP client of the native API.
 //! - [`config`]: command line and environment → validated config.
 
+pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod config;
@@ -36,3 +39,4 @@ pub mod runtime;
 pub mod s3;
 pub mod storage;
 pub mod time;
+pub mod units;

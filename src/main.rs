@@ -36,7 +36,6 @@ fn exit_with(code: i32) -> ! {
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    diststore::logging::start(log::LevelFilter::Info);
     let args = match cli.command {
         Some(Command::Serve(args)) => *args,
         Some(Command::Compact(args)) => {
@@ -51,7 +50,14 @@ fn run() -> anyhow::Result<()> {
         // report and choose the exit status.
         Some(Command::Check(args)) => exit_with(diststore::offline::check::run(&args)),
         Some(Command::Export(args)) => exit_with(diststore::offline::export::run(&args)),
+        Some(Command::Client(command)) => std::process::exit(match diststore::client::run(command) {
+            code if code == std::process::ExitCode::SUCCESS => 0,
+            _ => 1,
+        }),
     };
+    // Only a node logs, behind the pumps (the client writes to the terminal itself, and
+    // looks at whether its stdout is one).
+    diststore::logging::start(log::LevelFilter::Info);
     let config = args.validate()?;
     runtime::configure(config.io_threads);
 

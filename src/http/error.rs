@@ -25,6 +25,8 @@ pub enum ApiError {
     TooManyRequests { message: String, retry_after_secs: u64 },
     #[error("{0}")]
     Forbidden(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("range not satisfiable: the content is {size} bytes")]
     RangeNotSatisfiable { size: u64 },
     #[error("{0}")]
@@ -46,6 +48,7 @@ impl ApiError {
             ApiError::PreconditionFailed(_) => StatusCode::PreconditionFailed,
             ApiError::TooManyRequests { .. } => StatusCode::TooManyRequests,
             ApiError::Forbidden(_) => StatusCode::Forbidden,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UnsupportedMediaType,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RequestedRangeNotSatisfiable,
             ApiError::Unavailable(_) => StatusCode::ServiceUnavailable,
             ApiError::InsufficientStorage(_) => StatusCode::InsufficientStorage,

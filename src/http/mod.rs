@@ -13,6 +13,7 @@ mod peer;
 mod serve_content;
 mod shares;
 mod status;
+pub mod uploads;
 
 use std::sync::Arc;
 
@@ -29,6 +30,8 @@ pub struct State {
     api_token: Option<Arc<auth::Token>>,
     limiter: Arc<auth::Limiter>,
     hosts: Arc<guard::Hosts>,
+    /// Resumable uploads (`None` in apps built without a spool).
+    uploads: Option<Arc<uploads::Spool>>,
 }
 
 pub type Req = Request<State>;
@@ -40,12 +43,25 @@ macro_rules! endpoint {
     };
 }
 
-pub fn app(node: Arc<Node>, api_token: Option<String>, hosts: guard::Hosts) -> tide::Server<State> {
+/// As [`endpoint!`], for tus routes: every answer carries `Tus-Resumable`.
+macro_rules! tus_endpoint {
+    ($handler:path) => {
+        |req: Req| async move { Ok(uploads::respond($handler(req).await).await) }
+    };
+}
+
+pub fn app(
+    node: Arc<Node>,
+    api_token: Option<String>,
+    hosts: guard::Hosts,
+    uploads: Option<Arc<uploads::Spool>>,
+) -> tide::Server<State> {
     let mut app = tide::with_state(State {
         node,
         api_token: api_token.map(|t| Arc::new(auth::Token::new(&t))),
         limiter: Default::default(),
         hosts: Arc::new(hosts),
+        uploads,
     });
     app.with(tide::utils::After(json_errors));
     app.with(guard::guard);
@@ -66,6 +82,11 @@ pub fn app(node: Arc<Node>, api_token: Option<String>, hosts: guard::Hosts) -> t
         .put(endpoint!(files::put))
         .get(endpoint!(files::get))
         .delete(endpoint!(files::delete));
+    app.at(uploads::PREFIX).options(tus_endpoint!(uploads::options)).post(tus_endpoint!(uploads::create));
+    app.at("/api/v1/uploads/:id")
+        .head(tus_endpoint!(uploads::head))
+        .patch(tus_endpoint!(uploads::patch))
+        .delete(tus_endpoint!(uploads::terminate));
     app.at("/api/v1/info/*name").get(endpoint!(files::info));
     app.at("/api/v1/keys").post(endpoint!(keys::create)).get(endpoint!(keys::list));
     app.at("/api/v1/keys/*access_key").delete(endpoint!(keys::delete));
@@ -99,13 +120,26 @@ pub async fn serve(
             config.listen
         );
     }
-    node.cluster().start(url, shutdown).await;
+    node.cluster().start(url, shutdown.clone()).await;
     let mut names = config.allowed_hosts.clone();
     names.extend(
         config.advertise.as_deref().and_then(|a| url::Url::parse(a).ok()?.host_str().map(str::to_owned)),
     );
     let limits = node.limits().clone();
-    let app = app(node.clone(), config.api_token.clone(), guard::Hosts(names));
+    let spool = uploads::Spool::open(uploads::UploadConfig {
+        dir: config.data_dir.join("uploads"),
+        expiry: config.upload_expiry,
+        max_uploads: config.max_resumable_uploads,
+        max_spool_bytes: config.upload_spool_bytes,
+    })?;
+    let running = node.running("upload expiry");
+    let sweeper = spool.clone();
+    let sweeper_stop = shutdown.clone();
+    runtime::spawn(async move {
+        sweeper.run_sweeper(sweeper_stop).await;
+        drop(running);
+    });
+    let app = app(node.clone(), config.api_token.clone(), guard::Hosts(names), Some(spool));
     // Connections being told 503: each holds its socket for at most REFUSE_FOR.
     let refusing = crate::limits::Gate::new(REFUSING_MAX);
     loop {

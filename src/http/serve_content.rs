@@ -52,7 +52,7 @@ fn requested_range(req: &Req, size: u64) -> Result<Option<(u64, u64)>, ApiError>
     }
 }
 
-fn http_date(ms: u64) -> String {
+pub(super) fn http_date(ms: u64) -> String {
     httpdate(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
 }
 

@@ -338,6 +338,11 @@ impl Node {
         self.config.max_upload_bytes
     }
 
+    /// The cipher a resumable upload's spooled bytes are kept under (see `http::uploads`).
+    pub fn spool_cipher(&self, upload: &str) -> crate::crypto::SpoolCipher {
+        self.keys.spool_cipher(upload)
+    }
+
     pub fn events(&self) -> &Events {
         &self.events
     }
