@@ -251,10 +251,12 @@ fn downloads_resume_from_a_part_file_and_never_leave_a_wrong_file() {
 fn get_refuses_names_that_escape_the_destination() {
     let node = TestNode::start();
     let cli = Cli::new(&node);
+    // The node refuses `..` segments (tests/security.rs), but an older node may hold such
+    // names, and `evil//escaped.txt` under the prefix `evil/` is `/escaped.txt`: absolute.
     // Stored through a resumable upload: the name travels in metadata, not in a URL path
     // that HTTP stacks normalise.
     use base64::Engine;
-    let name = base64::engine::general_purpose::STANDARD.encode("evil/../../escaped.txt");
+    let name = base64::engine::general_purpose::STANDARD.encode("evil//escaped.txt");
     let res = agent()
         .post(node.url("/api/v1/uploads"))
         .header("Tus-Resumable", "1.0.0")
@@ -274,7 +276,7 @@ fn get_refuses_names_that_escape_the_destination() {
     assert_eq!(res.status(), 204);
     assert_eq!(
         json(&get(&node.url("/api/v1/files?prefix=evil/")).1)["files"][0]["name"],
-        "evil/../../escaped.txt"
+        "evil//escaped.txt"
     );
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("a/b");

@@ -6,9 +6,11 @@
 
 #[cfg(test)]
 mod faults;
+mod list;
 pub mod records;
 mod schema;
 pub mod snapshot;
+mod tables;
 mod writer;
 
 use std::collections::{HashMap, HashSet};
@@ -16,79 +18,22 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable};
 
 use crate::content::{ChunkId, FileId, FileName, Manifest, NodeId};
 use crate::runtime;
-use records::{ManifestRecordV1, decode};
+use list::list_names;
+use records::decode;
 pub use records::{NameRecordV3 as NameRecord, StampV1 as Stamp};
 pub use schema::SCHEMA_VERSION;
+use tables::have_chunks_in;
+pub(crate) use tables::{
+    CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, KEY_CHECK, MANIFESTS, META, NAMES, RECEIVED,
+    SEGMENT, has_sealed, read_manifest, read_sealed,
+};
+pub use tables::{HIDDEN_PREFIX, RECEIVED_GRACE};
 use writer::Op;
 pub use writer::{Committed, Relink};
-
-// Table names carry their record version; see docs/format.md.
-pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-/// `META` key of the data key's check value, written at the first start.
-pub(crate) const KEY_CHECK: &str = "key_check";
-pub(crate) const NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("names_v3");
-pub(crate) const MANIFESTS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("manifests_v1");
-/// Sealed chunks, cut into segments of [`SEGMENT`] bytes keyed (chunk id, index).
-pub(crate) const CHUNKS: TableDefinition<([u8; 32], u32), &[u8]> = TableDefinition::new("chunks_v2");
-
-/// Segment size. redb gives each large value a page of the next power of two: variable-size
-/// chunks as single values left half the file empty (2.1× the data, measured). Segments that
-/// just fit a 256 KiB page, with only each chunk's last one smaller, bring it to 1.13×.
-pub(crate) const SEGMENT: usize = 262_000;
-
-/// Reads a whole sealed chunk from its segments.
-pub(crate) fn read_sealed(
-    table: &impl ReadableTable<([u8; 32], u32), &'static [u8]>,
-    id: &ChunkId,
-) -> Result<Option<Vec<u8>>> {
-    let key = *id.as_bytes();
-    let mut out: Option<Vec<u8>> = None;
-    for item in table.range((key, 0)..=(key, u32::MAX))? {
-        let (k, v) = item?;
-        let buf = out.get_or_insert_with(Vec::new);
-        if k.value().1 as usize * SEGMENT != buf.len() {
-            return Err(StorageError::Corrupt(format!("chunk {id} has a missing segment")));
-        }
-        buf.extend_from_slice(v.value());
-    }
-    Ok(out)
-}
-
-/// Which chunks this node holds, with their sealed length. Tiny values: checking for a chunk
-/// here reads a small, cached page, where probing `chunks_v2` read a 256 KiB segment page.
-pub(crate) const CHUNK_INDEX: TableDefinition<[u8; 32], u32> = TableDefinition::new("chunk_index_v1");
-
-pub(crate) fn has_sealed(index: &impl ReadableTable<[u8; 32], u32>, id: &ChunkId) -> Result<bool> {
-    Ok(index.get(id.as_bytes())?.is_some())
-}
-
-fn have_chunks_in(db: &Database, ids: &[ChunkId]) -> Result<Vec<bool>> {
-    let txn = db.begin_read()?;
-    let index = txn.open_table(CHUNK_INDEX)?;
-    ids.iter().map(|id| has_sealed(&index, id)).collect()
-}
-/// How many manifests use each stored chunk. Zero means collectable (unless pinned).
-pub(crate) const CHUNK_REFS: TableDefinition<[u8; 32], u32> = TableDefinition::new("chunk_refs_v1");
-/// How many live names point at each manifest.
-pub(crate) const FILE_REFS: TableDefinition<[u8; 32], u32> = TableDefinition::new("file_refs_v1");
-/// Chunks an uploader confirmed on this node (see [`Store::confirm_chunks`]) whose manifest
-/// may not have arrived yet, with when (unix ms). Until the manifest links them, the
-/// collector leaves them for the grace ([`Store::set_received_grace`]): the upload holds pins
-/// while it runs, and this entry covers the time from its acknowledgement until anti-entropy
-/// delivers the manifest, across restarts too.
-pub(crate) const RECEIVED: TableDefinition<[u8; 32], u64> = TableDefinition::new("received_v1");
-/// Default grace for confirmed chunks awaiting their manifest: anti-entropy runs every few
-/// seconds, so this is a wide margin for partitions and restarts.
-pub const RECEIVED_GRACE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
-/// Names under this prefix are the node's own metadata (see `node::registry`): stored like any
-/// file, but left out of the users' totals (`files`, `logical_bytes`).
-pub const HIDDEN_PREFIX: &str = ".diststore/";
-/// Manifests whose last name went away, for the collector.
-pub(crate) const GC_FILES: TableDefinition<[u8; 32], ()> = TableDefinition::new("gc_files_v1");
 
 /// What went wrong in storage, as callers branch on it: `http::error` maps each kind to a
 /// status once (no space 507, damage 500, recovering 503).
@@ -1048,178 +993,6 @@ pub fn name_bucket(name: &str) -> u8 {
     use sha2::Digest;
     sha2::Sha256::digest(name.as_bytes())[0]
 }
-
-fn read_manifest(
-    table: &impl ReadableTable<[u8; 32], &'static [u8]>,
-    id: FileId,
-) -> Result<Option<Manifest>> {
-    let Some(raw) = table.get(id.as_bytes())? else {
-        return Ok(None);
-    };
-    let record: ManifestRecordV1 = decode("manifest", raw.value())?;
-    let manifest = record.into_manifest(id);
-    if !manifest.is_consistent() {
-        return Err(StorageError::Corrupt(format!("manifest {id} sizes do not add up")));
-    }
-    Ok(Some(manifest))
-}
-
-/// One item of a listing: a file, or (with a delimiter) a folder standing for every name under it.
-enum Listed {
-    File(NameEntry),
-    Folder(String),
-}
-
-impl Listed {
-    fn key(&self) -> &str {
-        match self {
-            Listed::File(e) => &e.name,
-            Listed::Folder(f) => f,
-        }
-    }
-}
-
-fn list_names(names: &impl ReadableTable<&'static str, &'static [u8]>, q: &ListQuery) -> Result<ListPage> {
-    let mut page = ListPage::default();
-    let limit = q.limit.max(1);
-    let by_name_ascending = q.sort == SortBy::Name && !q.descending;
-    let hidden = q.hidden;
-    let search = q.search.as_deref().map(str::to_lowercase).filter(|s| !s.is_empty());
-    // Memory stays one page (plus the offset, for other orders): name order keeps the page as
-    // the scan meets it; other orders keep the best `offset + limit + 1` files seen so far in
-    // a heap whose top is the one to drop, so `total` and a small top-k never hold every
-    // record. Folders have no size or time to sort by: in those orders they come apart, the
-    // first `limit` of them by name.
-    let keep = q.offset.saturating_add(limit).saturating_add(1);
-    let mut skipped = 0;
-    let mut ascending: Vec<Listed> = Vec::new();
-    let mut ranked = std::collections::BinaryHeap::new();
-    let mut last_folder: Option<String> = None;
-    // Paging by `after` without a total starts the scan there, so a listing read page by
-    // page costs each name once rather than every page rescanning from the prefix.
-    let start = match q.after.as_deref() {
-        Some(after) if by_name_ascending && !q.count && after > q.prefix.as_str() => after,
-        _ => q.prefix.as_str(),
-    };
-    for item in names.range(start..)? {
-        let (key, value) = item?;
-        let name = key.value();
-        if !name.starts_with(&q.prefix) {
-            break;
-        }
-        if hidden.is_some_and(|h| name.starts_with(h)) {
-            continue;
-        }
-        if search.as_deref().is_some_and(|s| !name.to_lowercase().contains(s)) {
-            continue;
-        }
-        let record: NameRecord = decode("name record", value.value())?;
-        if record.file.is_none() {
-            continue;
-        }
-        // Names below the next '/' fold into their folder, listed once (names are scanned
-        // in order, so a folder's names are contiguous).
-        let listed = match q.delimiter.then(|| name[q.prefix.len()..].find('/')).flatten() {
-            Some(i) => {
-                let folder = &name[..q.prefix.len() + i + 1];
-                if last_folder.as_deref() == Some(folder) {
-                    continue;
-                }
-                last_folder = Some(folder.to_owned());
-                Listed::Folder(folder.to_owned())
-            }
-            None => Listed::File(NameEntry { name: name.to_owned(), record }),
-        };
-        page.total += 1;
-        if by_name_ascending {
-            if q.after.as_deref().is_some_and(|after| listed.key() <= after) {
-                // A folder named as `after` was the last item of the previous page.
-                continue;
-            }
-            if skipped < q.offset {
-                skipped += 1;
-            } else if ascending.len() <= limit {
-                // One extra entry past the page says whether there is a next page.
-                ascending.push(listed);
-            } else if !q.count {
-                break;
-            }
-        } else {
-            match listed {
-                Listed::Folder(f) => {
-                    if page.folders.len() < limit {
-                        page.folders.push(f);
-                    }
-                }
-                Listed::File(entry) => {
-                    ranked.push(Ranked::new(entry, q));
-                    if ranked.len() > keep {
-                        ranked.pop();
-                    }
-                }
-            }
-        }
-    }
-    let all: Vec<Listed> = if by_name_ascending {
-        ascending
-    } else {
-        ranked.into_sorted_vec().into_iter().skip(q.offset).map(|r| Listed::File(r.entry)).collect()
-    };
-    let mut items: Vec<Listed> = all.into_iter().take(limit + 1).collect();
-    if items.len() > limit {
-        items.truncate(limit);
-        if by_name_ascending {
-            page.next = items.last().map(|l| l.key().to_owned());
-        }
-    }
-    for item in items {
-        match item {
-            Listed::File(e) => page.entries.push(e),
-            Listed::Folder(f) => page.folders.push(f),
-        }
-    }
-    Ok(page)
-}
-
-/// A name entry ordered as a listing asks: ties on size or time go by name, and a descending
-/// listing reverses the whole order.
-struct Ranked {
-    primary: u64,
-    descending: bool,
-    entry: NameEntry,
-}
-
-impl Ranked {
-    fn new(entry: NameEntry, q: &ListQuery) -> Ranked {
-        let primary = match q.sort {
-            SortBy::Name => 0,
-            SortBy::Size => entry.record.size,
-            SortBy::Modified => entry.record.modified_ms,
-        };
-        Ranked { primary, descending: q.descending, entry }
-    }
-}
-
-impl Ord for Ranked {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        let order = self.primary.cmp(&other.primary).then_with(|| self.entry.name.cmp(&other.entry.name));
-        if self.descending { order.reverse() } else { order }
-    }
-}
-
-impl PartialOrd for Ranked {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Ranked {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other).is_eq()
-    }
-}
-
-impl Eq for Ranked {}
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,8 @@
 //! (a file, a delete) commits with fsync, which also makes every earlier batch durable.
 //! Each operation checks before it mutates, so one refused operation never spoils its batch.
 
+mod collect;
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use super::records::{ManifestRecordV1, NameRecordV3, StampV1, decode, encode};
 use super::{
     CHUNK_INDEX, CHUNK_REFS, CHUNKS, Expect, FILE_REFS, GC_FILES, GcReport, MANIFESTS, META, NAMES, Pins,
     RECEIVED, Result, SEGMENT, Slot, StorageError, WriterShared, disk_space, guarded, has_sealed,
-    read_manifest, read_sealed, schema,
+    read_sealed, schema,
 };
 use crate::content::{ChunkId, FileId, Manifest};
 use crate::time::unix_ms;
@@ -917,71 +919,5 @@ impl<'t> Tables<'t> {
             return Ok(false);
         }
         Ok(self.apply_name(name, NameRecordV3::tombstone(stamp), None, false)? && was_live)
-    }
-
-    fn collect(&mut self, pins: &Pins) -> Result<GcReport> {
-        let mut report = GcReport::default();
-        let queued: Vec<[u8; 32]> =
-            self.gc_files.iter()?.map(|item| item.map(|(k, _)| k.value())).collect::<Result<_, _>>()?;
-        for file in queued {
-            self.gc_files.remove(&file)?;
-            if self.file_refs.get(&file)?.map_or(0, |v| v.value()) > 0 {
-                continue; // named again since
-            }
-            let manifest = match read_manifest(&self.manifests, FileId::from_bytes(file)) {
-                Ok(Some(m)) => m,
-                Ok(None) => continue,
-                // One bad record must not stop collection (or the writes batched with it).
-                Err(e @ StorageError::Corrupt(_)) => {
-                    log::error!("gc: skipping manifest {}: {e}", FileId::from_bytes(file));
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            self.manifests.remove(&file)?;
-            self.file_refs.remove(&file)?;
-            self.stats.unique_bytes = self.stats.unique_bytes.saturating_sub(manifest.size);
-            for chunk in manifest.distinct_chunks() {
-                let k = chunk.id.as_bytes();
-                let refs = self.chunk_refs.get(k)?.map_or(0, |v| v.value());
-                self.chunk_refs.insert(k, refs.saturating_sub(1))?;
-            }
-            report.files += 1;
-        }
-        // Confirmations whose manifest never came (the upload failed after confirming, or
-        // its file was replaced before the manifest arrived) expire after the grace.
-        let now = unix_ms();
-        let expired: Vec<[u8; 32]> = self
-            .received
-            .iter()?
-            .filter_map(|item| match item {
-                Ok((k, at)) if now.saturating_sub(at.value()) >= self.grace_ms => Some(Ok(k.value())),
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
-            })
-            .collect::<Result<_, _>>()?;
-        for key in &expired {
-            self.received.remove(key)?;
-        }
-        // Chunks nobody uses: dropped by the manifests above, or left by an upload that
-        // failed or crashed before its commit. Pinned ones belong to transfers in flight,
-        // confirmed ones await their manifest.
-        let mut unused = Vec::new();
-        for item in self.chunk_refs.iter()? {
-            let (k, v) = item?;
-            if v.value() == 0 && self.received.get(&k.value())?.is_none() {
-                unused.push(ChunkId::from_bytes(k.value()));
-            }
-        }
-        for id in pins.doom(unused) {
-            self.chunk_refs.remove(id.as_bytes())?;
-            let len = self.remove_chunk(&id)?;
-            if len > 0 {
-                self.stats.stored_bytes = self.stats.stored_bytes.saturating_sub(len);
-                report.chunks += 1;
-                report.bytes += len;
-            }
-        }
-        Ok(report)
     }
 }

@@ -1,0 +1,168 @@
+//! Listing names: one range scan from the prefix (or the `after` cursor), a page kept as the
+//! scan meets it in name order, or a bounded top-k heap for the other orders; folders folded
+//! when a delimiter is asked for.
+
+use redb::ReadableTable;
+
+use super::records::decode;
+use super::{ListPage, ListQuery, NameEntry, NameRecord, Result, SortBy};
+
+/// One item of a listing: a file, or (with a delimiter) a folder standing for every name under it.
+enum Listed {
+    File(NameEntry),
+    Folder(String),
+}
+
+impl Listed {
+    fn key(&self) -> &str {
+        match self {
+            Listed::File(e) => &e.name,
+            Listed::Folder(f) => f,
+        }
+    }
+}
+
+pub(super) fn list_names(
+    names: &impl ReadableTable<&'static str, &'static [u8]>,
+    q: &ListQuery,
+) -> Result<ListPage> {
+    let mut page = ListPage::default();
+    let limit = q.limit.max(1);
+    let by_name_ascending = q.sort == SortBy::Name && !q.descending;
+    let hidden = q.hidden;
+    let search = q.search.as_deref().map(str::to_lowercase).filter(|s| !s.is_empty());
+    // Memory stays one page (plus the offset, for other orders): name order keeps the page as
+    // the scan meets it; other orders keep the best `offset + limit + 1` files seen so far in
+    // a heap whose top is the one to drop, so `total` and a small top-k never hold every
+    // record. Folders have no size or time to sort by: in those orders they come apart, the
+    // first `limit` of them by name.
+    let keep = q.offset.saturating_add(limit).saturating_add(1);
+    let mut skipped = 0;
+    let mut ascending: Vec<Listed> = Vec::new();
+    let mut ranked = std::collections::BinaryHeap::new();
+    let mut last_folder: Option<String> = None;
+    // Paging by `after` without a total starts the scan there, so a listing read page by
+    // page costs each name once rather than every page rescanning from the prefix.
+    let start = match q.after.as_deref() {
+        Some(after) if by_name_ascending && !q.count && after > q.prefix.as_str() => after,
+        _ => q.prefix.as_str(),
+    };
+    for item in names.range(start..)? {
+        let (key, value) = item?;
+        let name = key.value();
+        if !name.starts_with(&q.prefix) {
+            break;
+        }
+        if hidden.is_some_and(|h| name.starts_with(h)) {
+            continue;
+        }
+        if search.as_deref().is_some_and(|s| !name.to_lowercase().contains(s)) {
+            continue;
+        }
+        let record: NameRecord = decode("name record", value.value())?;
+        if record.file.is_none() {
+            continue;
+        }
+        // Names below the next '/' fold into their folder, listed once (names are scanned
+        // in order, so a folder's names are contiguous).
+        let listed = match q.delimiter.then(|| name[q.prefix.len()..].find('/')).flatten() {
+            Some(i) => {
+                let folder = &name[..q.prefix.len() + i + 1];
+                if last_folder.as_deref() == Some(folder) {
+                    continue;
+                }
+                last_folder = Some(folder.to_owned());
+                Listed::Folder(folder.to_owned())
+            }
+            None => Listed::File(NameEntry { name: name.to_owned(), record }),
+        };
+        page.total += 1;
+        if by_name_ascending {
+            if q.after.as_deref().is_some_and(|after| listed.key() <= after) {
+                // A folder named as `after` was the last item of the previous page.
+                continue;
+            }
+            if skipped < q.offset {
+                skipped += 1;
+            } else if ascending.len() <= limit {
+                // One extra entry past the page says whether there is a next page.
+                ascending.push(listed);
+            } else if !q.count {
+                break;
+            }
+        } else {
+            match listed {
+                Listed::Folder(f) => {
+                    if page.folders.len() < limit {
+                        page.folders.push(f);
+                    }
+                }
+                Listed::File(entry) => {
+                    ranked.push(Ranked::new(entry, q));
+                    if ranked.len() > keep {
+                        ranked.pop();
+                    }
+                }
+            }
+        }
+    }
+    let all: Vec<Listed> = if by_name_ascending {
+        ascending
+    } else {
+        ranked.into_sorted_vec().into_iter().skip(q.offset).map(|r| Listed::File(r.entry)).collect()
+    };
+    let mut items: Vec<Listed> = all.into_iter().take(limit + 1).collect();
+    if items.len() > limit {
+        items.truncate(limit);
+        if by_name_ascending {
+            page.next = items.last().map(|l| l.key().to_owned());
+        }
+    }
+    for item in items {
+        match item {
+            Listed::File(e) => page.entries.push(e),
+            Listed::Folder(f) => page.folders.push(f),
+        }
+    }
+    Ok(page)
+}
+
+/// A name entry ordered as a listing asks: ties on size or time go by name, and a descending
+/// listing reverses the whole order.
+struct Ranked {
+    primary: u64,
+    descending: bool,
+    entry: NameEntry,
+}
+
+impl Ranked {
+    fn new(entry: NameEntry, q: &ListQuery) -> Ranked {
+        let primary = match q.sort {
+            SortBy::Name => 0,
+            SortBy::Size => entry.record.size,
+            SortBy::Modified => entry.record.modified_ms,
+        };
+        Ranked { primary, descending: q.descending, entry }
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let order = self.primary.cmp(&other.primary).then_with(|| self.entry.name.cmp(&other.entry.name));
+        if self.descending { order.reverse() } else { order }
+    }
+}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Ranked {}
