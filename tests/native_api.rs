@@ -480,3 +480,16 @@ fn the_ui_signs_in_once_with_an_http_only_strict_cookie() {
     assert_eq!(code, 204);
     assert!(head.get("set-cookie").unwrap().to_str().unwrap().contains("Max-Age=0"));
 }
+
+/// A PUT with `Content-Range` used to be stored as a complete file of the range's bytes.
+#[test]
+fn a_partial_put_is_refused_and_changes_nothing() {
+    let node = TestNode::start();
+    let url = node.url("/api/v1/files/big.bin");
+    assert_eq!(put(&url, b"0123456789").0, 201);
+    let res = agent().put(&url).header("Content-Range", "bytes 4-9/100").send(&b"456789"[..]).unwrap();
+    assert_eq!(res.status(), 400);
+    let text = res.into_body().read_to_string().unwrap();
+    assert!(text.contains("/api/v1/uploads"), "{text}");
+    assert_eq!(get(&url).1, b"0123456789");
+}

@@ -189,7 +189,7 @@ fn abandoned_uploads_expire() {
 #[test]
 fn uploads_are_bounded_in_number_and_reserved_size() {
     let node = TestNode::start_with(&[
-        "--max-uploads",
+        "--max-resumable-uploads",
         "2",
         "--upload-spool-size",
         "10000",
@@ -205,7 +205,7 @@ fn uploads_are_bounded_in_number_and_reserved_size() {
     assert_eq!(post("6000").0, 507, "over --upload-spool-size");
     let _second = create(&node, "b", 10);
     let (code, _, body) = post("10");
-    assert_eq!(code, 503, "over --max-uploads: {}", String::from_utf8_lossy(&body));
+    assert_eq!(code, 503, "over --max-resumable-uploads: {}", String::from_utf8_lossy(&body));
     assert!(error_of(&body).contains("too many unfinished uploads"));
     // Finishing one frees its place.
     assert_eq!(patch(&first, 0, &vec![3u8; 6000]).0, 204);

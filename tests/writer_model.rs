@@ -3,7 +3,9 @@
 //! Random sequences of local puts (new and deduplicated content, overwrites, inline chunks, a
 //! chunk left out), deletes, name records from a peer (older, equal and newer stamps, live or
 //! deleted, with, without or with a wrong manifest), chunks received ahead of their manifest
-//! (confirmed or not), pins taken and dropped, local copies dropped, and collections run
+//! (confirmed or not), conditional writes (`If-Match`, `If-None-Match`) and metadata-only
+//! moves and copies (checked in the writer's transaction), pins taken and dropped, local
+//! copies dropped, and collections run
 //! against a real `Store` in a temporary database, and against the model. After every step
 //! they must agree on: each name's record and manifest, what a read of it returns, which
 //! chunks are stored, each chunk's use count, and the totals (files, logical, unique, stored
@@ -20,7 +22,7 @@ use std::time::Duration;
 use diststore::content::{ChunkId, ChunkRef, FileId, FileName, Manifest};
 use diststore::crypto::Secret;
 use diststore::runtime;
-use diststore::storage::{Expect, NameRecord, PinSet, Stamp, StorageError, Store};
+use diststore::storage::{Expect, Match, NameRecord, PinSet, Relink, Stamp, StorageError, Store};
 use proptest::prelude::*;
 
 /// Plaintext sizes of the chunk pool: tiny ones, and one larger than a stored segment
@@ -129,6 +131,22 @@ enum Carried {
     WrongSize,
 }
 
+/// A write's condition on the name it writes, as a client states it.
+#[derive(Debug, Clone, Copy)]
+enum Cond {
+    None,
+    /// `If-None-Match: *`: create only.
+    Absent,
+    /// `If-Match` with the name's current content (fails when there is none).
+    Current,
+    /// `If-Match` with content the name does not have.
+    Other,
+}
+
+fn cond() -> impl Strategy<Value = Cond> {
+    prop_oneof![4 => Just(Cond::None), 1 => Just(Cond::Absent), 1 => Just(Cond::Current), 1 => Just(Cond::Other)]
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     /// A local upload: pins its chunks, queues them (or sends them inline with the commit),
@@ -138,9 +156,20 @@ enum Op {
         file: Vec<usize>,
         inline: bool,
         skip: Option<usize>,
+        cond: Cond,
     },
     Delete {
         name: usize,
+        cond: Cond,
+    },
+    /// A metadata-only move (`mv`) or copy of one name onto another, under a condition on the
+    /// destination; `stale`: the caller read the source before it changed.
+    Relink {
+        from: usize,
+        to: usize,
+        mv: bool,
+        cond: Cond,
+        stale: bool,
     },
     /// A name record from a peer; `file: None` is a tombstone.
     Apply {
@@ -179,9 +208,11 @@ fn chunk_list(max: usize) -> impl Strategy<Value = Vec<usize>> {
 fn op() -> impl Strategy<Value = Op> {
     let name = 0..NAMES.len();
     prop_oneof![
-        6 => (name.clone(), chunk_list(3), any::<bool>(), prop::option::weighted(0.1, 0..3usize))
-            .prop_map(|(name, file, inline, skip)| Op::Put { name, file, inline, skip }),
-        3 => name.clone().prop_map(|name| Op::Delete { name }),
+        6 => (name.clone(), chunk_list(3), any::<bool>(), prop::option::weighted(0.1, 0..3usize), cond())
+            .prop_map(|(name, file, inline, skip, cond)| Op::Put { name, file, inline, skip, cond }),
+        3 => (name.clone(), cond()).prop_map(|(name, cond)| Op::Delete { name, cond }),
+        2 => (name.clone(), name.clone(), any::<bool>(), cond(), prop::bool::weighted(0.1))
+            .prop_map(|(from, to, mv, cond, stale)| Op::Relink { from, to, mv, cond, stale }),
         4 => (
             name,
             prop::option::weighted(0.7, chunk_list(3)),
@@ -227,6 +258,35 @@ impl Model {
 
     fn names_of(&self, file: &[usize]) -> usize {
         self.names.values().filter(|r| r.file.as_deref() == Some(file)).count()
+    }
+
+    fn live(&self, name: usize) -> Option<&Vec<usize>> {
+        self.names.get(&name).and_then(|r| r.file.as_ref())
+    }
+
+    /// Whether `cond` holds for `name` now.
+    fn holds(&self, name: usize, cond: Cond) -> bool {
+        match cond {
+            Cond::None => true,
+            Cond::Absent => self.live(name).is_none(),
+            Cond::Current => self.live(name).is_some(),
+            Cond::Other => false,
+        }
+    }
+
+    /// The `Expect` a client sends for `cond` on `name`.
+    fn expect(&self, pool: &Pool, name: usize, cond: Cond) -> Expect {
+        let other = file_id(b"content no name has");
+        match (cond, self.live(name)) {
+            (Cond::None, _) => Expect::default(),
+            (Cond::Absent, _) => Expect::absent(),
+            (Cond::Current, Some(f)) => {
+                Expect { if_match: Some(Match::Files(vec![pool.manifest(f).id])), if_none_match: None }
+            }
+            (Cond::Current | Cond::Other, _) => {
+                Expect { if_match: Some(Match::Files(vec![other])), if_none_match: None }
+            }
+        }
     }
 
     fn pinned(&self) -> BTreeSet<usize> {
@@ -316,7 +376,7 @@ fn stamp(wall_ms: u64, node: [u8; 16]) -> Stamp {
 /// Applies one operation to the store and the model, checking what the store answers.
 async fn step(store: &Store, pool: &Pool, model: &mut Model, op: &Op) -> Result<(), TestCaseError> {
     match op {
-        Op::Put { name, file, inline, skip } => {
+        Op::Put { name, file, inline, skip, cond } => {
             let manifest = pool.manifest(file);
             let mut pins = store.pins();
             let ids: Vec<ChunkId> = file.iter().map(|c| pool.ids[*c]).collect();
@@ -336,8 +396,17 @@ async fn step(store: &Store, pool: &Pool, model: &mut Model, op: &Op) -> Result<
             let st = stamp(model.tick(), LOCAL);
             let record = record_of(pool, Some(file), st);
             let name_ok = FileName::new(NAMES[*name]).unwrap();
-            let got =
-                store.commit_file(manifest, name_ok, record, inline_chunks, true, Expect::default()).await;
+            let expect = model.expect(pool, *name, *cond);
+            let got = store.commit_file(manifest, name_ok, record, inline_chunks, true, expect).await;
+            if !model.holds(*name, *cond) {
+                // Refused before anything is written: queued chunks were stored already,
+                // inline ones never are.
+                if !*inline {
+                    model.stored.extend(distinct(file).into_iter().filter(|c| Some(*c) != skipped));
+                }
+                prop_assert!(matches!(got, Err(StorageError::PreconditionFailed)), "commit: {got:?}");
+                return Ok(());
+            }
             // Queued and inline chunks are stored whether or not the commit is refused.
             let before = model.stored.clone();
             model.stored.extend(distinct(file).into_iter().filter(|c| Some(*c) != skipped));
@@ -357,15 +426,61 @@ async fn step(store: &Store, pool: &Pool, model: &mut Model, op: &Op) -> Result<
             }
             drop(pins);
         }
-        Op::Delete { name } => {
+        Op::Delete { name, cond } => {
             let st = stamp(model.tick(), LOCAL);
-            let got =
-                store.delete(&FileName::new(NAMES[*name]).unwrap(), st, Expect::default()).await.unwrap();
+            let expect = model.expect(pool, *name, *cond);
+            let got = store.delete(&FileName::new(NAMES[*name]).unwrap(), st, expect).await;
+            if !model.holds(*name, *cond) {
+                prop_assert!(matches!(got, Err(StorageError::PreconditionFailed)), "delete: {got:?}");
+                return Ok(());
+            }
+            let got = got.unwrap();
             let live = model.names.get(name).is_some_and(|r| r.file.is_some());
             if live {
                 model.apply(*name, Rec { stamp: st, file: None }, Carried::Nothing, false).unwrap();
             }
             prop_assert_eq!(got, live);
+        }
+        Op::Relink { from, to, mv, cond, stale } => {
+            if from == to {
+                return Ok(());
+            }
+            let source = model.live(*from).cloned();
+            let named = match (&source, stale) {
+                (Some(f), false) => pool.manifest(f).id,
+                _ => file_id(b"what the source held before"),
+            };
+            let st = stamp(model.tick(), LOCAL);
+            let tombstone = mv.then(|| stamp(model.tick(), LOCAL));
+            let mut record = record_of(pool, source.as_deref(), st);
+            if source.is_none() {
+                record.file = Some(*named.as_bytes());
+            }
+            let expect = model.expect(pool, *to, *cond);
+            let relink = Relink {
+                from: NAMES[*from].into(),
+                to: NAMES[*to].into(),
+                file: named,
+                record,
+                tombstone,
+                expect,
+            };
+            let got = store.relink(relink).await;
+            match source {
+                Some(f) if !*stale && model.holds(*to, *cond) => {
+                    prop_assert!(got.is_ok(), "relink: {got:?}");
+                    let applied =
+                        model.apply(*to, Rec { stamp: st, file: Some(f) }, Carried::Nothing, false).unwrap();
+                    prop_assert!(applied);
+                    if let Some(t) = tombstone {
+                        model.apply(*from, Rec { stamp: t, file: None }, Carried::Nothing, false).unwrap();
+                    }
+                }
+                Some(_) if !*stale => {
+                    prop_assert!(matches!(got, Err(StorageError::PreconditionFailed)), "relink: {got:?}");
+                }
+                _ => prop_assert!(matches!(got, Err(StorageError::SourceChanged)), "relink: {got:?}"),
+            }
         }
         Op::Apply { name, file, when, carried } => {
             let st = match (model.names.get(name), when) {

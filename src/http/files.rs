@@ -47,6 +47,15 @@ pub async fn pump(
 pub async fn put(mut req: Req) -> Result<Response, ApiError> {
     let name = name_from_path(&req, PREFIX)?;
     check_declared_length(&req)?;
+    // A partial PUT would be stored as if it were the whole file (RFC 9110 §14.5 says to
+    // refuse it when not supported); resuming is what the tus routes are for.
+    if req.header("Content-Range").is_some() {
+        return Err(ApiError::BadRequest(
+            "a PUT with Content-Range (a partial upload) is not supported: send the whole file, or \
+             resume with a resumable upload (POST /api/v1/uploads)"
+                .into(),
+        ));
+    }
     let content_type = content_type_for(req.content_type().as_ref().map(|m| m.essence()), &name);
     let expect = expectation(&req);
     let mtime = client_mtime(&req)?;
