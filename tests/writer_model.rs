@@ -8,7 +8,7 @@
 //! copies dropped, and collections run
 //! against a real `Store` in a temporary database, and against the model. After every step
 //! they must agree on: each name's record and manifest, what a read of it returns, which
-//! chunks are stored, each chunk's use count, and the totals (files, logical, unique, stored
+//! chunks are stored, each chunk's use count, the newest stamp kept for the clock, and the totals (files, logical, unique, stored
 //! bytes, chunks). A collection must never take a chunk that a named file uses or a pin
 //! holds; at the end of each case, once the pins are gone and confirmations expired, every
 //! chunk nobody uses must be gone.
@@ -577,6 +577,12 @@ async fn step(store: &Store, pool: &Pool, model: &mut Model, op: &Op) -> Result<
 
 /// Compares everything observable with the model.
 async fn agree(store: &Store, pool: &Pool, model: &Model) -> Result<(), TestCaseError> {
+    // The newest stamp the clock starts after: what the writer keeps is every record's newest.
+    let kept = {
+        let store = store.clone();
+        runtime::blocking(move || store.max_stamp_blocking()).await.unwrap()
+    };
+    prop_assert_eq!(kept, model.names.values().map(|r| r.stamp).max(), "newest stamp");
     let stored = store.have_chunks(pool.ids.clone()).await.unwrap();
     for (c, here) in stored.iter().enumerate() {
         prop_assert_eq!(*here, model.stored.contains(&c), "chunk {} stored", c);

@@ -910,7 +910,8 @@ impl Store {
         .await
     }
 
-    /// The largest stamp of any stored name record. Blocking (used once, at start).
+    /// The largest stamp of any stored name record. Blocking (used once, at start): one read
+    /// of what the writer keeps, or a scan of every name in a database from before it kept it.
     pub fn max_stamp_blocking(&self) -> Result<Option<Stamp>> {
         guarded("reading stamps", || self.max_stamp_unguarded())
     }
@@ -918,6 +919,9 @@ impl Store {
     fn max_stamp_unguarded(&self) -> Result<Option<Stamp>> {
         let db = self.db()?;
         let txn = db.begin_read()?;
+        if let Some(kept) = schema::read_newest_stamp(&txn.open_table(META)?)? {
+            return Ok(Some(kept));
+        }
         let names = txn.open_table(NAMES)?;
         let mut max: Option<Stamp> = None;
         for item in names.iter()? {

@@ -19,6 +19,9 @@ mod migrations;
 pub(super) const VERSION_KEY: &str = "schema_version";
 const NODE_ID_KEY: &str = "node_id";
 const STATS_KEY: &str = "stats_v1";
+/// The newest stamp of any stored name record (a `StampV1`), kept by the writer so that the
+/// clock's start needs no scan of every name. Absent in databases from before it was kept.
+const NEWEST_STAMP_KEY: &str = "newest_stamp_v1";
 
 /// Opens the database; also returns a second handle on its file, for starting writeback early.
 pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<(Database, NodeId, std::fs::File)> {
@@ -178,5 +181,22 @@ pub(super) fn write_stats(meta: &mut Table<'_, &'static str, &'static [u8]>, s: 
         v.extend_from_slice(&n.to_le_bytes());
     }
     meta.insert(STATS_KEY, v.as_slice())?;
+    Ok(())
+}
+
+pub(super) fn read_newest_stamp(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Option<super::Stamp>> {
+    match meta.get(NEWEST_STAMP_KEY)? {
+        Some(raw) => Ok(Some(super::records::decode("newest stamp", raw.value())?)),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn write_newest_stamp(
+    meta: &mut Table<'_, &'static str, &'static [u8]>,
+    stamp: &super::Stamp,
+) -> Result<()> {
+    meta.insert(NEWEST_STAMP_KEY, super::records::encode(stamp).as_slice())?;
     Ok(())
 }

@@ -601,12 +601,16 @@ struct Tables<'t> {
     freed: u64,
     /// Chunks stored (or found stored): no longer refused, once the batch commits.
     refused_now_stored: Vec<ChunkId>,
+    /// The newest stamp of any stored name record, as `META` keeps it (`None`: not kept yet).
+    newest: Option<StampV1>,
+    newest_dirty: bool,
 }
 
 impl<'t> Tables<'t> {
     fn open(txn: &'t WriteTransaction) -> Result<Self> {
         let meta = txn.open_table(META)?;
         let stats = schema::read_stats(&meta)?;
+        let newest = schema::read_newest_stamp(&meta)?;
         Ok(Self {
             meta,
             names: txn.open_table(NAMES)?,
@@ -621,10 +625,15 @@ impl<'t> Tables<'t> {
             grace_ms: 0,
             freed: 0,
             refused_now_stored: Vec::new(),
+            newest,
+            newest_dirty: false,
         })
     }
 
     fn save_stats(&mut self) -> Result<()> {
+        if let (true, Some(newest)) = (self.newest_dirty, self.newest) {
+            schema::write_newest_stamp(&mut self.meta, &newest)?;
+        }
         schema::write_stats(&mut self.meta, &self.stats)
     }
 
@@ -867,8 +876,29 @@ impl<'t> Tables<'t> {
                 self.stats.logical_bytes += record.size;
             }
         }
+        let stamp = record.stamp;
         self.names.insert(name, encode(&record).as_slice())?;
+        self.saw_stamp(stamp)?;
         Ok(true)
+    }
+
+    /// Keeps the newest stamp of any stored record in `META`, so a start reads it rather than
+    /// every name. A database without it (written before it was kept) gets it from one scan,
+    /// in the first batch that stores a record.
+    fn saw_stamp(&mut self, stamp: StampV1) -> Result<()> {
+        if self.newest.is_none() {
+            let mut newest = stamp;
+            for item in self.names.iter()? {
+                let (_, v) = item?;
+                newest = newest.max(decode::<NameRecordV3>("name record", v.value())?.stamp);
+            }
+            self.newest = Some(newest);
+            self.newest_dirty = true;
+        } else if self.newest.is_some_and(|n| stamp > n) {
+            self.newest = Some(stamp);
+            self.newest_dirty = true;
+        }
+        Ok(())
     }
 
     /// Counts one more name for a stored manifest.
