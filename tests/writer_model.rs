@@ -13,7 +13,7 @@
 //! holds; at the end of each case, once the pins are gone and confirmations expired, every
 //! chunk nobody uses must be gone.
 //!
-//! `DISTSTORE_MODEL_CASES=N` runs N cases (default 1000); proptest prints the failing
+//! `DISTSTORE_MODEL_CASES=N` runs N cases (default 2000); proptest prints the failing
 //! sequence, shrunk, and keeps its seed under `proptest-regressions/`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -678,7 +678,7 @@ fn run_case(pool: &Pool, ops: &[Op]) -> Result<(), TestCaseError> {
 }
 
 fn cases() -> u32 {
-    std::env::var("DISTSTORE_MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
+    std::env::var("DISTSTORE_MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
 }
 
 proptest! {

@@ -15,7 +15,7 @@
 //!   reads work right after it;
 //! - the database opens again after each crash.
 //!
-//! `DISTSTORE_FAULT_CASES` sets the number of cases (default 1000), `DISTSTORE_FAULT_SEED` the
+//! `DISTSTORE_FAULT_CASES` sets the number of cases (default 2000), `DISTSTORE_FAULT_SEED` the
 //! first seed; a failure names its seed.
 
 use std::collections::BTreeMap;
@@ -317,7 +317,7 @@ fn run_case(seed: u64, tally: &Mutex<Tally>) {
 
 #[test]
 fn acknowledged_writes_survive_injected_io_failures_and_crashes_and_failed_ones_change_nothing() {
-    let cases: u64 = std::env::var("DISTSTORE_FAULT_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let cases: u64 = std::env::var("DISTSTORE_FAULT_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     let first: u64 = std::env::var("DISTSTORE_FAULT_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     let tally = Mutex::new(Tally::default());
     for seed in first..first + cases {
