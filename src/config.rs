@@ -258,6 +258,10 @@ pub struct ServeArgs {
     #[arg(long, hide = true, env = "DISTSTORE_GC_PERIOD", value_parser = parse_duration)]
     pub gc_period: Option<std::time::Duration>,
 
+    /// Tests only: the time between scrub passes, e.g. 24h.
+    #[arg(long, hide = true, env = "DISTSTORE_SCRUB_PERIOD", value_parser = parse_duration)]
+    pub scrub_period: Option<std::time::Duration>,
+
     /// Tests only: how long confirmed chunks await their manifest, e.g. 15m.
     #[arg(long, hide = true, env = "DISTSTORE_RECEIVED_GRACE", value_parser = parse_duration)]
     pub received_grace: Option<std::time::Duration>,
@@ -319,6 +323,7 @@ pub struct Config {
     pub io_threads: usize,
     pub cluster: crate::cluster::ClusterConfig,
     pub gc_period: std::time::Duration,
+    pub scrub_period: std::time::Duration,
     pub received_grace: std::time::Duration,
     /// How long a shutdown waits for uploads in flight.
     pub shutdown_grace: std::time::Duration,
@@ -525,6 +530,7 @@ impl ServeArgs {
                 timing,
             },
             gc_period: self.gc_period.unwrap_or(crate::node::GC_PERIOD),
+            scrub_period: self.scrub_period.unwrap_or(crate::node::SCRUB_PERIOD),
             received_grace: self.received_grace.unwrap_or(crate::storage::RECEIVED_GRACE),
             shutdown_grace: self.shutdown_grace,
             s3,

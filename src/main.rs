@@ -82,6 +82,7 @@ fn run() -> anyhow::Result<()> {
         max_upload_bytes: config.max_upload_bytes,
         scrub_rate: config.scrub_rate,
         gc_period: config.gc_period,
+        scrub_period: config.scrub_period,
         limits: diststore::limits::Limits::new(config.front),
     };
     let node = Node::new(store, keys, node_config, config.cluster.clone());

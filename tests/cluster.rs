@@ -391,6 +391,8 @@ fn the_scrub_drops_a_damaged_copy_and_repair_fetches_a_good_one_back() {
     assert!(full > data.len() as u64);
     c.nodes[1].terminate();
     damage_a_stored_chunk(&c.nodes[1].dir);
+    // Its next pass, soon: a restart alone resumes a pass in progress, not a new one.
+    c.nodes[1].args.extend(["--scrub-period".to_string(), "1s".to_string()]);
     c.nodes[1].start_again();
     c.wait_connected(&[0, 1]);
     wait_for("node 1 to drop its damaged copy and fetch a good one", Duration::from_secs(90), || {
@@ -430,6 +432,7 @@ fn a_stand_in_keeps_its_copy_while_the_returning_owner_holds_a_damaged_one() {
     // With its scrub on, node 2 drops the damaged copy and fetches a good one; the stand-in
     // then hands its copy back too: exactly two good copies.
     c.nodes[2].args = args;
+    c.nodes[2].args.extend(["--scrub-period".to_string(), "1s".to_string()]);
     c.nodes[2].restart();
     c.wait_connected(&[0, 1, 2]);
     wait_for("exactly two copies again", Duration::from_secs(90), || {

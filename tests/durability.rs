@@ -230,8 +230,9 @@ fn a_corrupt_chunk_reads_as_an_error_and_the_scrub_drops_it() {
         node.status()["chunks"].as_u64().unwrap()
     };
 
-    // Scrub on: its pass at start finds the damaged copy and drops it...
-    let node = TestNode::start_in(&dir, &[]);
+    // Scrub on: its next pass finds the damaged copy and drops it (a short period: a restart
+    // resumes a pass in progress, not a new one, and the first start's pass had ended)...
+    let node = TestNode::start_in(&dir, &["--scrub-period", "1s"]);
     wait_for("the scrub to drop the damaged copy", Duration::from_secs(30), || {
         let s = node.status();
         (s["scrub"]["passes"].as_u64() >= Some(1)).then_some(s)
@@ -248,4 +249,49 @@ fn a_corrupt_chunk_reads_as_an_error_and_the_scrub_drops_it() {
     assert_eq!(code, 201);
     assert!(json(&body)["new_bytes"].as_u64().unwrap() > 0, "{}", String::from_utf8_lossy(&body));
     assert_eq!(get(&node.url("/api/v1/files/x")), (200, data));
+}
+
+/// A restart resumes the scrub's pass where it stopped, and a pass that ended is not done
+/// again until its period is up: a large store is not walked again on every restart.
+#[test]
+fn a_restart_resumes_the_scrub_and_does_not_repeat_a_finished_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let total = {
+        let node = TestNode::start_in(&dir, &["--scrub-rate", "0"]);
+        for i in 0..200u64 {
+            let name = format!("/api/v1/files/s/{i}");
+            assert_eq!(put(&node.url(&name), &random_bytes(20_000, 900 + i)).0, 201);
+        }
+        node.status()["chunks"].as_u64().unwrap()
+    };
+    let checked = |node: &TestNode| node.status()["scrub"]["checked"].as_u64().unwrap();
+    // Slowly (about 50 chunks a second, so three quarters take over two seconds): stopped
+    // part-way, after its position was saved (at least once a second, before it is counted).
+    let first = {
+        let mut node = TestNode::start_in(&dir, &["--scrub-rate", "1MiB"]);
+        let seen = wait_for("the scrub to get part-way", Duration::from_secs(60), || {
+            let n = checked(&node);
+            (n >= total * 3 / 4).then_some(n)
+        });
+        assert!(seen < total, "the pass ended before the node was stopped ({seen} of {total})");
+        assert!(node.terminate().success());
+        seen
+    };
+    // Restarted: the pass goes on after where it was, not from the start.
+    let mut node = TestNode::start_in(&dir, &["--scrub-rate", "64MiB"]);
+    let s = wait_for("the resumed pass to end", Duration::from_secs(60), || {
+        let s = node.status();
+        (s["scrub"]["passes"].as_u64() >= Some(1)).then_some(s)
+    });
+    let resumed = s["scrub"]["checked"].as_u64().unwrap();
+    assert!(resumed < total && resumed + first >= total, "resumed {resumed}, first {first}, total {total}");
+    wait_for("the resume to be logged", Duration::from_secs(10), || {
+        node.log_text().contains("scrub: resuming").then_some(())
+    });
+    // Restarted after a pass that ended: none again within the day (a full pass here takes
+    // well under a second at this rate).
+    node.restart();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(checked(&node), 0, "a finished pass was done again after a restart");
 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 pub use gc::{Collector, GcTotals, PERIOD as GC_PERIOD};
 pub use read::{ByteStream, Pieces};
-pub use scrub::{ScrubReport, Scrubber};
+pub use scrub::{PERIOD as SCRUB_PERIOD, ScrubReport, Scrubber};
 pub use upload::{PutOutcome, Staged, Upload};
 
 use crate::clock::{Clock, unix_ms};
@@ -138,6 +138,8 @@ pub struct NodeConfig {
     pub scrub_rate: u64,
     /// How often the collector runs without being woken by a delete.
     pub gc_period: std::time::Duration,
+    /// Time between scrub passes.
+    pub scrub_period: std::time::Duration,
     /// Gates on connections and uploads, shared with the HTTP and S3 fronts.
     pub limits: Arc<crate::limits::Limits>,
 }
@@ -297,7 +299,7 @@ impl Node {
             Cluster::new(store.clone(), keys.clone(), clock.clone(), events.clone(), health.clone(), cluster);
         Arc::new(Node {
             collector: Collector::new(store.clone(), config.gc_period),
-            scrubber: Scrubber::new(store.clone(), keys.clone(), config.scrub_rate),
+            scrubber: Scrubber::new(store.clone(), keys.clone(), config.scrub_rate, config.scrub_period),
             store,
             keys,
             clock,

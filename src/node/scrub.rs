@@ -8,7 +8,10 @@
 //! chunk that fails here is damaged, not read under a wrong key.
 //!
 //! Unit of work: one pass over the chunk index ([`Scrubber::pass`]), in batches, at no more
-//! than the configured bytes per second. A pass runs at start and then once a day.
+//! than the configured bytes per second. A pass runs once a day. Where a pass has got to, and
+//! when the last one ended, are kept in the database (`META` `scrub_v1`), so a restart resumes
+//! the pass where it stopped, or waits out the day since the last one, instead of starting a
+//! full pass again.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -18,11 +21,44 @@ use crate::crypto::Keys;
 use crate::runtime;
 use crate::storage::{StorageError, Store};
 
-const PERIOD: Duration = Duration::from_secs(24 * 60 * 60);
+/// Time between passes (`--scrub-period`, hidden, for tests).
+pub const PERIOD: Duration = Duration::from_secs(24 * 60 * 60);
 /// After a pass that stopped on an error.
 const RETRY: Duration = Duration::from_secs(60 * 60);
 /// Chunks per trip to a blocking thread: up to 32 MiB to decrypt and hash.
 const BATCH: usize = 32;
+/// `META` key of the scrub's progress: the last pass's end (unix ms, u64 LE), then the chunk
+/// id the pass in progress has got to (32 bytes), if one is in progress.
+const PROGRESS_KEY: &str = "scrub_v1";
+/// How often the position of a pass in progress is saved.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// The scrub's progress as kept in the database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Progress {
+    last_pass_ended_ms: u64,
+    at: Option<ChunkId>,
+}
+
+impl Progress {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = self.last_pass_ended_ms.to_le_bytes().to_vec();
+        if let Some(at) = self.at {
+            out.extend_from_slice(at.as_bytes());
+        }
+        out
+    }
+
+    /// Anything else than what `encode` writes reads as no progress: a full pass, soon.
+    fn decode(bytes: &[u8]) -> Progress {
+        let ended = bytes.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+        let at = bytes.get(8..40).and_then(|b| <[u8; 32]>::try_from(b).ok()).map(ChunkId::from_bytes);
+        match (ended, bytes.len()) {
+            (Some(last_pass_ended_ms), 8 | 40) => Progress { last_pass_ended_ms, at },
+            _ => Progress::default(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScrubReport {
@@ -43,6 +79,7 @@ pub struct Scrubber {
     store: Store,
     keys: Keys,
     rate: u64,
+    period: Duration,
     report: Mutex<ScrubReport>,
 }
 
@@ -93,8 +130,8 @@ fn check_batch(store: &Store, keys: &Keys, after: Option<ChunkId>) -> Result<Bat
 }
 
 impl Scrubber {
-    pub fn new(store: Store, keys: Keys, rate: u64) -> Self {
-        Self { store, keys, rate, report: Mutex::new(ScrubReport::default()) }
+    pub fn new(store: Store, keys: Keys, rate: u64, period: Duration) -> Self {
+        Self { store, keys, rate, period, report: Mutex::new(ScrubReport::default()) }
     }
 
     /// The counts so far, with the configured rate (kept once, in `self.rate`).
@@ -106,9 +143,28 @@ impl Scrubber {
         f(&mut self.report.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
+    async fn progress(&self) -> Progress {
+        match self.store.meta(PROGRESS_KEY).await {
+            Ok(Some(bytes)) => Progress::decode(&bytes),
+            _ => Progress::default(),
+        }
+    }
+
+    async fn save(&self, progress: Progress) {
+        if let Err(e) = self.store.set_meta(PROGRESS_KEY, progress.encode()).await {
+            log::warn!("scrub: could not save its progress: {e}");
+        }
+    }
+
     /// One pass over every stored chunk.
     pub async fn pass(&self) -> Result<(), StorageError> {
-        let mut after = None;
+        self.pass_from(None).await
+    }
+
+    /// A pass from the chunk after `after` to the end, saving where it has got to.
+    async fn pass_from(&self, mut after: Option<ChunkId>) -> Result<(), StorageError> {
+        let mut progress = self.progress().await;
+        let mut saved = Instant::now();
         loop {
             let started = Instant::now();
             let (store, keys) = (self.store.clone(), self.keys.clone());
@@ -142,12 +198,25 @@ impl Scrubber {
                     }
                 }
             }
+            let Some(last) = batch.last else {
+                self.count(|r| {
+                    r.checked += batch.checked;
+                    r.errors += batch.errors;
+                });
+                break;
+            };
+            after = Some(last);
+            // Saved before the batch is counted: a position the status shows is one a restart
+            // resumes after.
+            if saved.elapsed() >= SAVE_EVERY {
+                progress.at = after;
+                self.save(progress).await;
+                saved = Instant::now();
+            }
             self.count(|r| {
                 r.checked += batch.checked;
                 r.errors += batch.errors;
             });
-            let Some(last) = batch.last else { break };
-            after = Some(last);
             // At most `rate` bytes a second (0: as fast as it goes): a pass over a large store
             // stays a light load.
             if self.rate > 0 {
@@ -158,11 +227,13 @@ impl Scrubber {
             }
         }
         self.count(|r| r.passes += 1);
+        self.save(Progress { last_pass_ended_ms: crate::time::unix_ms(), at: None }).await;
         Ok(())
     }
 
-    /// A pass at start, then one a day (an hour after a pass that failed), until `shutdown`
-    /// closes. At rate 0 it only waits for `shutdown`.
+    /// A pass a day (an hour after a pass that failed), until `shutdown` closes: at start, a
+    /// pass in progress goes on where it stopped, and otherwise the next one comes a day after
+    /// the last one ended. At rate 0 it only waits for `shutdown`.
     pub async fn run(&self, shutdown: async_channel::Receiver<()>) {
         if self.rate == 0 {
             // Off, not stopped: a loop that returns early reads as a failure on /health.
@@ -174,10 +245,24 @@ impl Scrubber {
             shutdown.recv().await.ok();
             None
         };
+        let saved = self.progress().await;
+        // No pass under way, and the last one ended less than a day ago: wait out the day.
+        if saved.at.is_none() && saved.last_pass_ended_ms > 0 {
+            let since = crate::time::unix_ms().saturating_sub(saved.last_pass_ended_ms);
+            let wait = self.period.saturating_sub(Duration::from_millis(since));
+            if runtime::timeout(wait, stopped()).await.is_some() {
+                return;
+            }
+        }
+        let mut resume = saved.at;
+        if let Some(at) = resume {
+            log::info!("scrub: resuming the pass that was under way, after chunk {at}");
+        }
         loop {
+            let from = resume.take();
             let pass = async {
-                match self.pass().await {
-                    Ok(()) => Some(PERIOD),
+                match self.pass_from(from).await {
+                    Ok(()) => Some(self.period),
                     Err(e) => {
                         log::error!("scrub pass stopped: {e}");
                         self.count(|r| r.errors += 1);
@@ -189,6 +274,22 @@ impl Scrubber {
             if let Some(None) = runtime::timeout(next, stopped()).await {
                 return;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_round_trips_and_bad_bytes_read_as_none() {
+        let at = Some(ChunkId::of(b"x"));
+        for p in [Progress { last_pass_ended_ms: 5, at }, Progress { last_pass_ended_ms: 7, at: None }] {
+            assert_eq!(Progress::decode(&p.encode()), p);
+        }
+        for bad in [&[][..], &[1, 2, 3][..], &[0; 20][..], &[0; 41][..]] {
+            assert_eq!(Progress::decode(bad), Progress::default());
         }
     }
 }
