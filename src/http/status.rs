@@ -71,6 +71,8 @@ async fn status_json(state: &State) -> Result<serde_json::Value, ApiError> {
             "checked": s.scrub.checked,
             "corrupt": s.scrub.corrupt,
             "errors": s.scrub.errors,
+            // Share of the stored chunks the pass under way has checked (0 between passes).
+            "pass_progress": s.scrub.position as f64 / 2f64.powi(64),
         },
         "gc": {
             "passes": s.gc.passes,

@@ -73,6 +73,10 @@ pub struct ScrubReport {
     /// Failures met since start: chunks that could not be read or dropped (a damaged database
     /// page, a failing disk) and passes that stopped early. Each is logged; the scrub goes on.
     pub errors: u64,
+    /// How far the pass under way has got: the first 8 bytes (big-endian) of the last chunk id
+    /// it checked. Ids are SHA-256, spread evenly, so `position / 2^64` is the share of the
+    /// stored chunks this pass has checked. 0 between passes.
+    pub position: u64,
 }
 
 pub struct Scrubber {
@@ -213,9 +217,11 @@ impl Scrubber {
                 self.save(progress).await;
                 saved = Instant::now();
             }
+            let position = last.as_bytes()[..8].try_into().map(u64::from_be_bytes).unwrap_or(0);
             self.count(|r| {
                 r.checked += batch.checked;
                 r.errors += batch.errors;
+                r.position = position;
             });
             // At most `rate` bytes a second (0: as fast as it goes): a pass over a large store
             // stays a light load.
@@ -226,7 +232,10 @@ impl Scrubber {
                 }
             }
         }
-        self.count(|r| r.passes += 1);
+        self.count(|r| {
+            r.passes += 1;
+            r.position = 0;
+        });
         self.save(Progress { last_pass_ended_ms: crate::time::unix_ms(), at: None }).await;
         Ok(())
     }

@@ -1,0 +1,502 @@
+//! The file manager in a real headless Chromium, as a person uses it: folders and the
+//! breadcrumb, a whole folder uploaded through the folder picker, search by substring in any
+//! case, the view in the URL (reload and back), previews of an image and a text file,
+//! multi-select with a shift-click range and bulk delete, moving a file, a folder deleted with
+//! the count in its confirmation, the overwrite prompt, share links opened in a fresh browser
+//! without the token, an upload that resumes after the node restarts, and the health banner
+//! when a node of a three-node cluster dies. Screenshots at desktop and phone sizes, light and
+//! dark, land in `target/ui-screenshots/`.
+//!
+//! Needs Debian's `chromium`; skips without it except under CI (`CI` set).
+
+mod common;
+
+use common::browser::{Browser, base64_decode, chromium_or_skip};
+use common::cluster::Cluster;
+use common::{TestNode, get, random_bytes, sha256_hex};
+use serde_json::json;
+
+const MIB: usize = 1024 * 1024;
+/// A 1×1 PNG (valid CRCs), so the preview has a real image to decode.
+const PNG_1X1: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+
+fn http() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+/// PUTs through the API with a content type, as another client would.
+fn put_typed(node: &TestNode, name: &str, content_type: &str, body: &[u8]) {
+    let url = node.url(&format!("/api/v1/files/{}", encode(name)));
+    let res = http().put(&url).header("Content-Type", content_type).send(body).expect("PUT");
+    assert_eq!(res.status().as_u16(), 201, "PUT {name}");
+}
+
+fn encode(name: &str) -> String {
+    name.split('/').map(|s| s.replace(' ', "%20")).collect::<Vec<_>>().join("/")
+}
+
+fn status_of(node: &TestNode, name: &str) -> u16 {
+    get(&node.url(&format!("/api/v1/files/{}", encode(name)))).0
+}
+
+fn q(s: &str) -> String {
+    json!(s).to_string()
+}
+
+/// A real mouse click (pressed and released) at the middle of the element, with modifier
+/// keys (8 = Shift), as a person clicks: checkboxes see `shiftKey` as they would.
+fn mouse_click(browser: &mut Browser, selector: &str, modifiers: u32) {
+    let at = browser.eval(&format!(
+        "(() => {{ const el = document.querySelector({}); if (!el) return null; el.scrollIntoView({{ block: 'center' }}); \
+         const r = el.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()",
+        q(selector)
+    ));
+    let (Some(x), Some(y)) = (at[0].as_f64(), at[1].as_f64()) else {
+        panic!("nothing to click at {selector}");
+    };
+    for kind in ["mousePressed", "mouseReleased"] {
+        browser.page(
+            "Input.dispatchMouseEvent",
+            json!({ "type": kind, "x": x, "y": y, "button": "left", "clickCount": 1, "modifiers": modifiers }),
+        );
+    }
+}
+
+/// Types into a field as a keyboard would (focus, then text input events).
+fn type_into(browser: &mut Browser, selector: &str, text: &str) {
+    browser.eval(&format!(
+        "(() => {{ const el = document.querySelector({}); el.focus(); el.select && el.select(); }})()",
+        q(selector)
+    ));
+    browser.page("Input.insertText", json!({ "text": text }));
+}
+
+/// The names of the rows shown, in order (files and folders).
+fn rows(browser: &mut Browser) -> Vec<String> {
+    let names = browser.eval("[...document.querySelectorAll('#file-rows tr')].map(r => r.dataset.name)");
+    names.as_array().unwrap().iter().map(|v| v.as_str().unwrap_or("").to_string()).collect()
+}
+
+/// Waits until the rows shown are exactly `want` (in that order).
+fn wait_rows(browser: &mut Browser, what: &str, want: &[&str]) {
+    browser.wait_for(
+        what,
+        &format!(
+            "JSON.stringify([...document.querySelectorAll('#file-rows tr')].map(r => r.dataset.name)) === {} \
+             && !document.getElementById('file-table').hasAttribute('aria-busy')",
+            q(&json!(want).to_string())
+        ),
+    );
+}
+
+fn row(name: &str) -> String {
+    format!("#file-rows tr[data-name={}]", q(name))
+}
+
+fn wait_upload_done(browser: &mut Browser, name: &str) {
+    let state = browser.wait_for(
+        &format!("the upload of {name:?} to end"),
+        &format!(
+            "(() => {{ const i = document.querySelector('[data-testid=upload-item][data-name={}]'); \
+             return i && ['done', 'error', 'cancelled', 'skipped'].includes(i.dataset.state) && \
+             [i.dataset.state, i.querySelector('[data-testid=upload-message]').textContent]; }})()",
+            q(name)
+        ),
+    );
+    assert_eq!(state[0], "done", "upload of {name}: {}", state[1]);
+}
+
+fn no_exceptions(browser: &Browser) {
+    assert!(browser.cdp.exceptions.is_empty(), "page scripts threw: {:?}", browser.cdp.exceptions);
+}
+
+// ---------------------------------------------------------------------------
+
+#[test]
+fn ui_files_folders_search_previews_selection_and_moves() {
+    let Some(chromium) = chromium_or_skip() else {
+        return;
+    };
+    let node = TestNode::start();
+    let png = base64_decode(PNG_1X1);
+    let readme = "Hello from the readme.\nSecond line <b>not markup</b>\n";
+    put_typed(&node, "photos/2024/IMG_2024_0001.png", "image/png", &png);
+    put_typed(&node, "photos/2024/IMG_2024_0002.png", "image/png", &png);
+    put_typed(&node, "photos/2024/beach.png", "image/png", &png);
+    put_typed(&node, "photos/2024/sunset.png", "image/png", &png);
+    put_typed(&node, "photos/2023/IMG_2023_0001.png", "image/png", &png);
+    put_typed(&node, "docs/readme.txt", "text/plain", readme.as_bytes());
+    put_typed(&node, "archive/old-img_2024-list.txt", "text/plain", b"old list");
+    put_typed(&node, "archive/keep.txt", "text/plain", b"keep");
+
+    let mut browser = Browser::launch(&chromium);
+    browser.set_viewport(1280, 900, false);
+    browser.set_color_scheme("light");
+    browser.goto(&node.url("/"));
+
+    // --- The top level: three folders with their file counts, no files.
+    wait_rows(&mut browser, "the top-level folders", &["archive/", "docs/", "photos/"]);
+    browser.wait_for(
+        "the folder counts",
+        "document.querySelector('[data-count-for=\"photos/\"]')?.textContent === '5 files'",
+    );
+
+    // --- Into photos/ by its row, then 2024/; the breadcrumb follows.
+    browser.click(&format!("{} [data-testid=folder-open]", row("photos/")));
+    wait_rows(&mut browser, "the folders of photos/", &["photos/2023/", "photos/2024/"]);
+    browser.click(&format!("{} [data-testid=folder-open]", row("photos/2024/")));
+    wait_rows(
+        &mut browser,
+        "the files of photos/2024/",
+        &[
+            "photos/2024/IMG_2024_0001.png",
+            "photos/2024/IMG_2024_0002.png",
+            "photos/2024/beach.png",
+            "photos/2024/sunset.png",
+        ],
+    );
+    let crumbs = browser.eval("[...document.querySelectorAll('[data-testid=crumb]')].map(a => a.textContent)");
+    assert_eq!(crumbs, json!(["All files", "photos", "2024"]), "breadcrumb");
+    assert!(browser.eval("location.hash").as_str().unwrap().contains("path=photos%2F2024%2F"), "the folder is in the URL");
+
+    // Grid view of the image folder: every tile shows its decoded thumbnail.
+    browser.click("[data-testid=layout-grid]");
+    browser.wait_for(
+        "four thumbnails decoded",
+        "[...document.querySelectorAll('#file-grid [data-testid=thumbnail]')].filter(i => i.complete && i.naturalWidth > 0).length === 4 \
+         && !document.getElementById('file-grid').hidden",
+    );
+    browser.screenshot("files-grid.png");
+    browser.click("[data-testid=layout-list]");
+    browser.wait_for("the list view again", "!document.getElementById('list-wrap').hidden");
+
+    // --- Breadcrumb back up to photos/, then the browser's Back returns to 2024/.
+    browser.click("[data-testid=crumb][data-path=\"photos/\"]");
+    wait_rows(&mut browser, "photos/ by the breadcrumb", &["photos/2023/", "photos/2024/"]);
+    browser.eval("history.back()");
+    browser.wait_for(
+        "Back to return to photos/2024/",
+        &format!("document.querySelector({})", q(&row("photos/2024/beach.png"))),
+    );
+
+    // --- Image preview in the details panel: the browser decodes the stored PNG.
+    browser.click(&format!("{} [data-testid=file-details]", row("photos/2024/beach.png")));
+    browser.wait_for(
+        "the image preview to decode",
+        "(() => { const i = document.querySelector('#details-preview [data-testid=preview-image]'); \
+         return document.getElementById('details-dialog').open && i && i.complete && i.naturalWidth === 1; })()",
+    );
+    browser.press("Escape");
+    browser.wait_for("the details to close", "!document.getElementById('details-dialog').open");
+
+    // --- Multi-select: the first box, then Shift+click on the third selects the range.
+    mouse_click(&mut browser, &format!("{} .row-check", row("photos/2024/IMG_2024_0001.png")), 0);
+    mouse_click(&mut browser, &format!("{} .row-check", row("photos/2024/beach.png")), 8);
+    let selected = browser.wait_for(
+        "three rows selected",
+        "document.querySelectorAll('#file-rows tr[aria-selected=true]').length === 3 && \
+         document.querySelector('[data-testid=bulk-count]').textContent",
+    );
+    assert_eq!(selected, "3 items selected");
+    browser.click("[data-testid=bulk-delete]");
+    let question = browser.wait_for(
+        "the bulk delete confirmation",
+        "document.getElementById('confirm-dialog').open && document.querySelector('[data-testid=confirm-text]').textContent",
+    );
+    assert!(question.as_str().unwrap().contains("3 items (3 files in all)"), "confirmation: {question}");
+    browser.click("[data-testid=confirm-ok]");
+    wait_rows(&mut browser, "only the unselected file left", &["photos/2024/sunset.png"]);
+    for gone in ["photos/2024/IMG_2024_0001.png", "photos/2024/IMG_2024_0002.png", "photos/2024/beach.png"] {
+        assert_eq!(status_of(&node, gone), 404, "{gone} was selected and deleted");
+    }
+    assert_eq!(status_of(&node, "photos/2024/sunset.png"), 200, "the unselected file stays");
+
+    // --- Search across the whole store, any case; the search is in the URL.
+    browser.goto(&node.url("/#files?path=docs%2F"));
+    wait_rows(&mut browser, "docs/", &["docs/readme.txt"]);
+    type_into(&mut browser, "[data-testid=search]", "IMG_20");
+    wait_rows(
+        &mut browser,
+        "names containing img_20 in any case, in every folder",
+        &["archive/old-img_2024-list.txt", "photos/2023/IMG_2023_0001.png"],
+    );
+    let count = browser.eval("document.querySelector('[data-testid=list-count]').textContent");
+    assert_eq!(count, "2 files match");
+    let searched = browser.eval("location.href").as_str().unwrap().to_string();
+    assert!(searched.contains("q=IMG_20"), "the search is in the URL: {searched}");
+    // The URL alone brings the same view back (a bookmark), in another order.
+    browser.goto(&format!("{searched}&sort=name&order=desc"));
+    wait_rows(
+        &mut browser,
+        "the bookmarked search, in descending name order",
+        &["photos/2023/IMG_2023_0001.png", "archive/old-img_2024-list.txt"],
+    );
+    assert_eq!(browser.eval("document.querySelector('[data-testid=search]').value"), "IMG_20");
+    // Sorting by size from the column header (largest first).
+    browser.click("th[data-sort=size] .sort-button");
+    wait_rows(
+        &mut browser,
+        "the search sorted by size, largest first",
+        &["photos/2023/IMG_2023_0001.png", "archive/old-img_2024-list.txt"],
+    );
+    assert!(browser.eval("location.hash").as_str().unwrap().contains("sort=size"), "the sort is in the URL");
+
+    // --- Text preview: the file's own text, shown as text (not markup), in the quick look.
+    browser.goto(&node.url("/#files?path=docs%2F"));
+    wait_rows(&mut browser, "docs/ again", &["docs/readme.txt"]);
+    browser.click(&format!("{} [data-testid=menu-quicklook]", row("docs/readme.txt")));
+    let shown = browser.wait_for(
+        "the text preview",
+        "document.getElementById('quicklook').open && document.querySelector('#quicklook-body [data-testid=preview-text]')?.textContent",
+    );
+    assert_eq!(shown, readme, "the preview shows the file's text");
+    assert_eq!(browser.eval("document.querySelectorAll('#quicklook-body b').length"), 0, "text rendered as markup");
+    browser.press("Escape");
+    browser.wait_for("the quick look to close", "!document.getElementById('quicklook').open");
+
+    // --- Move (rename into another folder) from the file's menu: metadata only.
+    browser.click(&format!("{} [data-testid=menu-move]", row("docs/readme.txt")));
+    browser.wait_for("the move dialog", "document.getElementById('prompt-dialog').open");
+    browser.eval("document.querySelector('[data-testid=prompt-input]').value = ''");
+    type_into(&mut browser, "[data-testid=prompt-input]", "archive/readme-moved.txt");
+    browser.click("[data-testid=prompt-ok]");
+    wait_rows(&mut browser, "docs/ empty after the move", &[]);
+    assert_eq!(status_of(&node, "docs/readme.txt"), 404, "the old name is gone");
+    let (code, moved) = get(&node.url("/api/v1/files/archive/readme-moved.txt"));
+    assert_eq!((code, moved.as_slice()), (200, readme.as_bytes()), "the moved file has the same bytes");
+
+    // --- Upload a whole folder through the folder picker, into the folder shown.
+    let work = tempfile::tempdir().unwrap();
+    let trip = work.path().join("trip");
+    std::fs::create_dir_all(trip.join("day 2")).unwrap();
+    std::fs::write(trip.join("plan.txt"), "day 1: arrive").unwrap();
+    std::fs::write(trip.join("day 2").join("notes.txt"), "day 2: hike").unwrap();
+    browser.set_input_files("[data-testid=folder-input]", &[&trip]);
+    wait_upload_done(&mut browser, "docs/trip/plan.txt");
+    wait_upload_done(&mut browser, "docs/trip/day 2/notes.txt");
+    assert_eq!(get(&node.url("/api/v1/files/docs/trip/day%202/notes.txt")), (200, b"day 2: hike".to_vec()));
+    wait_rows(&mut browser, "the uploaded folder in docs/", &["docs/trip/"]);
+    browser.wait_for(
+        "the uploaded folder's count",
+        "document.querySelector('[data-count-for=\"docs/trip/\"]')?.textContent === '2 files'",
+    );
+
+    // --- The same file again: the page asks before replacing; keeping it sends nothing.
+    browser.click(&format!("{} [data-testid=folder-open]", row("docs/trip/")));
+    wait_rows(&mut browser, "docs/trip/", &["docs/trip/day 2/", "docs/trip/plan.txt"]);
+    let plan = work.path().join("plan.txt");
+    std::fs::write(&plan, "a different plan").unwrap();
+    browser.set_input_files("[data-testid=file-input]", &[&plan]);
+    let asked = browser.wait_for(
+        "the overwrite question",
+        "document.getElementById('overwrite-dialog').open && document.querySelector('[data-testid=overwrite-text]').textContent",
+    );
+    assert!(asked.as_str().unwrap().contains("docs/trip/plan.txt"), "names the file: {asked}");
+    browser.click("[data-testid=overwrite-skip]");
+    browser.wait_for(
+        "the upload to be skipped",
+        "document.querySelector('[data-testid=upload-item][data-state=skipped]')",
+    );
+    assert_eq!(get(&node.url("/api/v1/files/docs/trip/plan.txt")).1, b"day 1: arrive", "kept");
+
+    // --- Delete a folder: the confirmation counts the files under it.
+    browser.goto(&node.url("/"));
+    wait_rows(&mut browser, "the top level", &["archive/", "docs/", "photos/"]);
+    browser.click(&format!("{} [data-testid=menu-delete]", row("archive/")));
+    let question = browser.wait_for(
+        "the folder delete confirmation",
+        "document.getElementById('confirm-dialog').open && document.querySelector('[data-testid=confirm-text]').textContent",
+    );
+    assert!(
+        question.as_str().unwrap().contains("“archive/” and the 3 files in it"),
+        "the confirmation counts the files: {question}"
+    );
+    browser.click("[data-testid=confirm-ok]");
+    wait_rows(&mut browser, "the folder gone", &["docs/", "photos/"]);
+    assert_eq!(status_of(&node, "archive/keep.txt"), 404);
+
+    // --- Pictures: desktop and phone, light and dark; nothing scrolls sideways on a phone.
+    browser.goto(&node.url("/#files?path=photos%2F"));
+    wait_rows(&mut browser, "photos/", &["photos/2023/", "photos/2024/"]);
+    browser.wait_for(
+        "the counts",
+        "[...document.querySelectorAll('[data-testid=folder-count]')].every(c => c.textContent.endsWith('files'))",
+    );
+    let problems = browser.eval(A11Y_CHECK);
+    assert_eq!(problems, json!([]), "accessibility problems");
+    for (scheme, (w, h, phone)) in
+        [("light", (1280, 900, false)), ("dark", (1280, 900, false)), ("light", (390, 844, true)), ("dark", (390, 844, true))]
+    {
+        browser.set_viewport(w, h, phone);
+        browser.set_color_scheme(scheme);
+        let size = if phone { "phone" } else { "desktop" };
+        browser.screenshot(&format!("files-{size}-{scheme}.png"));
+        if phone {
+            let overflow = browser.eval("document.documentElement.scrollWidth - window.innerWidth");
+            assert!(overflow.as_f64().unwrap_or(1.0) <= 0.0, "sideways scroll on a phone: {overflow} px");
+        }
+    }
+    no_exceptions(&browser);
+}
+
+/// Every control named, ids unique, dialogs labelled (as in tests/ui_browser.rs).
+const A11Y_CHECK: &str = r#"(() => {
+  const problems = [];
+  const named = (el) => {
+    if (el.getAttribute('aria-label')) return true;
+    const by = el.getAttribute('aria-labelledby');
+    if (by && by.split(/\s+/).every((id) => document.getElementById(id)?.textContent.trim())) return true;
+    if (el.labels && [...el.labels].some((l) => l.textContent.trim())) return true;
+    return el.textContent.trim().length > 0;
+  };
+  for (const el of document.querySelectorAll('button, a[href], summary, input:not([type=hidden]):not([hidden]), select, textarea, progress')) {
+    if (!named(el)) problems.push(`unnamed ${el.tagName.toLowerCase()} ${el.id || el.className || el.outerHTML.slice(0, 80)}`);
+  }
+  const ids = [...document.querySelectorAll('[id]')].map((el) => el.id);
+  for (const id of new Set(ids)) if (ids.filter((x) => x === id).length > 1) problems.push(`duplicate id ${id}`);
+  for (const d of document.querySelectorAll('dialog')) if (!named(d)) problems.push(`unlabelled dialog ${d.id}`);
+  return problems;
+})()"#;
+
+#[test]
+fn ui_files_share_link_opens_without_the_token_and_revokes() {
+    let Some(chromium) = chromium_or_skip() else {
+        return;
+    };
+    let token = "ui-files-token-0123456789abcdef";
+    let node = TestNode::start_with(&["--api-token", token]);
+    let content = "shared with a friend\n";
+    let res = http()
+        .put(node.url("/api/v1/files/shared/letter.txt"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("Content-Type", "text/plain")
+        .send(content)
+        .expect("PUT");
+    assert_eq!(res.status().as_u16(), 201);
+
+    let mut browser = Browser::launch(&chromium);
+    browser.set_viewport(1280, 900, false);
+    browser.goto(&node.url("/#files?path=shared%2F"));
+    browser.wait_for("the token dialog", "document.getElementById('token-dialog').open");
+    browser.eval(&format!("document.querySelector('[data-testid=token-input]').value = {}", q(token)));
+    browser.click("[data-testid=token-ok]");
+    wait_rows(&mut browser, "the shared folder after signing in", &["shared/letter.txt"]);
+
+    // Create the link from the file's menu.
+    browser.click(&format!("{} [data-testid=menu-share]", row("shared/letter.txt")));
+    browser.wait_for("the share dialog", "document.getElementById('share-dialog').open");
+    browser.click("[data-testid=share-create]");
+    let link = browser.wait_for("a share link", "document.querySelector('[data-testid=share-url]').value");
+    let link = link.as_str().unwrap().to_string();
+    assert!(link.starts_with(&node.url("/share/")) && !link.contains(token), "link: {link}");
+
+    // A fresh browser (its own profile: no cookie, no token) has no access to the node ...
+    let mut friend = Browser::launch(&chromium);
+    friend.goto(&node.url("/"));
+    friend.wait_for("the friend to be asked for a token", "document.getElementById('token-dialog').open");
+    let api = friend.eval("fetch('/api/v1/files/shared/letter.txt').then(r => r.status)");
+    assert_eq!(api, 401, "the friend has no access beyond the link");
+    // ... but opens the link.
+    friend.goto(&link);
+    let body = friend.wait_for("the shared text", "document.body && document.body.innerText");
+    assert_eq!(body.as_str().unwrap().trim_end(), content.trim_end(), "the link serves the file");
+
+    // Revoke from the same dialog: the link stops working.
+    browser.click("[data-testid=share-revoke]");
+    browser.wait_for("the revoke confirmation", "document.getElementById('confirm-dialog').open");
+    browser.click("[data-testid=confirm-ok]");
+    browser.wait_for("the links revoked", "document.querySelector('[data-testid=toast]').textContent.includes('revoked')");
+    friend.goto(&link);
+    let refused = friend.wait_for("the revoked link's answer", "document.body && document.body.innerText");
+    assert!(!refused.as_str().unwrap().contains(content.trim_end()), "a revoked link still serves: {refused}");
+    assert_eq!(get(&link).0, 403, "a revoked link is refused");
+    no_exceptions(&browser);
+}
+
+#[test]
+fn ui_files_upload_resumes_after_the_node_restarts() {
+    let Some(chromium) = chromium_or_skip() else {
+        return;
+    };
+    let mut node = TestNode::start();
+    let work = tempfile::tempdir().unwrap();
+    let name = "big upload.bin";
+    let data = random_bytes(6 * MIB, 0x5eed_00aa);
+    let path = work.path().join(name);
+    std::fs::write(&path, &data).unwrap();
+
+    let mut browser = Browser::launch(&chromium);
+    browser.set_viewport(1280, 900, false);
+    browser.goto(&node.url("/"));
+    browser.wait_for("the page to go live", "document.getElementById('conn').dataset.state === 'live'");
+    // 1 MiB PATCHes at 1 MiB/s, so the restart lands mid-upload with some of it stored.
+    browser.eval(&format!("window.diststore.patchBytes = {MIB}"));
+    browser.page("Network.enable", json!({}));
+    browser.page(
+        "Network.emulateNetworkConditions",
+        json!({ "offline": false, "latency": 0, "downloadThroughput": -1, "uploadThroughput": MIB }),
+    );
+    browser.set_input_files("[data-testid=file-input]", &[&path]);
+    let item = format!("document.querySelector('[data-testid=upload-item][data-name={}]')", q(name));
+    browser.wait_for(
+        "a third of the upload to be sent",
+        &format!("Number({item}?.querySelector('progress').value) >= 35"),
+    );
+    // Speed and time left show while it runs, per file and in total.
+    let line = browser.eval(&format!("{item}.querySelector('[data-testid=upload-bytes]').textContent"));
+    assert!(line.as_str().unwrap().contains("/s ·") && line.as_str().unwrap().contains("left"), "per file: {line}");
+    let total = browser.eval("document.querySelector('[data-testid=upload-total]').textContent");
+    assert!(total.as_str().unwrap().contains("1 file left") && total.as_str().unwrap().contains("left"), "total: {total}");
+    browser.screenshot("upload-panel.png");
+
+    node.restart();
+    browser.wait_for(
+        "the upload to resume and finish",
+        &format!("{item}.dataset.state === 'done' && {item}.dataset.resumedAt"),
+    );
+    let resumed_at: u64 = browser.eval(&format!("{item}.dataset.resumedAt")).as_str().unwrap().parse().unwrap();
+    assert!(resumed_at > 0, "the upload went on from where the node was, not from zero");
+    let retries = browser.eval(&format!("Number({item}.dataset.retries)"));
+    assert!(retries.as_u64().unwrap_or(0) >= 1, "the restart was noticed and retried");
+    let (code, stored) = get(&node.url("/api/v1/files/big%20upload.bin"));
+    assert_eq!(code, 200);
+    assert_eq!(sha256_hex(&stored), sha256_hex(&data), "the stored file is the uploaded one");
+    no_exceptions(&browser);
+}
+
+#[test]
+fn ui_files_health_banner_when_a_node_of_three_dies() {
+    let Some(chromium) = chromium_or_skip() else {
+        return;
+    };
+    let mut cluster = Cluster::start(3, &[]);
+    let mut browser = Browser::launch(&chromium);
+    browser.set_viewport(1280, 900, false);
+    browser.goto(&cluster.nodes[0].url("/"));
+    browser.wait_for("the page healthy", "document.getElementById('conn').dataset.state === 'live'");
+    assert_eq!(browser.eval("document.getElementById('health-banner').hidden"), true, "no banner while all is well");
+    assert_eq!(browser.eval("document.getElementById('conn-text').textContent"), "Healthy");
+
+    let dead = cluster.nodes[2].base.clone();
+    cluster.nodes[2].kill9();
+    let text = browser.wait_for(
+        "the banner to say a node is down",
+        "!document.getElementById('health-banner').hidden && \
+         document.querySelector('[data-testid=health-item][data-key=nodes-down]')?.textContent",
+    );
+    assert!(text.as_str().unwrap().contains(&dead), "the banner names the node: {text}");
+    // The header no longer says all is well.
+    assert_eq!(browser.eval("document.getElementById('conn').dataset.state"), "degraded");
+    browser.screenshot("banner-node-down.png");
+    // On every view: the cluster view shows it too, with this node's disk.
+    browser.eval("location.hash = '#cluster'");
+    browser.wait_for(
+        "the cluster view with one node down and the disk figures",
+        "document.querySelectorAll('[data-testid=node-row][data-state=down]').length === 1 && \
+         !document.getElementById('health-banner').hidden && \
+         /used, .* free of /.test(document.querySelector('[data-testid=total-disk] dd')?.textContent)",
+    );
+    browser.set_color_scheme("dark");
+    browser.screenshot("banner-node-down-cluster-dark.png");
+    no_exceptions(&browser);
+}
