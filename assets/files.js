@@ -189,16 +189,16 @@ export async function loadList() {
 // Folder rows show how many files are under them: one counting listing per
 // folder shown (it scans the names under that folder), three at a time.
 async function loadCounts(seq) {
-  const folders = list.items.filter((i) => i.folder && !i.placeholder && !list.counts.has(i.key));
-  await eachLimited(folders, 3, async (item) => {
-    if (seq !== list.seq) return;
+  const show = (key, n) => {
+    for (const cell of document.querySelectorAll(`[data-count-for="${CSS.escape(key)}"]`)) cell.textContent = plural(n, 'file', 'files');
+  };
+  const folders = list.items.filter((i) => i.folder && !i.placeholder);
+  for (const item of folders) if (list.counts.has(item.key)) show(item.key, list.counts.get(item.key));
+  await eachLimited(folders.filter((i) => !list.counts.has(i.key)), 3, async (item) => {
+    if (seq !== list.seq) return; // a newer listing counts what it shows
     const n = await countUnder(item.key);
     list.counts.set(item.key, n);
-    if (seq === list.seq) {
-      for (const cell of document.querySelectorAll(`[data-count-for="${CSS.escape(item.key)}"]`)) {
-        cell.textContent = plural(n, 'file', 'files');
-      }
-    }
+    show(item.key, n);
   });
 }
 
@@ -824,6 +824,17 @@ export function wireFiles() {
     syncChecks();
   });
   $('new-folder').addEventListener('click', newFolder);
+  // One menu open at a time; a click elsewhere or Escape closes it.
+  document.addEventListener('click', (e) => {
+    for (const menu of document.querySelectorAll('details.menu[open]')) if (!menu.contains(e.target)) menu.removeAttribute('open');
+  });
+  document.addEventListener('keydown', (e) => {
+    if (e.key !== 'Escape') return;
+    const menu = document.querySelector('details.menu[open]');
+    if (!menu) return;
+    menu.removeAttribute('open');
+    menu.querySelector('summary').focus();
+  });
 
   let searchTimer = 0;
   $('search').addEventListener('input', () => {

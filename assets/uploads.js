@@ -220,6 +220,7 @@ class Upload {
       });
       if (this.state === 'cancelled') return;
       if (res.status === 201) {
+        this.view.item.dataset.creates = String(Number(this.view.item.dataset.creates || 0) + 1);
         this.url = new URL(res.getResponseHeader('Location'), location.href).pathname;
         this.offset = 0;
         remember(this.resumeKey, this.url);
