@@ -282,7 +282,7 @@ function folderRow(item, index) {
     el('th', { scope: 'row', class: 'name', 'data-label': 'Folder' },
       el('a', { href: hashOf({ ...list.view, path: item.key, q: '', after: '', offset: 0 }), class: 'folder-link',
         'data-action': 'open-folder', 'data-testid': 'folder-open' },
-      el('span', { class: 'icon', 'aria-hidden': 'true' }, '📁'), ' ', list.view.q ? item.key : baseName(item.key)),
+      el('span', { class: 'icon icon-folder', 'aria-hidden': 'true' }), ' ', list.view.q ? item.key : baseName(item.key)),
       item.placeholder ? el('span', { class: 'badge' }, 'new, empty') : null),
     el('td', { class: 'num muted', 'data-label': 'Contains', 'data-count-for': item.key, 'data-testid': 'folder-count' },
       item.placeholder ? 'empty' : count === undefined ? '…' : plural(count, 'file', 'files')),
@@ -344,7 +344,7 @@ function gridTile(item, index) {
     return el('li', { class: 'tile folder', 'data-testid': 'grid-tile', dataset: { name: item.key } },
       checkbox(item, index),
       el('a', { href: hashOf({ ...list.view, path: item.key, q: '', after: '', offset: 0 }), class: 'tile-body' },
-        el('span', { class: 'tile-icon', 'aria-hidden': 'true' }, '📁'), el('span', { class: 'tile-name' }, baseName(item.key))));
+        el('span', { class: 'tile-icon icon-folder', 'aria-hidden': 'true' }), el('span', { class: 'tile-name' }, baseName(item.key))));
   }
   const f = item.file;
   const image = previewKind(f.name, f.content_type) === 'image';
@@ -353,7 +353,7 @@ function gridTile(item, index) {
     el('button', { type: 'button', class: 'tile-body', 'data-action': 'details', 'aria-label': `Details and preview of ${f.name}` },
       image
         ? el('img', { src: fileUrl(f.name, false), alt: '', loading: 'lazy', decoding: 'async', 'data-testid': 'thumbnail' })
-        : el('span', { class: 'tile-icon', 'aria-hidden': 'true' }, '📄'),
+        : el('span', { class: 'tile-icon icon-file', 'aria-hidden': 'true' }),
       el('span', { class: 'tile-name' }, list.view.q ? f.name : baseName(f.name))));
 }
 

@@ -308,6 +308,22 @@ fn ui_files_folders_search_previews_selection_and_moves() {
     );
     assert_eq!(get(&node.url("/api/v1/files/docs/trip/plan.txt")).1, b"day 1: arrive", "kept");
 
+    // --- A new folder exists in this tab until a file lands in it.
+    browser.click("[data-testid=new-folder]");
+    browser.wait_for("the new folder dialog", "document.getElementById('prompt-dialog').open");
+    type_into(&mut browser, "[data-testid=prompt-input]", "empty one");
+    browser.click("[data-testid=prompt-ok]");
+    browser.wait_for(
+        "the new, empty folder opened",
+        "new URLSearchParams(location.hash.split('?')[1]).get('path') === 'docs/trip/empty one/' && \
+         document.querySelector('[data-testid=list-empty]').textContent.includes('only in this browser tab')",
+    );
+    let note = work.path().join("note.txt");
+    std::fs::write(&note, "first file of the new folder").unwrap();
+    browser.set_input_files("[data-testid=file-input]", &[&note]);
+    wait_upload_done(&mut browser, "docs/trip/empty one/note.txt");
+    wait_rows(&mut browser, "the file in the new folder", &["docs/trip/empty one/note.txt"]);
+
     // --- Delete a folder: the confirmation counts the files under it.
     browser.goto(&node.url("/"));
     wait_rows(&mut browser, "the top level", &["archive/", "docs/", "photos/"]);
@@ -324,9 +340,20 @@ fn ui_files_folders_search_previews_selection_and_moves() {
     wait_rows(&mut browser, "the folder gone", &["docs/", "photos/"]);
     assert_eq!(status_of(&node, "archive/keep.txt"), 404);
 
+    // --- Bulk move of a selected folder into another: every name under it follows.
+    mouse_click(&mut browser, &format!("{} .row-check", row("docs/")), 0);
+    browser.click("[data-testid=bulk-move]");
+    browser.wait_for("the move dialog", "document.getElementById('prompt-dialog').open");
+    browser.eval("document.querySelector('[data-testid=prompt-input]').value = ''");
+    type_into(&mut browser, "[data-testid=prompt-input]", "photos/");
+    browser.click("[data-testid=prompt-ok]");
+    wait_rows(&mut browser, "docs/ moved into photos/", &["photos/"]);
+    assert_eq!(get(&node.url("/api/v1/files/photos/docs/trip/plan.txt")), (200, b"day 1: arrive".to_vec()));
+    assert_eq!(status_of(&node, "docs/trip/plan.txt"), 404, "the old names are gone");
+
     // --- Pictures: desktop and phone, light and dark; nothing scrolls sideways on a phone.
     browser.goto(&node.url("/#files?path=photos%2F"));
-    wait_rows(&mut browser, "photos/", &["photos/2023/", "photos/2024/"]);
+    wait_rows(&mut browser, "photos/", &["photos/2023/", "photos/2024/", "photos/docs/"]);
     browser.wait_for(
         "the counts",
         "[...document.querySelectorAll('[data-testid=folder-count]')].every(c => /^\\d+ files?$/.test(c.textContent))",
