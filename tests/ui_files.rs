@@ -72,12 +72,6 @@ fn type_into(browser: &mut Browser, selector: &str, text: &str) {
     browser.page("Input.insertText", json!({ "text": text }));
 }
 
-/// The names of the rows shown, in order (files and folders).
-fn rows(browser: &mut Browser) -> Vec<String> {
-    let names = browser.eval("[...document.querySelectorAll('#file-rows tr')].map(r => r.dataset.name)");
-    names.as_array().unwrap().iter().map(|v| v.as_str().unwrap_or("").to_string()).collect()
-}
-
 /// Waits until the rows shown are exactly `want` (in that order).
 fn wait_rows(browser: &mut Browser, what: &str, want: &[&str]) {
     browser.wait_for(
