@@ -215,5 +215,5 @@ function nodeRow(n) {
       ? el('time', { datetime: n.last_seen, title: formatTime(n.last_seen) }, seen)
       : seen),
     el('td', { class: 'num', 'data-label': 'Stored' }, formatBytes(n.stored_bytes)),
-    el('td', { 'data-label': 'Disk' }, n.self ? diskSummary(n) : 'reported by that node only'));
+    el('td', { 'data-label': 'Disk' }, n.self ? diskSummary(n) : 'not sent between nodes'));
 }

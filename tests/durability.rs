@@ -270,11 +270,16 @@ fn a_restart_resumes_the_scrub_and_does_not_repeat_a_finished_pass() {
     // part-way, after its position was saved (at least once a second, before it is counted).
     let first = {
         let mut node = TestNode::start_in(&dir, &["--scrub-rate", "1MiB"]);
-        let seen = wait_for("the scrub to get part-way", Duration::from_secs(60), || {
-            let n = checked(&node);
-            (n >= total * 3 / 4).then_some(n)
+        // One status for both figures: the pass may end soon after.
+        let (seen, progress) = wait_for("the scrub to get part-way", Duration::from_secs(60), || {
+            let scrub = &node.status()["scrub"];
+            let n = scrub["checked"].as_u64().unwrap();
+            (n >= total * 3 / 4).then(|| (n, scrub["pass_progress"].as_f64().unwrap()))
         });
         assert!(seen < total, "the pass ended before the node was stopped ({seen} of {total})");
+        // The status says how far the pass has got, from the position in the id space (ids
+        // are SHA-256, so about the share checked; the UI shows it).
+        assert!((0.5..1.0).contains(&progress), "pass_progress {progress} with {seen} of {total} checked");
         assert!(node.terminate().success());
         seen
     };
@@ -285,6 +290,7 @@ fn a_restart_resumes_the_scrub_and_does_not_repeat_a_finished_pass() {
         (s["scrub"]["passes"].as_u64() >= Some(1)).then_some(s)
     });
     let resumed = s["scrub"]["checked"].as_u64().unwrap();
+    assert_eq!(s["scrub"]["pass_progress"], 0.0, "no pass under way after it ended: {s}");
     assert!(resumed < total && resumed + first >= total, "resumed {resumed}, first {first}, total {total}");
     wait_for("the resume to be logged", Duration::from_secs(10), || {
         node.log_text().contains("scrub: resuming").then_some(())
