@@ -3,7 +3,8 @@
 //! case, the view in the URL (reload and back), previews of an image and a text file,
 //! multi-select with a shift-click range and bulk delete, moving a file, a folder deleted with
 //! the count in its confirmation, the overwrite prompt, share links opened in a fresh browser
-//! without the token, an upload that resumes after the node restarts, and the health banner
+//! without the token, an upload that resumes after the node restarts (with speed, time left and
+//! the leave-page warning while it runs), and the health banner
 //! when a node of a three-node cluster dies. Screenshots at desktop and phone sizes, light and
 //! dark, land in `target/ui-screenshots/`.
 //!
@@ -493,6 +494,10 @@ fn ui_files_upload_resumes_after_the_node_restarts() {
         "total: {total}"
     );
     browser.screenshot("upload-panel.png");
+    // Leaving the page now would stop the upload: the page asks the browser to warn first.
+    const LEAVE: &str = "(() => { const e = new Event('beforeunload', { cancelable: true }); \
+                         window.dispatchEvent(e); return e.defaultPrevented; })()";
+    assert_eq!(browser.eval(LEAVE), true, "no warning before leaving during an upload");
 
     // The node dies mid-upload; the page notices and waits for it ...
     node.kill9();
@@ -506,6 +511,7 @@ fn ui_files_upload_resumes_after_the_node_restarts() {
     let resumed_at: u64 =
         browser.eval(&format!("{item}.dataset.resumedAt")).as_str().unwrap().parse().unwrap();
     assert!(resumed_at > 0, "the upload went on from where the node was, not from zero");
+    assert_eq!(browser.eval(LEAVE), false, "a warning before leaving with nothing running");
     let creates = browser.eval(&format!("Number({item}.dataset.creates)"));
     assert_eq!(creates, 1, "one resumable upload across the restart, not a new one");
     let (code, stored) = get(&node.url("/api/v1/files/big%20upload.bin"));
