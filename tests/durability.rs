@@ -107,7 +107,7 @@ fn a_schema_1_database_is_upgraded_on_open() {
     let secret_arg = secret.to_str().unwrap();
 
     let node = TestNode::start_in(&dir, &["--secret-file", secret_arg]);
-    assert!(node.log_text().contains("upgrading database schema from 1 to 3"), "{}", node.log_text());
+    assert!(node.log_text().contains("upgrading database schema from 1 to 4"), "{}", node.log_text());
     let big: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     for (name, data) in [
         ("hello.txt", b"hello from schema 1\n".to_vec()),
@@ -136,7 +136,7 @@ fn a_schema_1_database_is_upgraded_on_open() {
 fn a_schema_2_database_is_upgraded_on_open() {
     let (_tmp, dir, secret) = fixture_dir("v2.redb");
     let node = TestNode::start_in(&dir, &["--secret-file", secret.to_str().unwrap()]);
-    assert!(node.log_text().contains("upgrading database schema from 2 to 3"), "{}", node.log_text());
+    assert!(node.log_text().contains("upgrading database schema from 2 to 4"), "{}", node.log_text());
     let (code, head, body) = get_with(&node.url("/api/v1/files/docs/a.txt"), &[]);
     assert_eq!((code, body.as_slice()), (200, b"schema two, text".as_slice()));
     assert_eq!(head.get("content-type").unwrap(), "text/plain");
@@ -145,6 +145,24 @@ fn a_schema_2_database_is_upgraded_on_open() {
     assert_eq!(get(&node.url("/api/v1/files/deleted")).0, 404);
     assert_eq!(node.status()["files"], 2);
     assert_eq!(put(&node.url("/api/v1/files/docs/b.txt"), b"schema three").0, 201);
+}
+
+#[test]
+fn a_schema_3_database_is_upgraded_and_its_collector_works_from_the_queue() {
+    let (_tmp, dir, secret) = fixture_dir("v3.redb");
+    let node = TestNode::start_in(&dir, &["--secret-file", secret.to_str().unwrap()]);
+    assert!(node.log_text().contains("upgrading database schema from 3 to 4"), "{}", node.log_text());
+    assert_eq!(get(&node.url("/api/v1/files/docs/a.txt")).1, b"schema three, text");
+    assert!(get(&node.url("/api/v1/files/big.bin")).1 == vec![b'z'; 400_000]);
+    assert_eq!(get(&node.url("/api/v1/files/deleted")).0, 404);
+    assert_eq!(node.status()["files"], 2);
+    // Content stored before the upgrade is collected from the queue once its name goes.
+    let before = node.status()["chunks"].as_u64().unwrap();
+    assert_eq!(delete(&node.url("/api/v1/files/big.bin")).0, 204);
+    wait_for("the deleted file's chunks to be collected", Duration::from_secs(30), || {
+        (node.status()["chunks"].as_u64().unwrap() < before).then_some(())
+    });
+    assert_eq!(get(&node.url("/api/v1/files/docs/a.txt")).1, b"schema three, text");
 }
 
 #[test]

@@ -22,14 +22,16 @@ use std::time::Duration;
 use diststore::content::{ChunkId, ChunkRef, FileId, FileName, Manifest};
 use diststore::crypto::Secret;
 use diststore::runtime;
-use diststore::storage::{Expect, Match, NameRecord, PinSet, Relink, Stamp, StorageError, Store};
+use diststore::storage::{
+    Expect, HIDDEN_PREFIX, ListQuery, Match, NameRecord, PinSet, Relink, Stamp, StorageError, Store,
+};
 use proptest::prelude::*;
 
 /// Plaintext sizes of the chunk pool: tiny ones, and one larger than a stored segment
 /// (262,000 bytes), so multi-segment chunks are in play.
 const CHUNK_SIZES: [usize; 8] = [1, 100, 1000, 4096, 10_000, 65_536, 300_000, 7];
 /// One name is the node's own metadata: stored like any file, left out of the user totals.
-const NAMES: [&str; 5] = ["a", "b", "dir/c", "d", ".diststore/meta"];
+const NAMES: [&str; 5] = ["a", "b", "dir/c", "dir/sub/d", ".diststore/meta"];
 const LOCAL: [u8; 16] = [1; 16];
 const PEER: [u8; 16] = [2; 16];
 const LONG_GRACE: Duration = Duration::from_secs(3600);
@@ -613,6 +615,36 @@ async fn agree(store: &Store, pool: &Pool, model: &Model) -> Result<(), TestCase
         "stored bytes"
     );
     prop_assert_eq!(stats.chunks, model.stored.len() as u64, "chunks");
+    // The totals of listings by folder, which the writer keeps rather than counts.
+    for prefix in ["", "dir/", "dir/sub/", "other/"] {
+        for delimiter in [false, true] {
+            let under: Vec<&str> = live
+                .iter()
+                .filter(|(i, _)| user(i))
+                .map(|(i, _)| NAMES[**i])
+                .filter(|n| n.starts_with(prefix))
+                .collect();
+            let want = if delimiter {
+                let items: BTreeSet<&str> = under
+                    .iter()
+                    .map(|n| &n[..n[prefix.len()..].find('/').map_or(n.len(), |i| prefix.len() + i + 1)])
+                    .collect();
+                items.len()
+            } else {
+                under.len()
+            };
+            let q = ListQuery {
+                prefix: prefix.into(),
+                limit: 1,
+                count: true,
+                delimiter,
+                hidden: Some(HIDDEN_PREFIX),
+                ..ListQuery::default()
+            };
+            let page = store.list(q).await.unwrap();
+            prop_assert_eq!(page.total, want as u64, "total of {:?} (delimiter {})", prefix, delimiter);
+        }
+    }
     for (i, name) in NAMES.iter().enumerate() {
         let found = store.lookup(&FileName::new(*name).unwrap()).await.unwrap();
         let want = model.names.get(&i).and_then(|r| r.file.as_ref().map(|f| (r, f)));

@@ -56,7 +56,11 @@ impl Collector {
         }
         // Freed pages are reused by later writes; once enough piled up (or the disk is below
         // its reserve), compaction gives them back to the disk. Reads wait while it runs, so
-        // it comes right after a pass, which follows deletes rather than uploads.
+        // it comes right after the last pass of a run, which follows deletes rather than
+        // uploads.
+        if report.more {
+            return Ok(report);
+        }
         match self.store.compact_if_worthwhile().await {
             Ok(Some(shrunk)) => log::info!("gc: compaction returned {shrunk} bytes to the disk"),
             Ok(None) => {}
@@ -66,11 +70,13 @@ impl Collector {
     }
 
     /// Runs a pass at start, after deletes (local or from peers), and every period, until
-    /// `shutdown` closes.
+    /// `shutdown` closes; passes follow each other while each leaves more queued.
     pub async fn run(&self, changes: async_channel::Receiver<Event>, shutdown: async_channel::Receiver<()>) {
         loop {
-            if let Err(e) = self.step().await {
-                log::error!("gc pass failed: {e}");
+            match self.step().await {
+                Ok(report) if report.more && !shutdown.is_closed() => continue,
+                Ok(_) => {}
+                Err(e) => log::error!("gc pass failed: {e}"),
             }
             // Deletes (here or from peers) are what make garbage: wake on them.
             let woken = async {

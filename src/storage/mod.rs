@@ -6,6 +6,7 @@
 
 #[cfg(test)]
 mod faults;
+pub(crate) mod folders;
 mod list;
 pub mod records;
 mod schema;
@@ -28,8 +29,8 @@ pub use records::{NameRecordV3 as NameRecord, StampV1 as Stamp};
 pub use schema::SCHEMA_VERSION;
 use tables::have_chunks_in;
 pub(crate) use tables::{
-    CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, KEY_CHECK, MANIFESTS, META, NAMES, RECEIVED,
-    SEGMENT, has_sealed, read_manifest, read_sealed,
+    CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, FOLDERS, GC_CHUNKS, GC_FILES, KEY_CHECK, MANIFESTS, META,
+    NAMES, RECEIVED, SEGMENT, has_sealed, read_manifest, read_sealed,
 };
 pub use tables::{HIDDEN_PREFIX, RECEIVED_GRACE};
 use writer::Op;
@@ -343,8 +344,9 @@ pub struct ListQuery {
     pub descending: bool,
     /// Names under this prefix are left out.
     pub hidden: Option<&'static str>,
-    /// Count every matching name for `total` (a scan of them all); otherwise the scan stops
-    /// once the page is full and `total` counts only what was scanned.
+    /// Count every matching name for `total`: a read of the kept count for a folder (or the
+    /// whole store) of the users' names without `search`, else a scan of them all. Otherwise
+    /// the scan stops once the page is full and `total` counts only what was scanned.
     pub count: bool,
     /// Group names below the next `/` after the prefix into [`ListPage::folders`].
     pub delimiter: bool,
@@ -368,6 +370,8 @@ pub struct GcReport {
     pub files: u64,
     pub chunks: u64,
     pub bytes: u64,
+    /// The pass stopped at its batch bound with more queued: another should follow.
+    pub more: bool,
 }
 
 struct Shared {
@@ -761,10 +765,23 @@ impl Store {
         .await
     }
 
-    pub async fn list(&self, query: ListQuery) -> Result<ListPage> {
+    pub async fn list(&self, mut query: ListQuery) -> Result<ListPage> {
         self.read(move |db| {
             let txn = db.begin_read()?;
-            list_names(&txn.open_table(NAMES)?, &query)
+            // The writer keeps the totals of folders and of the store (the users' names):
+            // then the scan stops at the page instead of counting every match.
+            let kept = query.count
+                && query.search.is_none()
+                && (query.prefix.is_empty() || query.prefix.ends_with('/'))
+                && query.hidden == Some(HIDDEN_PREFIX);
+            if !kept {
+                return list_names(&txn.open_table(NAMES)?, &query);
+            }
+            let counts = folders::read(&txn.open_table(FOLDERS)?, &query.prefix)?;
+            query.count = false;
+            let mut page = list_names(&txn.open_table(NAMES)?, &query)?;
+            page.total = if query.delimiter { counts.files + counts.folders } else { counts.below };
+            Ok(page)
         })
         .await
     }

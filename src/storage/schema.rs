@@ -5,13 +5,13 @@ use std::path::Path;
 use redb::{Builder, Database, ReadableTable, Table, TableHandle};
 
 use super::{
-    CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, GC_FILES, MANIFESTS, META, NAMES, RECEIVED, Result, Stats,
-    StorageError,
+    CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, FOLDERS, GC_CHUNKS, GC_FILES, MANIFESTS, META, NAMES,
+    RECEIVED, Result, Stats, StorageError,
 };
 use crate::content::NodeId;
 
 /// Version of the whole set of tables and records. Bump it with a step in `migrations/`.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
 #[path = "../../migrations/mod.rs"]
 mod migrations;
@@ -106,6 +106,8 @@ pub(super) fn open_backend(
         txn.open_table(CHUNK_REFS)?;
         txn.open_table(FILE_REFS)?;
         txn.open_table(GC_FILES)?;
+        txn.open_table(GC_CHUNKS)?;
+        txn.open_table(FOLDERS)?;
         txn.open_table(RECEIVED)?;
     }
     txn.commit()?;
@@ -126,6 +128,8 @@ fn current(db: &Database) -> Result<Option<NodeId>> {
         CHUNK_REFS.name(),
         FILE_REFS.name(),
         GC_FILES.name(),
+        GC_CHUNKS.name(),
+        FOLDERS.name(),
         RECEIVED.name(),
     ];
     if !all.iter().all(|name| tables.iter().any(|t| t == name)) {

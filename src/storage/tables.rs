@@ -71,6 +71,12 @@ pub const RECEIVED_GRACE: std::time::Duration = std::time::Duration::from_secs(1
 pub const HIDDEN_PREFIX: &str = ".diststore/";
 /// Manifests whose last name went away, for the collector.
 pub(crate) const GC_FILES: TableDefinition<[u8; 32], ()> = TableDefinition::new("gc_files_v1");
+/// Chunks whose use count is zero (stored with none yet, or released by a manifest), for the
+/// collector: a pass looks at these rather than at every chunk, so a delete costs what it
+/// released. An entry leaves when its chunk goes or is used again.
+/// Live names per folder (see [`super::folders`]): (below, direct files, direct folders).
+pub(crate) const FOLDERS: TableDefinition<&str, (u64, u64, u64)> = TableDefinition::new("folders_v1");
+pub(crate) const GC_CHUNKS: TableDefinition<[u8; 32], ()> = TableDefinition::new("gc_chunks_v1");
 
 pub(crate) fn read_manifest(
     table: &impl ReadableTable<[u8; 32], &'static [u8]>,

@@ -18,9 +18,9 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, WriteTr
 
 use super::records::{ManifestRecordV1, NameRecordV3, StampV1, decode, encode};
 use super::{
-    CHUNK_INDEX, CHUNK_REFS, CHUNKS, Expect, FILE_REFS, GC_FILES, GcReport, MANIFESTS, META, NAMES, Pins,
-    RECEIVED, Result, SEGMENT, Slot, StorageError, WriterShared, disk_space, guarded, has_sealed,
-    read_sealed, schema,
+    CHUNK_INDEX, CHUNK_REFS, CHUNKS, Expect, FILE_REFS, FOLDERS, GC_CHUNKS, GC_FILES, GcReport, MANIFESTS,
+    META, NAMES, Pins, RECEIVED, Result, SEGMENT, Slot, StorageError, WriterShared, disk_space, guarded,
+    has_sealed, read_sealed, schema,
 };
 use crate::content::{ChunkId, FileId, Manifest};
 use crate::time::unix_ms;
@@ -253,7 +253,7 @@ pub(crate) fn start(
                 }
             }
             let _stopped = Stopped(shared.clone());
-            Writer { slot, pins, file, shared, refused: HashSet::new() }.run(&rx)
+            Writer { slot, pins, file, shared, refused: HashSet::new(), gc_cursor: [0; 32] }.run(&rx)
         })
         .expect("spawning the storage writer thread");
     tx
@@ -286,6 +286,8 @@ struct Writer {
     /// Chunks refused for want of space: a commit that needs one fails with no space too,
     /// rather than with a missing chunk. Cleared when the chunk is stored or the set grows.
     refused: HashSet<ChunkId>,
+    /// Where the next collection goes on in `gc_chunks_v1` (see `collect`).
+    gc_cursor: [u8; 32],
 }
 
 /// How long a reopen or compaction waits for reads in flight to let go of the database.
@@ -348,12 +350,16 @@ impl Writer {
         let batch = self.refuse_without_space(batch);
         if !batch.is_empty() {
             let durable = batch.iter().any(Op::acknowledges);
-            let grace_ms = self.shared.received_grace_ms.load(Ordering::SeqCst);
+            let mut gc = GcState {
+                grace_ms: self.shared.received_grace_ms.load(Ordering::SeqCst),
+                cursor: self.gc_cursor,
+            };
             let mut outcomes = Vec::with_capacity(batch.len());
             let handle = db.take().expect("taken only here");
             let result = guarded("writing", || {
-                apply_batch(&handle, &self.pins, batch, durable, grace_ms, &mut outcomes, &mut self.refused)
+                apply_batch(&handle, &self.pins, batch, durable, &mut gc, &mut outcomes, &mut self.refused)
             });
+            self.gc_cursor = gc.cursor;
             drop(handle);
             // A collection's doomed chunks are removed (or, on failure, kept) for good now.
             self.pins.clear_doomed();
@@ -544,15 +550,22 @@ impl Outcome {
     }
 }
 
-/// `grace_ms`: how long confirmed chunks awaiting their manifest are spared. Each operation's
-/// outcome goes to `outcomes` as it is applied, so that a failure answers all of them.
-/// Returns the chunk bytes it removed.
+/// What a collection in the batch goes by, kept by the writer between batches.
+struct GcState {
+    /// How long confirmed chunks awaiting their manifest are spared (see `RECEIVED`).
+    grace_ms: u64,
+    /// Where the walk of `gc_chunks_v1` goes on (a hint: any key is correct).
+    cursor: [u8; 32],
+}
+
+/// Each operation's outcome goes to `outcomes` as it is applied, so that a failure answers all
+/// of them. Returns the chunk bytes it removed.
 fn apply_batch(
     db: &Database,
     pins: &Pins,
     batch: Vec<Op>,
     durable: bool,
-    grace_ms: u64,
+    gc: &mut GcState,
     outcomes: &mut Vec<Outcome>,
     refused: &mut HashSet<ChunkId>,
 ) -> Result<u64> {
@@ -562,7 +575,8 @@ fn apply_batch(
     let mut done = (0, Vec::new());
     let applied = (|| -> Result<()> {
         let mut t = Tables::open(&txn)?;
-        t.grace_ms = grace_ms;
+        t.grace_ms = gc.grace_ms;
+        t.gc_cursor = gc.cursor;
         for op in ops.by_ref() {
             // Stands for the operation until it is applied: one that fails midway (or panics
             // inside redb) is answered with the batch's error too.
@@ -571,6 +585,7 @@ fn apply_batch(
             *outcomes.last_mut().expect("pushed above") = outcome;
         }
         t.save_stats()?;
+        gc.cursor = t.gc_cursor;
         done = (t.freed, std::mem::take(&mut t.refused_now_stored));
         Ok(())
     })();
@@ -593,10 +608,14 @@ struct Tables<'t> {
     chunk_refs: Table<'t, [u8; 32], u32>,
     file_refs: Table<'t, [u8; 32], u32>,
     gc_files: Table<'t, [u8; 32], ()>,
+    gc_chunks: Table<'t, [u8; 32], ()>,
+    folders: Table<'t, &'static str, (u64, u64, u64)>,
     received: Table<'t, [u8; 32], u64>,
     stats: super::Stats,
     /// How long confirmed chunks awaiting their manifest are spared (see `RECEIVED`).
     grace_ms: u64,
+    /// Where the collector's walk of `gc_chunks` goes on.
+    gc_cursor: [u8; 32],
     /// Sealed chunk bytes removed (pages to reuse, or to return by compaction).
     freed: u64,
     /// Chunks stored (or found stored): no longer refused, once the batch commits.
@@ -620,9 +639,12 @@ impl<'t> Tables<'t> {
             chunk_refs: txn.open_table(CHUNK_REFS)?,
             file_refs: txn.open_table(FILE_REFS)?,
             gc_files: txn.open_table(GC_FILES)?,
+            gc_chunks: txn.open_table(GC_CHUNKS)?,
+            folders: txn.open_table(FOLDERS)?,
             received: txn.open_table(RECEIVED)?,
             stats,
             grace_ms: 0,
+            gc_cursor: [0; 32],
             freed: 0,
             refused_now_stored: Vec::new(),
             newest,
@@ -782,6 +804,7 @@ impl<'t> Tables<'t> {
         // A chunk enters with no users; until its manifest commits, only a pin keeps it.
         if self.chunk_refs.get(key)?.is_none() {
             self.chunk_refs.insert(key, 0)?;
+            self.gc_chunks.insert(key, ())?;
         }
         self.stats.stored_bytes += sealed.len() as u64;
         self.stats.chunks += 1;
@@ -863,6 +886,10 @@ impl<'t> Tables<'t> {
         }
         // The node's own metadata is not what users stored: their totals leave it out.
         let counted = !name.starts_with(super::HIDDEN_PREFIX);
+        let was_live = old.as_ref().is_some_and(|o| o.file.is_some());
+        if counted && was_live != link.is_some() {
+            super::folders::count(&mut self.folders, name, link.is_some())?;
+        }
         if let Some(old) = &old {
             self.unlink(old, counted)?;
         }
@@ -917,6 +944,9 @@ impl<'t> Tables<'t> {
             let k = chunk.id.as_bytes();
             let refs = self.chunk_refs.get(k)?.map_or(0, |v| v.value());
             self.chunk_refs.insert(k, refs + 1)?;
+            if refs == 0 {
+                self.gc_chunks.remove(k)?;
+            }
             // The manifest the confirmation awaited (or another) keeps the chunk now.
             self.received.remove(k)?;
         }
