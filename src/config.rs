@@ -635,7 +635,8 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse() {
         return Ok(addr);
     }
-    let bad = |why: String| format!("{text:?} is not an address like 127.0.0.1:8080 or localhost:8080: {why}");
+    let bad =
+        |why: String| format!("{text:?} is not an address like 127.0.0.1:8080 or localhost:8080: {why}");
     if !text.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()) {
         return Err(bad("give HOST:PORT".into()));
     }
@@ -697,4 +698,3 @@ mod tests {
         assert_eq!(serve(&["--io-threads", "0"]).unwrap_err(), "--io-threads must be at least 1");
     }
 }
-

@@ -50,7 +50,8 @@ impl Script {
             .env_remove("DISTSTORE_API_TOKEN")
             .output()
             .expect("bash");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         (out.status.success(), text)
     }
 
@@ -82,7 +83,10 @@ fn authed(url: &str, token: &str) -> ureq::RequestBuilder<ureq::typestate::Witho
 #[test]
 fn cluster_sh_fills_in_a_killed_node_and_restarts_one_with_an_api_token() {
     for tool in ["curl", "jq", "openssl", "setsid"] {
-        if Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
         {
             continue;
         }

@@ -43,7 +43,10 @@ fn json_lines_parse_and_the_access_log_has_method_route_status_bytes_and_time() 
     stop(&mut node);
     let lines = json_lines(&node);
     for line in &lines {
-        assert!(["error", "warn", "info", "debug", "trace"].contains(&line["level"].as_str().unwrap()), "{line}");
+        assert!(
+            ["error", "warn", "info", "debug", "trace"].contains(&line["level"].as_str().unwrap()),
+            "{line}"
+        );
         assert!(line["time"].as_str().unwrap().ends_with('Z'), "{line}");
         assert!(line["target"].as_str().unwrap().starts_with("diststore"), "{line}");
         assert!(line["msg"].is_string(), "{line}");
@@ -96,7 +99,10 @@ fn a_filter_drops_one_modules_lines_and_keeps_the_rest() {
     let lines = json_lines(&quiet);
     assert!(lines.iter().all(|l| l["level"] == "warn" || l["level"] == "error"), "{lines:?}");
     let mut chatty = TestNode::start_with(&["--log-format", "json"]);
-    assert!(json_lines(&chatty).iter().any(|l| l["level"] == "info"), "the same start logs at info by default");
+    assert!(
+        json_lines(&chatty).iter().any(|l| l["level"] == "info"),
+        "the same start logs at info by default"
+    );
     stop(&mut chatty);
 }
 
@@ -105,7 +111,9 @@ fn malformed_log_settings_are_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str], env: Option<&str>| {
         let mut cmd = std::process::Command::new(BIN);
-        cmd.args(["--listen", "127.0.0.1:0", "--s3-listen", "off", "--data-dir"]).arg(dir.path().join("d")).args(args);
+        cmd.args(["--listen", "127.0.0.1:0", "--s3-listen", "off", "--data-dir"])
+            .arg(dir.path().join("d"))
+            .args(args);
         cmd.env_remove("RUST_LOG");
         if let Some(v) = env {
             cmd.env("RUST_LOG", v);
@@ -131,7 +139,8 @@ fn a_client_closing_its_event_stream_is_not_logged_as_an_error() {
     let addr = node.base.trim_start_matches("http://").to_string();
     let mut stream = TcpStream::connect(&addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET /api/v1/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+    write!(stream, "GET /api/v1/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n")
+        .unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();
     while !line.replace(' ', "").starts_with("event:status") {

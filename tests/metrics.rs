@@ -26,7 +26,9 @@ fn parser_python() -> Option<String> {
         std::env::var_os("CI").is_none(),
         "python3 with prometheus_client is not on PATH but CI is set: .ci/run installs it into .ci/venv"
     );
-    eprintln!("skipping: no python3 with prometheus_client on PATH (pip install prometheus-client in .ci/venv)");
+    eprintln!(
+        "skipping: no python3 with prometheus_client on PATH (pip install prometheus-client in .ci/venv)"
+    );
     None
 }
 
@@ -49,7 +51,9 @@ impl Scrape {
     fn find(&self, name: &str, labels: &[(&str, &str)]) -> Vec<&Sample> {
         self.samples
             .iter()
-            .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+            .filter(|s| {
+                s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
             .collect()
     }
 
@@ -133,11 +137,17 @@ fn metrics_parse_and_show_a_node_down_under_replication_and_repair() {
     let put = [("method", "PUT"), ("route", "/api/v1/files/{name}")];
     assert_eq!(s.value("diststore_http_requests_total", &[put[0], put[1], ("status", "201")]), 3.0);
     assert_eq!(
-        s.value("diststore_http_requests_total", &[("method", "GET"), ("route", "/api/v1/files/{name}"), ("status", "404")]),
+        s.value(
+            "diststore_http_requests_total",
+            &[("method", "GET"), ("route", "/api/v1/files/{name}"), ("status", "404")]
+        ),
         1.0
     );
     assert_eq!(s.value("diststore_http_request_duration_seconds_count", &put), 3.0);
-    assert_eq!(s.value("diststore_http_request_duration_seconds_bucket", &[put[0], put[1], ("le", "+Inf")]), 3.0);
+    assert_eq!(
+        s.value("diststore_http_request_duration_seconds_bucket", &[put[0], put[1], ("le", "+Inf")]),
+        3.0
+    );
     assert!(s.value("diststore_http_request_duration_seconds_sum", &put) > 0.0);
     // Labels carry route templates, never the names in paths.
     for sample in &s.samples {
@@ -165,7 +175,8 @@ fn metrics_parse_and_show_a_node_down_under_replication_and_repair() {
     }
     assert_eq!(s.value("diststore_chunks_under_replicated", &[]), 0.0);
     // Every series the Grafana dashboard queries is one the node exposes.
-    let dashboard = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/grafana-dashboard.json")).unwrap();
+    let dashboard =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/grafana-dashboard.json")).unwrap();
     let exposed: std::collections::HashSet<&str> = s.samples.iter().map(|x| x.name.as_str()).collect();
     let mut queried = 0;
     for query in serde_json::from_str::<Value>(&dashboard).unwrap()["panels"]
@@ -188,11 +199,12 @@ fn metrics_parse_and_show_a_node_down_under_replication_and_repair() {
     // grace runs.
     let down = c.nodes[2].base.clone();
     c.nodes[2].kill9();
-    let under = wait_for("node 0 to show node 2 down and chunks under-replicated", Duration::from_secs(30), || {
-        let s = scrape(&python, &c.nodes[0]);
-        let under = s.value("diststore_chunks_under_replicated", &[]);
-        (s.value("diststore_peer_up", &[("peer", &down)]) == 0.0 && under > 0.0).then_some(under)
-    });
+    let under =
+        wait_for("node 0 to show node 2 down and chunks under-replicated", Duration::from_secs(30), || {
+            let s = scrape(&python, &c.nodes[0]);
+            let under = s.value("diststore_chunks_under_replicated", &[]);
+            (s.value("diststore_peer_up", &[("peer", &down)]) == 0.0 && under > 0.0).then_some(under)
+        });
     let total_chunks: f64 =
         (0..2).map(|i| scrape(&python, &c.nodes[i]).value("diststore_chunks", &[])).sum::<f64>();
     assert!(under <= total_chunks, "{under} under-replicated of {total_chunks} stored on the survivors");
@@ -201,7 +213,8 @@ fn metrics_parse_and_show_a_node_down_under_replication_and_repair() {
     // nothing stays missing or under-replicated.
     wait_for("the survivors' repair to fetch node 2's copies", Duration::from_secs(60), || {
         let scrapes: Vec<Scrape> = (0..2).map(|i| scrape(&python, &c.nodes[i])).collect();
-        let fetched: f64 = scrapes.iter().map(|s| s.value("diststore_repair_fetched_chunks_total", &[])).sum();
+        let fetched: f64 =
+            scrapes.iter().map(|s| s.value("diststore_repair_fetched_chunks_total", &[])).sum();
         let settled = scrapes.iter().all(|s| {
             s.value("diststore_chunks_missing", &[]) == 0.0
                 && s.value("diststore_chunks_under_replicated", &[]) == 0.0

@@ -96,7 +96,11 @@ pub async fn metrics(req: Req) -> Result<Response, ApiError> {
     let mut root = Registry::default();
     register_process(&mut root, &proc);
     let reg = root.sub_registry_with_prefix("diststore");
-    reg.register("build", "The running build: its version", Info::new(BuildLabels { version: env!("CARGO_PKG_VERSION") }));
+    reg.register(
+        "build",
+        "The running build: its version",
+        Info::new(BuildLabels { version: env!("CARGO_PKG_VERSION") }),
+    );
     let g = |v: u64| ConstGauge::new(v as i64);
     let c = ConstCounter::new;
 
@@ -157,16 +161,28 @@ pub async fn metrics(req: Req) -> Result<Response, ApiError> {
         g(s.repair.under_replicated),
     );
     reg.register("repair_passes", "Repair passes since start", c(s.repair.passes));
-    reg.register("repair_fetched_chunks", "Chunks repair fetched from peers since start", c(s.repair.fetched));
+    reg.register(
+        "repair_fetched_chunks",
+        "Chunks repair fetched from peers since start",
+        c(s.repair.fetched),
+    );
     reg.register(
         "repair_dropped_chunks",
         "Surplus chunk copies repair dropped once their owners confirmed, since start",
         c(s.repair.dropped),
     );
-    reg.register("scrub_rate_bytes_per_second", "Bytes the scrub verifies per second at most; 0 is off", g(s.scrub.rate));
+    reg.register(
+        "scrub_rate_bytes_per_second",
+        "Bytes the scrub verifies per second at most; 0 is off",
+        g(s.scrub.rate),
+    );
     reg.register("scrub_passes", "Scrub passes completed since start", c(s.scrub.passes));
     reg.register("scrub_checked_chunks", "Chunks the scrub verified since start", c(s.scrub.checked));
-    reg.register("scrub_corrupt_chunks", "Damaged chunk copies the scrub dropped since start", c(s.scrub.corrupt));
+    reg.register(
+        "scrub_corrupt_chunks",
+        "Damaged chunk copies the scrub dropped since start",
+        c(s.scrub.corrupt),
+    );
     reg.register(
         "scrub_errors",
         "Chunks the scrub could not read or drop, and passes it had to stop, since start",
@@ -184,7 +200,11 @@ pub async fn metrics(req: Req) -> Result<Response, ApiError> {
     );
 
     register_limits(reg, state.node.limits());
-    reg.register("http_requests", "HTTP requests answered, by method, route template and status", state.http.requests.clone());
+    reg.register(
+        "http_requests",
+        "HTTP requests answered, by method, route template and status",
+        state.http.requests.clone(),
+    );
     reg.register(
         "http_request_duration_seconds",
         "Time from a request's head to its response's head, by method and route template",
@@ -209,7 +229,11 @@ fn register_limits(reg: &mut Registry, limits: &Limits) {
         (&limits.uploads, "Uploads in flight (native, legacy, S3 and resumable)", "uploads"),
     ] {
         reg.register(name, format!("{what} open now"), ConstGauge::new(gate.in_use() as i64));
-        reg.register(format!("{name}_max"), format!("Most {what} at once"), ConstGauge::new(gate.max() as i64));
+        reg.register(
+            format!("{name}_max"),
+            format!("Most {what} at once"),
+            ConstGauge::new(gate.max() as i64),
+        );
         reg.register(
             format!("{name}_refused"),
             format!("{what} refused because the most were open, since start"),
@@ -262,6 +286,10 @@ fn register_process(reg: &mut Registry, p: &process::ProcessStats) {
         reg.register("process_cpu_seconds", "User and system CPU time spent", ConstCounter::new(v));
     }
     if let Some(v) = p.start_time_seconds {
-        reg.register("process_start_time_seconds", "Start time of the process since the Unix epoch", ConstGauge::new(v));
+        reg.register(
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch",
+            ConstGauge::new(v),
+        );
     }
 }

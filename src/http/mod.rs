@@ -149,7 +149,8 @@ pub async fn serve(
         sweeper.run_sweeper(sweeper_stop).await;
         drop(running);
     });
-    let app = app(node.clone(), config.api_token.clone(), guard::Hosts(names), Some(spool), config.access_log);
+    let app =
+        app(node.clone(), config.api_token.clone(), guard::Hosts(names), Some(spool), config.access_log);
     // Connections being told 503: each holds its socket for at most REFUSE_FOR.
     let refusing = crate::limits::Gate::new(REFUSING_MAX);
     loop {

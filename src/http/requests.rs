@@ -99,7 +99,10 @@ pub fn route(path: &str) -> &'static str {
     if let Some(exact) = EXACT.iter().find(|r| **r == path) {
         return exact;
     }
-    UNDER.iter().find(|(prefix, _)| path.len() > prefix.len() && path.starts_with(prefix)).map_or("other", |(_, t)| t)
+    UNDER
+        .iter()
+        .find(|(prefix, _)| path.len() > prefix.len() && path.starts_with(prefix))
+        .map_or("other", |(_, t)| t)
 }
 
 #[cfg(test)]

@@ -105,7 +105,10 @@ enum Ended {
     Failed(ApiError),
 }
 
-async fn stream_events(req: tide::Request<State>, sender: tide::sse::Sender) -> Result<std::convert::Infallible, Ended> {
+async fn stream_events(
+    req: tide::Request<State>,
+    sender: tide::sse::Sender,
+) -> Result<std::convert::Infallible, Ended> {
     let state = req.state().clone();
     let changes = state.node.events().subscribe();
     loop {

@@ -40,7 +40,9 @@ impl Filter {
             .targets
             .iter()
             .find(|(prefix, _)| {
-                target.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+                target
+                    .strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
             })
             .map_or(self.default, |(_, l)| *l);
         level <= wanted
