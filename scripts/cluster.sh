@@ -3,10 +3,13 @@
 # manual fault testing (kill -9 a node and watch the others notice and repair).
 #
 # Usage:
-#   scripts/cluster.sh start N   start N nodes and wait until they all see each other
-#   scripts/cluster.sh stop      stop every node of the cluster (data is kept)
-#   scripts/cluster.sh status    each node: URL, pid, running, node id, files, stored, peers
-#   scripts/cluster.sh help      this text
+#   scripts/cluster.sh start N    start N nodes and wait until they all see each other; nodes
+#                                 already running are kept, so this also fills in missing ones
+#   scripts/cluster.sh restart I  stop node I (SIGTERM, then SIGKILL after the stop timeout),
+#                                 start it again on its data and port, wait until it is back
+#   scripts/cluster.sh stop [I]   stop every node of the cluster, or only node I (data is kept)
+#   scripts/cluster.sh status     each node: URL, pid, running, node id, files, stored, peers
+#   scripts/cluster.sh help       this text
 #
 # Environment:
 #   BASE_PORT              node i listens on 127.0.0.1:$((BASE_PORT + i - 1))      (default 8080)
@@ -15,7 +18,8 @@
 #   DISTSTORE_NODE_ARGS    extra flags for every node, split on whitespace (no quoting),
 #                          e.g. "--replication 3 --min-replicas 2"
 #   DISTSTORE_API_TOKEN    the API token every node requires (they inherit it); status
-#                          sends it as `Authorization: Bearer` (e.g. $(openssl rand -hex 32))
+#                          sends it as `Authorization: Bearer` (e.g. $(openssl rand -hex 32)).
+#                          A `--api-token T` in DISTSTORE_NODE_ARGS is used the same way.
 #   DISTSTORE_BIN          run this binary instead of building target/release/diststore
 #   CLUSTER_START_TIMEOUT  seconds to wait for each node's /health, and again for the
 #                          cluster to see all its peers up                          (default 30)
@@ -27,8 +31,8 @@
 #   nodeI/        node I's data dir (database, node id); kept by `stop`
 #   nodeI.log     node I's stdout and stderr, appended to across restarts
 #   nodeI.pid     node I's pid while it is meant to run; removed by `stop`
-#   cluster.conf  node count and base port of the last `start`, so that `status` needs no
-#                 arguments and doesn't depend on the caller's BASE_PORT
+#   cluster.conf  node count and base ports of the last `start`, so that `status` and
+#                 `restart` need no arguments and don't depend on the caller's BASE_PORT
 #
 # Exit status: 0 on success; 1 on failure, and from `status` when a node of the cluster is not
 # running or not answering (so `scripts/cluster.sh status >/dev/null` works as a health check).
@@ -110,24 +114,44 @@ nodes_with_pid_files() {
 
 # The last start's node count and base port (NODES, CONF_BASE_PORT); empty if never started.
 load_conf() {
-  NODES="" CONF_BASE_PORT=""
+  NODES="" CONF_BASE_PORT="" CONF_S3_BASE_PORT=""
   [[ -f "$CONF_FILE" ]] || return 0
   local key value
   while IFS='=' read -r key value; do
     case "$key" in
       nodes) NODES="$value" ;;
       base_port) CONF_BASE_PORT="$value" ;;
+      s3_base_port) CONF_S3_BASE_PORT="$value" ;;
     esac
   done <"$CONF_FILE"
 }
 
 health_ok() { curl -fsS --max-time 2 -o /dev/null "$1/health" 2>/dev/null; }
 
-# The API token travels only in the Authorization header (never in a URL).
+# The token the nodes require: DISTSTORE_API_TOKEN, or an --api-token among the node flags
+# (the flag wins, as it does in the node).
+api_token() {
+  local extra=() k token="${DISTSTORE_API_TOKEN:-}"
+  read -ra extra <<<"$DISTSTORE_NODE_ARGS"
+  for k in "${!extra[@]}"; do
+    case "${extra[k]}" in
+      --api-token) token="${extra[k + 1]:-}" ;;
+      --api-token=*) token="${extra[k]#--api-token=}" ;;
+    esac
+  done
+  printf '%s' "$token"
+}
+
+# The API token travels only in the Authorization header (never in a URL), and is handed to
+# curl on standard input, so it does not show in the process list.
 api_get() {
-  local auth=()
-  [[ -n "${DISTSTORE_API_TOKEN:-}" ]] && auth=(-H "Authorization: Bearer $DISTSTORE_API_TOKEN")
-  curl -fsS --max-time 2 "${auth[@]}" "$1" 2>/dev/null
+  local token
+  token="$(api_token)"
+  if [[ -n "$token" ]]; then
+    printf 'header = "Authorization: Bearer %s"\n' "$token" | curl -fsS --max-time 2 -K - "$1" 2>/dev/null
+  else
+    curl -fsS --max-time 2 "$1" 2>/dev/null
+  fi
 }
 
 # Number of peers node URL reports as up; fails if the node doesn't answer.
@@ -176,28 +200,25 @@ ensure_secret() {
   log "generated the cluster secret in $SECRET_FILE"
 }
 
-# Refuses to start over a cluster that is (partly) running, and clears pid files whose process
-# is gone (a node killed with -9, or a reboot), since they would otherwise block every start.
-check_not_running() {
-  local i pid running=()
-  for i in $(nodes_with_pid_files); do
+# The nodes of 1..N that are not running, in order; clears pid files whose process is gone (a
+# node killed with -9, or a reboot), since they would otherwise look like running nodes.
+missing_nodes() { # missing_nodes N
+  local i pid
+  for ((i = 1; i <= $1; i++)); do
     pid="$(read_pid "$i")"
-    if is_our_node "$pid" "$i"; then
-      running+=("node$i (pid $pid)")
-    else
-      rm -f "$(node_pid_file "$i")"
+    if [[ -n "$pid" ]] && is_our_node "$pid" "$i"; then
+      continue
     fi
+    rm -f "$(node_pid_file "$i")"
+    printf '%s\n' "$i"
   done
-  if ((${#running[@]} > 0)); then
-    die "$CLUSTER_DIR already has running nodes: ${running[*]}; run '$SCRIPT stop' first"
-  fi
 }
 
 # A port held by another program would make our node fail to bind, or worse, let that program
 # answer our /health checks; find out before starting anything.
-check_ports_free() {
-  local n="$1" i port
-  for ((i = 1; i <= n; i++)); do
+check_ports_free() { # check_ports_free I...
+  local i port
+  for i in "$@"; do
     port=$((BASE_PORT + i - 1))
     ((port <= 65535)) || die "node$i would need port $port; lower BASE_PORT"
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -207,6 +228,7 @@ check_ports_free() {
 }
 
 STARTED_PIDS=() # this invocation's nodes, stopped again if the start fails half-way
+STARTED_NODES=()
 
 # Undo a failed start, so that the next `start` isn't refused over a half-started cluster.
 abort_start() {
@@ -214,7 +236,8 @@ abort_start() {
   if ((${#STARTED_PIDS[@]} > 0)); then
     log "stopping the ${#STARTED_PIDS[@]} node(s) started so far (logs are kept in $CLUSTER_DIR)"
     for pid in "${STARTED_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    rm -f "$CLUSTER_DIR"/node*.pid
+    # Only the pid files of the nodes this run started: nodes that were running stay so.
+    for i in "${STARTED_NODES[@]}"; do rm -f "$(node_pid_file "$i")"; done
   fi
 }
 
@@ -236,6 +259,7 @@ launch_node() {
   setsid nohup "$BIN" "${args[@]}" </dev/null >>"$(node_log "$i")" 2>&1 &
   local pid=$!
   STARTED_PIDS+=("$pid")
+  STARTED_NODES+=("$i")
   printf '%s\n' "$pid" >"$(node_pid_file "$i")"
 }
 
@@ -261,10 +285,14 @@ wait_healthy() {
 
 # wait_peers N: until every node sees at least N-1 peers up. "At least", because a node also
 # remembers members of earlier, larger starts of the same cluster dir, which show as down.
-wait_peers() {
-  local n="$1" i url up deadline=$((SECONDS + CLUSTER_START_TIMEOUT))
+wait_peers() { wait_peers_of "$1" "$1"; }
+
+# wait_peers_of N LAST: until each running node of 1..LAST sees at least N-1 peers up.
+wait_peers_of() {
+  local n="$1" last="$2" i url up deadline=$((SECONDS + CLUSTER_START_TIMEOUT))
   ((n > 1)) || return 0
-  for ((i = 1; i <= n; i++)); do
+  for ((i = 1; i <= last; i++)); do
+    is_our_node "$(read_pid "$i")" "$i" || continue
     url="$(node_url "$i" "$BASE_PORT")"
     while :; do
       up="$(peers_up "$url")" || up=0
@@ -286,26 +314,36 @@ cmd_start() {
   require_uint CLUSTER_START_TIMEOUT "$CLUSTER_START_TIMEOUT"
   require_tools curl jq openssl setsid nohup realpath
   mkdir -p "$CLUSTER_DIR"
-  check_not_running
-  check_ports_free "$n"
-  build_binary
-  ensure_secret
+  load_conf
+  # The running nodes listen where the last start put them: a different BASE_PORT would give
+  # the cluster two port ranges.
+  if [[ -n "$CONF_BASE_PORT" && "$CONF_BASE_PORT" != "$BASE_PORT" ]]; then
+    (($(missing_nodes "${NODES:-0}" | wc -l) == ${NODES:-0})) ||
+      die "the running nodes use BASE_PORT=$CONF_BASE_PORT; stop them first or use that BASE_PORT"
+  fi
+  local missing=() i
+  mapfile -t missing < <(missing_nodes "$n")
+  if ((${#missing[@]} == 0)); then
+    log "all $n nodes are running already"
+  else
+    check_ports_free "${missing[@]}"
+    build_binary
+    ensure_secret
+  fi
 
-  # From here on a failure leaves no half-started cluster behind.
+  # From here on a failure leaves no half-started node behind (nodes running before stay).
   trap abort_start EXIT
   trap "exit 130" INT TERM
-  printf 'nodes=%s\nbase_port=%s\n' "$n" "$BASE_PORT" >"$CONF_FILE"
+  printf 'nodes=%s\nbase_port=%s\ns3_base_port=%s\n' "$((NODES > n ? NODES : n))" "$BASE_PORT" \
+    "$S3_BASE_PORT" >"$CONF_FILE"
 
   # Node 1 first: the others join through it, so it should be answering when they dial.
-  log "starting node1 on $(node_url 1 "$BASE_PORT")"
-  launch_node 1
-  wait_healthy 1
-  local i
-  for ((i = 2; i <= n; i++)); do
+  for i in "${missing[@]}"; do
     log "starting node$i on $(node_url "$i" "$BASE_PORT")"
     launch_node "$i"
+    ((i != 1)) || wait_healthy 1
   done
-  for ((i = 2; i <= n; i++)); do wait_healthy "$i"; done
+  for ((i = 1; i <= n; i++)); do wait_healthy "$i"; done
   log "all $n nodes answer /health; waiting for each to see its $((n - 1)) peers up"
   wait_peers "$n"
   trap - EXIT
@@ -318,12 +356,56 @@ cmd_start() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# restart
+
+cmd_restart() {
+  local i="${1:-}"
+  [[ -n "$i" ]] || die "usage: $SCRIPT restart I"
+  require_uint I "$i"
+  require_tools curl jq setsid nohup realpath
+  load_conf
+  [[ -n "$NODES" ]] || die "no cluster in $CLUSTER_DIR (start one with '$SCRIPT start N')"
+  ((i <= NODES)) || die "the cluster has nodes 1 to $NODES; there is no node$i"
+  BASE_PORT="$CONF_BASE_PORT"
+  S3_BASE_PORT="${CONF_S3_BASE_PORT:-$S3_BASE_PORT}"
+  [[ -s "$SECRET_FILE" ]] || die "no cluster secret in $SECRET_FILE"
+  stop_nodes "$i"
+  [[ -n "$(missing_nodes "$i" | grep -x "$i")" ]] || die "node$i is still running"
+  check_ports_free "$i"
+  build_binary
+  trap abort_start EXIT
+  trap "exit 130" INT TERM
+  log "starting node$i on $(node_url "$i" "$BASE_PORT")"
+  launch_node "$i"
+  wait_healthy "$i"
+  # Every running node must see node i again (and node i them).
+  local running
+  running="$((NODES - $(missing_nodes "$NODES" | wc -l)))"
+  log "node$i answers /health; waiting for the $running running nodes to see each other"
+  wait_peers_of "$running" "$NODES"
+  trap - EXIT
+  printf 'node%s restarted: %s (pid %s)\n' "$i" "$(node_url "$i" "$BASE_PORT")" "$(read_pid "$i")"
+}
+
+# ---------------------------------------------------------------------------------------------
 # stop
 
 cmd_stop() {
   [[ -d "$CLUSTER_DIR" ]] || { log "no cluster in $CLUSTER_DIR"; return 0; }
+  if (($# == 1)); then
+    require_uint I "$1"
+    stop_nodes "$1"
+  else
+    # shellcheck disable=SC2046 # one number a word
+    stop_nodes $(nodes_with_pid_files)
+  fi
+}
+
+# stop_nodes I...: SIGTERM to each running node given, SIGKILL after the stop timeout.
+stop_nodes() {
   local i pid pids=() names=()
-  for i in $(nodes_with_pid_files); do
+  for i in "$@"; do
+    [[ -f "$(node_pid_file "$i")" ]] || { log "node$i: not running"; continue; }
     pid="$(read_pid "$i")"
     if is_our_node "$pid" "$i"; then
       kill -TERM "$pid" 2>/dev/null || true
@@ -416,7 +498,8 @@ main() {
   (($# == 0)) || shift
   case "$cmd" in
     start) (($# <= 1)) || die "usage: $SCRIPT start N"; cmd_start "$@" ;;
-    stop) (($# == 0)) || die "usage: $SCRIPT stop"; cmd_stop ;;
+    restart) (($# == 1)) || die "usage: $SCRIPT restart I"; cmd_restart "$@" ;;
+    stop) (($# <= 1)) || die "usage: $SCRIPT stop [I]"; cmd_stop "$@" ;;
     status) (($# == 0)) || die "usage: $SCRIPT status"; cmd_status ;;
     help | -h | --help) usage ;;
     *) usage >&2; exit 1 ;;

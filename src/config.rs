@@ -122,8 +122,26 @@ pub struct CompactArgs {
 pub struct ServeArgs {
     /// Address to serve the API, the web UI and peer links on. Defaults to 127.0.0.1:8080,
     /// or 127.0.0.1:$PORT when PORT is set (as the original program honoured it).
-    #[arg(long, env = "DISTSTORE_LISTEN", value_name = "ADDR")]
+    /// A host name is resolved once at start (`localhost:8080` listens on 127.0.0.1:8080).
+    #[arg(long, env = "DISTSTORE_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
+
+    /// Log line format: pretty (readable lines, the level coloured on a terminal), json (one
+    /// JSON object per line: time, level, target, msg and the record's fields), or auto
+    /// (pretty on a terminal, json otherwise).
+    #[arg(long, env = "DISTSTORE_LOG_FORMAT", value_name = "FORMAT", default_value = "pretty")]
+    pub log_format: crate::logging::Format,
+
+    /// Which log lines are written: a level (off, error, warn, info, debug, trace), or
+    /// RUST_LOG-style directives, e.g. `info,diststore::cluster=debug,diststore::access=off`.
+    /// Without it RUST_LOG is read; without both, `info`.
+    #[arg(long, env = "DISTSTORE_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<crate::logging::Filter>,
+
+    /// Log one line per HTTP request: method, route template (never the raw path), status,
+    /// response bytes and time to the response head, under the target `diststore::access`.
+    #[arg(long, env = "DISTSTORE_ACCESS_LOG")]
+    pub access_log: bool,
 
     /// Directory holding the database and, unless given elsewhere, the secret.
     #[arg(long, env = "DISTSTORE_DATA_DIR", value_name = "DIR", default_value = "./diststore-data")]
@@ -311,6 +329,8 @@ pub struct ServeArgs {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// One log line per HTTP request (`--access-log`).
+    pub access_log: bool,
     pub data_dir: PathBuf,
     pub secret: SecretSource,
     pub max_upload_bytes: u64,
@@ -390,6 +410,8 @@ pub enum ConfigError {
         "--advertise {0} names no address a peer can dial; give this node's reachable address or host name"
     )]
     UnreachableAdvertise(String),
+    #[error("RUST_LOG: {0}")]
+    BadRustLog(Box<crate::logging::FilterError>),
     #[error("--s3-listen must be an address like 127.0.0.1:3900, or off; got {0:?}")]
     BadS3Listen(String),
     #[error(
@@ -425,6 +447,19 @@ impl ServeArgs {
             body_idle_timeout: self.body_idle_timeout,
             max_uploads: self.max_uploads,
         })
+    }
+
+    /// The log filter: `--log-level`, else `RUST_LOG`, else `info`.
+    pub fn log_filter(&self) -> Result<crate::logging::Filter, ConfigError> {
+        if let Some(filter) = &self.log_level {
+            return Ok(filter.clone());
+        }
+        match std::env::var("RUST_LOG") {
+            Ok(text) if !text.trim().is_empty() => {
+                text.parse().map_err(|e| ConfigError::BadRustLog(Box::new(e)))
+            }
+            _ => Ok(crate::logging::Filter::level(log::LevelFilter::Info)),
+        }
     }
 
     pub fn validate(self) -> Result<Config, ConfigError> {
@@ -474,8 +509,7 @@ impl ServeArgs {
         let s3 = match self.s3_listen.trim() {
             "off" => None,
             text => {
-                let listen: SocketAddr =
-                    text.parse().map_err(|_| ConfigError::BadS3Listen(text.to_owned()))?;
+                let listen = parse_listen(text).map_err(|_| ConfigError::BadS3Listen(text.to_owned()))?;
                 // S3 requests are signed, but a public endpoint on a node whose API is open
                 // is a mistake the operator should make on purpose.
                 if !listen.ip().is_loopback() && self.api_token.is_none() && !self.open_api {
@@ -516,6 +550,7 @@ impl ServeArgs {
         };
         Ok(Config {
             front,
+            access_log: self.access_log,
             advertise,
             allowed_hosts: self
                 .allowed_hosts
@@ -590,6 +625,28 @@ fn open_file_limit() -> Option<u64> {
     // SAFETY: getrlimit writes into the struct we own.
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
     (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+/// A listen address: `IP:PORT`, or `HOST:PORT` resolved now (an IPv4 address first, as
+/// `localhost` means 127.0.0.1 to most clients).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let text = text.trim();
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let bad =
+        |why: String| format!("{text:?} is not an address like 127.0.0.1:8080 or localhost:8080: {why}");
+    if !text.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()) {
+        return Err(bad("give HOST:PORT".into()));
+    }
+    let addrs: Vec<SocketAddr> = text.to_socket_addrs().map_err(|e| bad(e.to_string()))?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| bad("the name has no address".into()))
 }
 
 #[cfg(test)]

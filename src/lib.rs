@@ -4,6 +4,7 @@
 //! - [`content`]: ids, chunker, manifests, names. Pure.
 //! - [`crypto`]: key derivation, chunk sealing. Pure.
 //! - [`private_file`]: owner-only files written whole (secrets, keys). A leaf.
+//! - [`process`]: the process's memory, CPU time, threads and fds from `/proc/self`. A leaf.
 //! - [`time`]: wall-clock milliseconds and date formatting. A leaf.
 //! - [`units`]: sizes and durations as typed on the command line. Pure.
 //! - [`runtime`]: the only module that names the async runtime.
@@ -16,7 +17,8 @@
 //! - [`node`]: use cases (put, get, delete, list, status, GC).
 //! - [`http`]: the tide app: routes, error mapping, the embedded UI.
 //! - [`s3`]: the S3 endpoint (s3s on its own tokio runtime), beside `http`.
-//! - [`logging`]: femme behind pumps, so a closed stdout never stops the node.
+//! - [`logging`]: a filtering logger (pretty or JSON lines) behind pumps, so a closed stdout
+//!   never stops the node. Above the leaves (it formats times).
 //! - [`offline`]: `check` and `export` over a stopped node's database.
 //! - [`client`]: the `diststore put|get|ls|...` commands, an HTTP client of the native API.
 //! - [`config`]: command line and environment → validated config.
@@ -35,6 +37,7 @@ pub mod logging;
 pub mod node;
 pub mod offline;
 pub mod private_file;
+pub mod process;
 pub mod runtime;
 pub mod s3;
 pub mod storage;

@@ -87,6 +87,10 @@ pub struct Limits {
     pub header_timeouts: AtomicU64,
     /// Requests failed because their body sent nothing for the idle timeout.
     pub body_timeouts: AtomicU64,
+    /// Bytes read from and written to HTTP connections (heads, bodies, and the peer links
+    /// upgraded from them), counted at the socket.
+    pub bytes_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
 }
 
 impl Limits {
@@ -99,6 +103,8 @@ impl Limits {
             heads_refused: AtomicU64::new(0),
             header_timeouts: AtomicU64::new(0),
             body_timeouts: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
         })
     }
 

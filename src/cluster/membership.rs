@@ -246,6 +246,7 @@ impl Cluster {
                     url: l.url.clone(),
                     up: st.up,
                     last_seen: st.last_seen_ms.map(rfc3339),
+                    last_seen_ms: st.last_seen_ms,
                     stats: st.stats,
                     error: if st.up { None } else { st.error },
                 }

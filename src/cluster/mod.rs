@@ -110,6 +110,8 @@ pub struct PeerView {
     pub url: String,
     pub up: bool,
     pub last_seen: Option<String>,
+    /// The same instant in Unix milliseconds, for `/metrics`.
+    pub last_seen_ms: Option<u64>,
     pub stats: PeerStats,
     /// Why it cannot be reached, while down.
     pub error: Option<String>,

@@ -24,6 +24,9 @@ const FETCH_BATCH: usize = 8;
 pub struct RepairReport {
     /// Chunks this node should hold but lacks, at the last pass.
     pub missing: u64,
+    /// Chunks of the whole store with fewer than R owners up, as this node saw the cluster at
+    /// the last pass: an owner is down (within its grace), or there are fewer nodes than R.
+    pub under_replicated: u64,
     pub fetched: u64,
     pub dropped: u64,
     pub passes: u64,
@@ -39,13 +42,18 @@ pub async fn step(cluster: &Arc<Cluster>) -> Result<RepairReport, ClusterError> 
     let want = cluster.config.replication.min(placing.len());
     let referenced = cluster.store.referenced_chunks().await?;
     let (me, nodes) = (cluster.me, placing);
+    let (short, up) = (want < cluster.config.replication, live.clone());
     // Ranking hashes every chunk against every node: a blocking thread's work at scale.
-    let (fetch, surplus) = runtime::blocking(move || {
+    let (fetch, surplus, under_replicated) = runtime::blocking(move || {
         let mut fetch = Vec::new();
+        let mut under_replicated = 0u64;
         // For chunks held here but owned elsewhere: the owners that must confirm.
         let mut surplus: Vec<(ChunkId, Vec<NodeId>)> = Vec::new();
         for (id, held) in referenced {
             let owners: Vec<NodeId> = placement::rank(&id, &nodes).into_iter().take(want).collect();
+            if short || owners.iter().any(|o| !up.contains(o)) {
+                under_replicated += 1;
+            }
             let mine = owners.contains(&me);
             if mine && !held {
                 fetch.push(id);
@@ -53,10 +61,11 @@ pub async fn step(cluster: &Arc<Cluster>) -> Result<RepairReport, ClusterError> 
                 surplus.push((id, owners));
             }
         }
-        (fetch, surplus)
+        (fetch, surplus, under_replicated)
     })
     .await;
     report.missing = fetch.len() as u64;
+    report.under_replicated = under_replicated;
     for batch in fetch.chunks(FETCH_BATCH) {
         let mut got = Vec::new();
         for id in batch {
@@ -141,6 +150,7 @@ pub async fn run(cluster: Arc<Cluster>, shutdown: async_channel::Receiver<()>) {
                 let mut total = lock(&cluster.repair_report);
                 *total = RepairReport {
                     missing,
+                    under_replicated: r.under_replicated,
                     fetched: total.fetched + r.fetched,
                     dropped: total.dropped + r.dropped,
                     passes: total.passes + 1,

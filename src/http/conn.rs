@@ -183,6 +183,7 @@ impl AsyncRead for Guarded {
                     }
                     Phase::Open => {}
                 }
+                this.limits.bytes_received.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -252,7 +253,12 @@ fn head_end(data: &[u8], matched: &mut u8) -> Option<usize> {
 
 impl AsyncWrite for Guarded {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            this.limits.bytes_sent.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        written
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -9,7 +9,9 @@ pub mod error;
 mod files;
 mod guard;
 mod keys;
+mod metrics;
 mod peer;
+mod requests;
 mod serve_content;
 mod shares;
 mod status;
@@ -32,6 +34,10 @@ pub struct State {
     hosts: Arc<guard::Hosts>,
     /// Resumable uploads (`None` in apps built without a spool).
     uploads: Option<Arc<uploads::Spool>>,
+    /// Requests served, for `/metrics`.
+    http: Arc<metrics::HttpMetrics>,
+    /// Log a line per request (`--access-log`).
+    access_log: bool,
 }
 
 pub type Req = Request<State>;
@@ -55,6 +61,7 @@ pub fn app(
     api_token: Option<String>,
     hosts: guard::Hosts,
     uploads: Option<Arc<uploads::Spool>>,
+    access_log: bool,
 ) -> tide::Server<State> {
     let mut app = tide::with_state(State {
         node,
@@ -62,12 +69,15 @@ pub fn app(
         limiter: Default::default(),
         hosts: Arc::new(hosts),
         uploads,
+        http: Default::default(),
+        access_log,
     });
+    app.with(requests::observe);
     app.with(tide::utils::After(json_errors));
     app.with(guard::guard);
     app.with(auth::require_token);
     app.at("/health").get(health);
-    app.at("/metrics").get(endpoint!(status::metrics));
+    app.at("/metrics").get(endpoint!(metrics::metrics));
     app.at("/api/v1/status").get(endpoint!(status::status));
     app.at("/api/v1/peer").get(endpoint!(peer::upgrade));
     app.at("/api/v1/events").get(tide::sse::endpoint(status::events));
@@ -139,7 +149,8 @@ pub async fn serve(
         sweeper.run_sweeper(sweeper_stop).await;
         drop(running);
     });
-    let app = app(node.clone(), config.api_token.clone(), guard::Hosts(names), Some(spool));
+    let app =
+        app(node.clone(), config.api_token.clone(), guard::Hosts(names), Some(spool), config.access_log);
     // Connections being told 503: each holds its socket for at most REFUSE_FOR.
     let refusing = crate::limits::Gate::new(REFUSING_MAX);
     loop {

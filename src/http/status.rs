@@ -1,4 +1,4 @@
-//! `/api/v1/status`, `/metrics` and the live event stream.
+//! `/api/v1/status` and the live event stream.
 
 use std::time::Duration;
 
@@ -88,131 +88,34 @@ pub async fn status(req: Req) -> Result<Response, ApiError> {
     Ok(json(StatusCode::Ok, &status_json(req.state()).await?))
 }
 
-pub async fn metrics(req: Req) -> Result<Response, ApiError> {
-    let s = req.state().node.status().await?;
-    let mut out = String::new();
-    let mut metric = |kind: &str, name: &str, help: &str, value: u64| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
-    };
-    metric("gauge", "diststore_files", "Live names.", s.stats.files);
-    metric("gauge", "diststore_logical_bytes", "Sum of the sizes of all live names.", s.stats.logical_bytes);
-    metric(
-        "gauge",
-        "diststore_unique_bytes",
-        "Sum of the sizes of distinct stored files.",
-        s.stats.unique_bytes,
-    );
-    metric("gauge", "diststore_stored_bytes", "Ciphertext bytes of stored chunks.", s.stats.stored_bytes);
-    metric("gauge", "diststore_chunks", "Stored chunks.", s.stats.chunks);
-    metric("gauge", "diststore_db_file_bytes", "Size of the database file.", s.space.db_file_bytes);
-    metric(
-        "gauge",
-        "diststore_db_used_bytes",
-        "Estimated bytes of the database file in use.",
-        s.space.db_used_bytes,
-    );
-    metric(
-        "gauge",
-        "diststore_db_free_bytes",
-        "Estimated free bytes inside the database file (reused by writes, returned by compaction).",
-        s.space.db_free_bytes,
-    );
-    metric("gauge", "diststore_disk_free_bytes", "Free bytes on the data disk.", s.space.disk.free);
-    metric("gauge", "diststore_disk_total_bytes", "Size of the data disk.", s.space.disk.total);
-    metric(
-        "gauge",
-        "diststore_disk_reserve_bytes",
-        "Free disk space kept for deletes and the collector; uploads are refused below it.",
-        s.space.reserve_bytes,
-    );
-    metric(
-        "counter",
-        "diststore_compactions_total",
-        "Database compactions since start.",
-        s.space.compactions,
-    );
-    metric("gauge", "diststore_uptime_seconds", "Seconds since the node started.", s.uptime_secs);
-    metric(
-        "counter",
-        "diststore_scrub_checked_chunks_total",
-        "Chunks the scrub verified since start.",
-        s.scrub.checked,
-    );
-    metric(
-        "counter",
-        "diststore_scrub_corrupt_chunks_total",
-        "Damaged chunk copies the scrub dropped since start.",
-        s.scrub.corrupt,
-    );
-    metric(
-        "counter",
-        "diststore_scrub_errors_total",
-        "Chunks the scrub could not read or drop, and passes it had to stop, since start.",
-        s.scrub.errors,
-    );
-    metric("counter", "diststore_gc_passes_total", "Collector passes since start.", s.gc.passes);
-    metric(
-        "counter",
-        "diststore_gc_bytes_total",
-        "Chunk bytes the collector removed since start.",
-        s.gc.bytes,
-    );
-    metric("gauge", "diststore_leases", "Leases peers' transfers hold on this node.", s.leases as u64);
-    metric(
-        "counter",
-        "diststore_peer_handshakes_refused_total",
-        "Unauthenticated peer handshakes refused (over the total or one source's bound).",
-        s.handshakes_refused,
-    );
-    let limits = req.state().node.limits();
-    let read = crate::limits::Limits::read;
-    for (gate, what, name) in [
-        (&limits.http_connections, "HTTP connections", "http_connections"),
-        (&limits.s3_connections, "S3 connections", "s3_connections"),
-        (&limits.uploads, "Uploads", "uploads"),
-    ] {
-        metric("gauge", &format!("diststore_{name}"), &format!("{what} in progress."), gate.in_use() as u64);
-        metric(
-            "gauge",
-            &format!("diststore_{name}_max"),
-            &format!("Most {what} at once."),
-            gate.max() as u64,
-        );
-        metric(
-            "counter",
-            &format!("diststore_{name}_refused_total"),
-            &format!("{what} refused because the most were open, since start."),
-            gate.refused(),
-        );
+/// Server-sent events: `file` on every put and delete, `status` on changes and periodically.
+/// A client that goes away (a closed tab) ends the stream at the next send; that is how every
+/// stream ends, so it is logged at debug, not returned as the error tide would log.
+pub async fn events(req: tide::Request<State>, sender: tide::sse::Sender) -> tide::Result<()> {
+    match stream_events(req, sender).await {
+        Err(Ended::ClientGone(e)) => {
+            log::debug!("event stream closed by the client: {e}");
+            Ok(())
+        }
+        Err(Ended::Failed(e)) => Err(tide::Error::from_str(500, e.to_string())),
+        Ok(never) => match never {},
     }
-    metric(
-        "counter",
-        "diststore_http_heads_refused_total",
-        "Request heads (or multipart preambles and part headers) refused for their length.",
-        read(&limits.heads_refused),
-    );
-    metric(
-        "counter",
-        "diststore_http_header_timeouts_total",
-        "Connections closed because a request head did not arrive in time.",
-        read(&limits.header_timeouts),
-    );
-    metric(
-        "counter",
-        "diststore_http_body_timeouts_total",
-        "Requests failed because their body sent nothing for the idle timeout.",
-        read(&limits.body_timeouts),
-    );
-    Ok(Response::builder(StatusCode::Ok).content_type("text/plain; version=0.0.4").body(out).build())
 }
 
-/// Server-sent events: `file` on every put and delete, `status` on changes and periodically.
-pub async fn events(req: tide::Request<State>, sender: tide::sse::Sender) -> tide::Result<()> {
+enum Ended {
+    ClientGone(std::io::Error),
+    Failed(ApiError),
+}
+
+async fn stream_events(
+    req: tide::Request<State>,
+    sender: tide::sse::Sender,
+) -> Result<std::convert::Infallible, Ended> {
     let state = req.state().clone();
     let changes = state.node.events().subscribe();
     loop {
-        let status = status_json(&state).await.map_err(|e| tide::Error::from_str(500, e.to_string()))?;
-        sender.send("status", status.to_string(), None).await?;
+        let status = status_json(&state).await.map_err(Ended::Failed)?;
+        sender.send("status", status.to_string(), None).await.map_err(Ended::ClientGone)?;
         // Wait for a change or the period, then send what happened.
         if let Some(Ok(event)) = runtime::timeout(STATUS_EVERY, changes.recv()).await {
             let mut pending = vec![event];
@@ -226,7 +129,7 @@ pub async fn events(req: tide::Request<State>, sender: tide::sse::Sender) -> tid
                     // The status sent at the top of the loop shows it.
                     Event::Membership => continue,
                 };
-                sender.send("file", data.to_string(), None).await?;
+                sender.send("file", data.to_string(), None).await.map_err(Ended::ClientGone)?;
             }
         }
     }

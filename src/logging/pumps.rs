@@ -1,12 +1,13 @@
-//! Logging that a closed or broken stdout/stderr cannot stop.
+//! The pipes that stand in for stdout and stderr, so that a closed or broken reader cannot
+//! stop the node.
 //!
-//! femme (fixed by the user) writes each line to stdout and unwraps the result, and `println!`
-//! does the same: once whoever reads the node's output goes away (a closed terminal, a log
-//! pipe whose reader died), every later log line panics in the thread that logged it: the
-//! writer, a request, or the signal thread, which then no longer shuts the node down. So fds 1
-//! and 2 are pointed at pipes the node owns, and a pump thread per pipe copies what arrives to
-//! the original output for as long as that accepts it, then discards. Writes from the node
-//! never fail; if the reader is merely slow, logging waits as it would have anyway.
+//! A logger that unwraps its writes (femme does), and `println!`, panic once whoever reads the
+//! node's output goes away (a closed terminal, a log pipe whose reader died): every later log
+//! line panics in the thread that logged it: the writer, a request, or the signal thread,
+//! which then no longer shuts the node down. So fds 1 and 2 are pointed at pipes the node owns,
+//! and a pump thread per pipe copies what arrives to the original output for as long as that
+//! accepts it, then discards. Writes from the node never fail; if the reader is merely slow,
+//! logging waits as it would have anyway.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -24,15 +25,14 @@ struct Pump {
 
 static PUMPS: Mutex<Vec<Pump>> = Mutex::new(Vec::new());
 
-/// Starts the logger at `level`, behind the pumps.
-pub fn start(level: log::LevelFilter) {
+/// Puts the pumps in front of fds 1 and 2.
+pub fn start() {
     for fd in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
         if let Err(e) = pump(fd) {
             // Without the pump the node still runs; only a later broken pipe would hurt.
             eprintln!("diststore: cannot guard fd {fd} against a closed reader: {e}");
         }
     }
-    femme::with_level(level);
 }
 
 /// Before the process exits: points fds 1 and 2 back at their originals and waits (briefly)
