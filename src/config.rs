@@ -126,17 +126,11 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTSTORE_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
 
-    /// Log line format: pretty (readable lines, the level coloured on a terminal), json (one
-    /// JSON object per line: time, level, target, msg and the record's fields), or auto
-    /// (pretty on a terminal, json otherwise).
-    #[arg(long, env = "DISTSTORE_LOG_FORMAT", value_name = "FORMAT", default_value = "pretty")]
-    pub log_format: crate::logging::Format,
-
-    /// Which log lines are written: a level (off, error, warn, info, debug, trace), or
-    /// RUST_LOG-style directives, e.g. `info,diststore::cluster=debug,diststore::access=off`.
-    /// Without it RUST_LOG is read; without both, `info`.
-    #[arg(long, env = "DISTSTORE_LOG_LEVEL", value_name = "FILTER")]
-    pub log_level: Option<crate::logging::Filter>,
+    /// Which log lines are written: off, error, warn, info, debug or trace, for every module
+    /// (femme, the logger, has one level). Without it RUST_LOG is read as a level; without
+    /// both, `info`.
+    #[arg(long, env = "DISTSTORE_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<log::LevelFilter>,
 
     /// Log one line per HTTP request: method, route template (never the raw path), status,
     /// response bytes and time to the response head, under the target `diststore::access`.
@@ -410,8 +404,10 @@ pub enum ConfigError {
         "--advertise {0} names no address a peer can dial; give this node's reachable address or host name"
     )]
     UnreachableAdvertise(String),
-    #[error("RUST_LOG: {0}")]
-    BadRustLog(Box<crate::logging::FilterError>),
+    #[error(
+        "RUST_LOG: {0:?} is not a log level: give off, error, warn, info, debug or trace (one level for every module)"
+    )]
+    BadRustLog(String),
     #[error("--s3-listen must be an address like 127.0.0.1:3900, or off; got {0:?}")]
     BadS3Listen(String),
     #[error(
@@ -449,16 +445,16 @@ impl ServeArgs {
         })
     }
 
-    /// The log filter: `--log-level`, else `RUST_LOG`, else `info`.
-    pub fn log_filter(&self) -> Result<crate::logging::Filter, ConfigError> {
-        if let Some(filter) = &self.log_level {
-            return Ok(filter.clone());
+    /// The log level: `--log-level`, else `RUST_LOG`, else `info`.
+    pub fn log_level(&self) -> Result<log::LevelFilter, ConfigError> {
+        if let Some(level) = self.log_level {
+            return Ok(level);
         }
         match std::env::var("RUST_LOG") {
             Ok(text) if !text.trim().is_empty() => {
-                text.parse().map_err(|e| ConfigError::BadRustLog(Box::new(e)))
+                text.trim().parse().map_err(|_| ConfigError::BadRustLog(text))
             }
-            _ => Ok(crate::logging::Filter::level(log::LevelFilter::Info)),
+            _ => Ok(log::LevelFilter::Info),
         }
     }
 

@@ -17,8 +17,8 @@
 //! - [`node`]: use cases (put, get, delete, list, status, GC).
 //! - [`http`]: the tide app: routes, error mapping, the embedded UI.
 //! - [`s3`]: the S3 endpoint (s3s on its own tokio runtime), beside `http`.
-//! - [`logging`]: a filtering logger (pretty or JSON lines) behind pumps, so a closed stdout
-//!   never stops the node. Above the leaves (it formats times).
+//! - [`logging`]: femme at one level behind pumps, so a closed stdout
+//!   never stops the node.
 //! - [`offline`]: `check` and `export` over a stopped node's database.
 //! - [`client`]: the `diststore put|get|ls|...` commands, an HTTP client of the native API.
 //! - [`config`]: command line and environment → validated config.

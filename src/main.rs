@@ -57,8 +57,8 @@ fn run() -> anyhow::Result<()> {
     };
     // Only a node logs, behind the pumps (the client writes to the terminal itself, and
     // looks at whether its stdout is one).
-    let filter = args.log_filter()?;
-    diststore::logging::start(args.log_format, filter);
+    let level = args.log_level()?;
+    diststore::logging::start(level);
     let config = args.validate()?;
     runtime::configure(config.io_threads);
 

@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 /// Top-level modules of `src/`, lowest layer first. A module may use modules of lower layers
 /// only (and itself).
 const LAYERS: &[&[&str]] = &[
-    &["time", "content", "runtime", "health", "private_file", "limits", "units", "process"],
-    // The logger formats times.
-    &["logging"],
+    &["time", "content", "runtime", "logging", "health", "private_file", "limits", "units", "process"],
     // The command-line client: a plain HTTP client of the node, which nothing of the node
     // reaches into; config only names its commands.
     &["client"],
