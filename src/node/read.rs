@@ -64,7 +64,8 @@ impl AsyncBufRead for ByteStream {
 /// Reads, decrypts and verifies one local chunk; `None` when this node does not hold it.
 /// Blocking.
 fn fetch_local(store: &Store, keys: &Keys, chunk: &ChunkRef) -> Result<Option<Vec<u8>>> {
-    let Some(sealed) = store.chunk_blocking(chunk.id)? else { return Ok(None) };
+    let expected = chunk.len as usize + crate::crypto::TAG_LEN;
+    let Some(sealed) = store.chunk_sized_blocking(chunk.id, expected)? else { return Ok(None) };
     let plain = keys
         .open_chunk(&chunk.id, sealed)
         .map_err(|source| NodeError::Integrity { chunk: chunk.id, source })?;

@@ -30,7 +30,7 @@ pub use schema::SCHEMA_VERSION;
 use tables::have_chunks_in;
 pub(crate) use tables::{
     CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, FOLDERS, GC_CHUNKS, GC_FILES, KEY_CHECK, MANIFESTS, META,
-    NAMES, RECEIVED, SEGMENT, has_sealed, read_manifest, read_sealed,
+    NAMES, RECEIVED, SEGMENT, has_sealed, read_manifest, read_sealed, read_sealed_sized,
 };
 pub use tables::{HIDDEN_PREFIX, RECEIVED_GRACE};
 use writer::Op;
@@ -708,10 +708,16 @@ impl Store {
 
     /// Sealed bytes of a chunk. Blocking: call from a blocking thread.
     pub fn chunk_blocking(&self, id: ChunkId) -> Result<Option<Vec<u8>>> {
+        self.chunk_sized_blocking(id, 0)
+    }
+
+    /// [`Store::chunk_blocking`] for a chunk whose sealed length is expected to be `expected`
+    /// (from its manifest): read with one copy per segment. Blocking.
+    pub fn chunk_sized_blocking(&self, id: ChunkId, expected: usize) -> Result<Option<Vec<u8>>> {
         guarded(&format!("reading chunk {id}"), || {
             let db = self.db()?;
             let txn = db.begin_read()?;
-            read_sealed(&txn.open_table(CHUNKS)?, &id)
+            read_sealed_sized(&txn.open_table(CHUNKS)?, &id, expected)
         })
     }
 

@@ -21,17 +21,30 @@ pub(crate) const CHUNKS: TableDefinition<([u8; 32], u32), &[u8]> = TableDefiniti
 /// chunks as single values left half the file empty (2.1× the data, measured). Segments that
 /// just fit a 256 KiB page, with only each chunk's last one smaller, bring it to 1.13×.
 pub(crate) const SEGMENT: usize = 262_000;
+/// The largest sealed chunk: a bound on what a size guess may allocate.
+const MAX_SEALED: usize = crate::content::chunker::MAX_CHUNK + crate::crypto::TAG_LEN;
 
 /// Reads a whole sealed chunk from its segments.
 pub(crate) fn read_sealed(
     table: &impl ReadableTable<([u8; 32], u32), &'static [u8]>,
     id: &ChunkId,
 ) -> Result<Option<Vec<u8>>> {
+    read_sealed_sized(table, id, 0)
+}
+
+/// [`read_sealed`] into a buffer made for `expected` bytes (the caller's idea of the sealed
+/// length), so each segment is copied once: growing from empty copied a multi-segment chunk
+/// again at each doubling. A wrong guess costs only that growth.
+pub(crate) fn read_sealed_sized(
+    table: &impl ReadableTable<([u8; 32], u32), &'static [u8]>,
+    id: &ChunkId,
+    expected: usize,
+) -> Result<Option<Vec<u8>>> {
     let key = *id.as_bytes();
     let mut out: Option<Vec<u8>> = None;
     for item in table.range((key, 0)..=(key, u32::MAX))? {
         let (k, v) = item?;
-        let buf = out.get_or_insert_with(Vec::new);
+        let buf = out.get_or_insert_with(|| Vec::with_capacity(expected.min(MAX_SEALED)));
         if k.value().1 as usize * SEGMENT != buf.len() {
             return Err(StorageError::Corrupt(format!("chunk {id} has a missing segment")));
         }
