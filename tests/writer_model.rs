@@ -24,6 +24,7 @@ use diststore::crypto::Secret;
 use diststore::runtime;
 use diststore::storage::{
     Expect, HIDDEN_PREFIX, ListQuery, Match, NameRecord, PinSet, Relink, Stamp, StorageError, Store,
+    name_bucket, record_digest,
 };
 use proptest::prelude::*;
 
@@ -615,6 +616,28 @@ async fn agree(store: &Store, pool: &Pool, model: &Model) -> Result<(), TestCase
         "stored bytes"
     );
     prop_assert_eq!(stats.chunks, model.stored.len() as u64, "chunks");
+    // Anti-entropy's bucket digests and the names of each bucket, which the writer keeps: every
+    // record, tombstones too.
+    let mut digests = vec![[0u8; 32]; 256];
+    for (i, r) in &model.names {
+        let part = record_digest(NAMES[*i], &r.stamp);
+        digests[usize::from(name_bucket(NAMES[*i]))].iter_mut().zip(part).for_each(|(a, b)| *a ^= b);
+    }
+    prop_assert_eq!(store.name_digest().await.unwrap(), digests, "bucket digests");
+    for name in NAMES {
+        let bucket = name_bucket(name);
+        let mut got: Vec<(String, Stamp)> =
+            store.records(Some(bucket)).await.unwrap().into_iter().map(|(n, r)| (n, r.stamp)).collect();
+        got.sort();
+        let mut want: Vec<(String, Stamp)> = model
+            .names
+            .iter()
+            .filter(|(i, _)| name_bucket(NAMES[**i]) == bucket)
+            .map(|(i, r)| (NAMES[*i].to_owned(), r.stamp))
+            .collect();
+        want.sort();
+        prop_assert_eq!(got, want, "records of bucket {}", bucket);
+    }
     // The totals of listings by folder, which the writer keeps rather than counts.
     for prefix in ["", "dir/", "dir/sub/", "other/"] {
         for delimiter in [false, true] {

@@ -1,8 +1,10 @@
 //! Anti-entropy: nodes compare a digest of their names and exchange the records that differ,
 //! so every node converges to the same names after missed messages, restarts and partitions.
 //!
-//! Names fall into 256 buckets (first byte of SHA-256 of the name); a bucket's digest hashes
-//! its (name, stamp) pairs in name order. Only buckets whose digests differ are listed.
+//! Names fall into 256 buckets (first byte of SHA-256 of the name); a bucket's digest is the
+//! XOR of a hash of each of its (name, stamp) pairs, kept by the storage writer as records
+//! change, so a digest costs 256 reads rather than a hash of every name. Only buckets whose
+//! digests differ are listed, each from its own range of an index of names by bucket.
 //! One exchange pulls the peer's newer records and pushes ours, each bucket's in batches that
 //! the receiver applies in one durable commit; at most one exchange per peer runs at a time.
 

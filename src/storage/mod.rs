@@ -29,10 +29,11 @@ pub use records::{NameRecordV3 as NameRecord, StampV1 as Stamp};
 pub use schema::SCHEMA_VERSION;
 use tables::have_chunks_in;
 pub(crate) use tables::{
-    CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, FOLDERS, GC_CHUNKS, GC_FILES, KEY_CHECK, MANIFESTS, META,
-    NAMES, RECEIVED, SEGMENT, has_sealed, read_manifest, read_sealed, read_sealed_sized,
+    BUCKET_NAMES, CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, FOLDERS, GC_CHUNKS, GC_FILES, KEY_CHECK,
+    MANIFESTS, META, NAME_DIGESTS, NAMES, RECEIVED, SEGMENT, has_sealed, read_manifest, read_sealed,
+    read_sealed_sized,
 };
-pub use tables::{HIDDEN_PREFIX, RECEIVED_GRACE};
+pub use tables::{HIDDEN_PREFIX, RECEIVED_GRACE, record_digest};
 use writer::Op;
 pub use writer::{Committed, Relink};
 
@@ -921,12 +922,27 @@ impl Store {
             let txn = db.begin_read()?;
             let names = txn.open_table(NAMES)?;
             let mut out = Vec::new();
-            for item in names.iter()? {
-                let (k, v) = item?;
-                let name = k.value();
-                if bucket.is_none_or(|b| name_bucket(name) == b) {
-                    out.push((name.to_owned(), decode("name record", v.value())?));
+            let Some(bucket) = bucket else {
+                for item in names.iter()? {
+                    let (k, v) = item?;
+                    out.push((k.value().to_owned(), decode("name record", v.value())?));
                 }
+                return Ok(out);
+            };
+            // The bucket's names are one range of the index; each record one lookup.
+            let index = txn.open_table(BUCKET_NAMES)?;
+            for item in index.range((bucket, "")..)? {
+                let (k, _) = item?;
+                let (b, name) = k.value();
+                if b != bucket {
+                    break;
+                }
+                let Some(raw) = names.get(name)? else {
+                    return Err(StorageError::Corrupt(format!(
+                        "bucket index names {name:?}, which is not stored"
+                    )));
+                };
+                out.push((name.to_owned(), decode("name record", raw.value())?));
             }
             Ok(out)
         })
@@ -957,23 +973,17 @@ impl Store {
 
     /// Anti-entropy digest: per bucket of names (see [`name_bucket`]), the SHA-256 of its
     /// (name, stamp) pairs in name order. Computed on a blocking thread in one read.
+    /// The digest of each of the 256 name buckets, as the writer keeps them.
     pub async fn name_digest(&self) -> Result<Vec<[u8; 32]>> {
-        use sha2::{Digest, Sha256};
         self.read(|db| {
             let txn = db.begin_read()?;
-            let names = txn.open_table(NAMES)?;
-            let mut hashers: Vec<Sha256> = (0..256).map(|_| Sha256::new()).collect();
-            for item in names.iter()? {
+            let digests = txn.open_table(NAME_DIGESTS)?;
+            let mut out = vec![[0u8; 32]; 256];
+            for item in digests.iter()? {
                 let (k, v) = item?;
-                let (name, record) = (k.value(), decode::<NameRecord>("name record", v.value())?);
-                let h = &mut hashers[usize::from(name_bucket(name))];
-                h.update((name.len() as u64).to_le_bytes());
-                h.update(name.as_bytes());
-                h.update(record.stamp.wall_ms.to_le_bytes());
-                h.update(record.stamp.counter.to_le_bytes());
-                h.update(record.stamp.node);
+                out[usize::from(k.value())] = v.value();
             }
-            Ok(hashers.into_iter().map(|h| h.finalize().into()).collect())
+            Ok(out)
         })
         .await
     }

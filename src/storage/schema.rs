@@ -5,8 +5,8 @@ use std::path::Path;
 use redb::{Builder, Database, ReadableTable, Table, TableHandle};
 
 use super::{
-    CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, FOLDERS, GC_CHUNKS, GC_FILES, MANIFESTS, META, NAMES,
-    RECEIVED, Result, Stats, StorageError,
+    BUCKET_NAMES, CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, FOLDERS, GC_CHUNKS, GC_FILES, MANIFESTS, META,
+    NAME_DIGESTS, NAMES, RECEIVED, Result, Stats, StorageError,
 };
 use crate::content::NodeId;
 
@@ -108,6 +108,8 @@ pub(super) fn open_backend(
         txn.open_table(GC_FILES)?;
         txn.open_table(GC_CHUNKS)?;
         txn.open_table(FOLDERS)?;
+        txn.open_table(NAME_DIGESTS)?;
+        txn.open_table(BUCKET_NAMES)?;
         txn.open_table(RECEIVED)?;
     }
     txn.commit()?;
@@ -130,6 +132,8 @@ fn current(db: &Database) -> Result<Option<NodeId>> {
         GC_FILES.name(),
         GC_CHUNKS.name(),
         FOLDERS.name(),
+        NAME_DIGESTS.name(),
+        BUCKET_NAMES.name(),
         RECEIVED.name(),
     ];
     if !all.iter().all(|name| tables.iter().any(|t| t == name)) {

@@ -87,6 +87,42 @@ pub(crate) const GC_FILES: TableDefinition<[u8; 32], ()> = TableDefinition::new(
 /// Chunks whose use count is zero (stored with none yet, or released by a manifest), for the
 /// collector: a pass looks at these rather than at every chunk, so a delete costs what it
 /// released. An entry leaves when its chunk goes or is used again.
+/// Anti-entropy's digest of each of the 256 name buckets (see [`super::name_bucket`]): the XOR
+/// of [`record_digest`] over the bucket's records, tombstones included, kept by the writer as
+/// records change, so a digest is 256 small reads instead of a hash of every name.
+pub(crate) const NAME_DIGESTS: TableDefinition<u8, [u8; 32]> = TableDefinition::new("name_digests_v1");
+/// Every stored name (live or tombstone) under its bucket, so one bucket's records are one
+/// range scan.
+pub(crate) const BUCKET_NAMES: TableDefinition<(u8, &str), ()> = TableDefinition::new("bucket_names_v1");
+
+/// One record's part of its bucket's digest: SHA-256 of the name (length-prefixed) and stamp.
+pub fn record_digest(name: &str, stamp: &super::Stamp) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update((name.len() as u64).to_le_bytes());
+    h.update(name.as_bytes());
+    h.update(stamp.wall_ms.to_le_bytes());
+    h.update(stamp.counter.to_le_bytes());
+    h.update(stamp.node);
+    h.finalize().into()
+}
+
+/// Changes a bucket's digest for a record replaced (`old`) by another (`new`).
+pub(crate) fn update_digest(
+    digests: &mut redb::Table<'_, u8, [u8; 32]>,
+    name: &str,
+    old: Option<&super::Stamp>,
+    new: &super::Stamp,
+) -> Result<()> {
+    let bucket = super::name_bucket(name);
+    let mut d = digests.get(bucket)?.map_or([0; 32], |v| v.value());
+    for part in old.map(|s| record_digest(name, s)).into_iter().chain([record_digest(name, new)]) {
+        d.iter_mut().zip(part).for_each(|(a, b)| *a ^= b);
+    }
+    digests.insert(bucket, d)?;
+    Ok(())
+}
+
 /// Live names per folder (see [`super::folders`]): (below, direct files, direct folders).
 pub(crate) const FOLDERS: TableDefinition<&str, (u64, u64, u64)> = TableDefinition::new("folders_v1");
 pub(crate) const GC_CHUNKS: TableDefinition<[u8; 32], ()> = TableDefinition::new("gc_chunks_v1");

@@ -18,9 +18,9 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, WriteTr
 
 use super::records::{ManifestRecordV1, NameRecordV3, StampV1, decode, encode};
 use super::{
-    CHUNK_INDEX, CHUNK_REFS, CHUNKS, Expect, FILE_REFS, FOLDERS, GC_CHUNKS, GC_FILES, GcReport, MANIFESTS,
-    META, NAMES, Pins, RECEIVED, Result, SEGMENT, Slot, StorageError, WriterShared, disk_space, guarded,
-    has_sealed, read_sealed, schema,
+    BUCKET_NAMES, CHUNK_INDEX, CHUNK_REFS, CHUNKS, Expect, FILE_REFS, FOLDERS, GC_CHUNKS, GC_FILES, GcReport,
+    MANIFESTS, META, NAME_DIGESTS, NAMES, Pins, RECEIVED, Result, SEGMENT, Slot, StorageError, WriterShared,
+    disk_space, guarded, has_sealed, read_sealed, schema,
 };
 use crate::content::{ChunkId, FileId, Manifest};
 use crate::time::unix_ms;
@@ -610,6 +610,8 @@ struct Tables<'t> {
     gc_files: Table<'t, [u8; 32], ()>,
     gc_chunks: Table<'t, [u8; 32], ()>,
     folders: Table<'t, &'static str, (u64, u64, u64)>,
+    name_digests: Table<'t, u8, [u8; 32]>,
+    bucket_names: Table<'t, (u8, &'static str), ()>,
     received: Table<'t, [u8; 32], u64>,
     stats: super::Stats,
     /// How long confirmed chunks awaiting their manifest are spared (see `RECEIVED`).
@@ -641,6 +643,8 @@ impl<'t> Tables<'t> {
             gc_files: txn.open_table(GC_FILES)?,
             gc_chunks: txn.open_table(GC_CHUNKS)?,
             folders: txn.open_table(FOLDERS)?,
+            name_digests: txn.open_table(NAME_DIGESTS)?,
+            bucket_names: txn.open_table(BUCKET_NAMES)?,
             received: txn.open_table(RECEIVED)?,
             stats,
             grace_ms: 0,
@@ -904,6 +908,10 @@ impl<'t> Tables<'t> {
             }
         }
         let stamp = record.stamp;
+        super::tables::update_digest(&mut self.name_digests, name, old.as_ref().map(|o| &o.stamp), &stamp)?;
+        if old.is_none() {
+            self.bucket_names.insert((super::name_bucket(name), name), ())?;
+        }
         self.names.insert(name, encode(&record).as_slice())?;
         self.saw_stamp(stamp)?;
         Ok(true)
