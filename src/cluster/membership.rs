@@ -247,6 +247,7 @@ impl Cluster {
                     up: st.up,
                     last_seen: st.last_seen_ms.map(rfc3339),
                     stats: st.stats,
+                    space: st.space,
                     error: if st.up { None } else { st.error },
                 }
             })
