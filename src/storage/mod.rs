@@ -479,7 +479,7 @@ pub(crate) fn disk_space(path: &Path) -> std::io::Result<DiskSpace> {
     Ok(DiskSpace {
         free: st.f_bavail.saturating_mul(frsize),
         total: st.f_blocks.saturating_mul(frsize),
-        id: disk_id(st.f_fsid as u64),
+        id: disk_id(st.f_fsid),
     })
 }
 
