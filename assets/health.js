@@ -167,6 +167,7 @@ export function renderCluster() {
     ['Replication', s.replication ? `${s.replication} ${s.replication === 1 ? 'copy' : 'copies'}` : '—', 'replication'],
     ['Nodes up', `${up} of ${nodes.length}`, 'nodes-up'],
     ['This node’s disk', diskSummary(self), 'disk'],
+    ['Cluster disk', capacitySummary(s.capacity), 'capacity'],
     ['Chunks', formatCount(s.chunks), 'chunks'],
     ['Upload limit', s.max_upload_bytes ? formatBytes(s.max_upload_bytes) : 'none', 'limit'],
     ['Repair', repairSummary(s.repair), 'repair'],
@@ -182,6 +183,26 @@ function diskSummary(n) {
   if (typeof n.disk_total_bytes !== 'number' || !n.disk_total_bytes) return 'not reported';
   const used = n.disk_total_bytes - n.disk_free_bytes;
   return `${formatBytes(used)} used, ${formatBytes(n.disk_free_bytes)} free of ${formatBytes(n.disk_total_bytes)}`;
+}
+
+// A peer's disk as it last reported it; figures older than the node's bound
+// (or from a node that is down) are labelled with their age, not shown as now.
+function peerDisk(n) {
+  const sp = n.space;
+  if (!sp) return n.state === 'up' ? 'not reported yet' : 'unknown';
+  const summary = diskSummary(sp);
+  if (sp.current) return summary;
+  return el('span', { class: 'stale', 'data-testid': 'disk-stale', title: formatTime(sp.measured_at) },
+    `${summary} — stale, as of ${relativeTime(sp.measured_at)}`);
+}
+
+// The disks of the nodes that are up with current figures, each disk once
+// (nodes sharing a file system count it once).
+function capacitySummary(c) {
+  if (!c || !c.disk_total_bytes) return 'not reported';
+  const disks = c.disks === 1 ? '1 disk' : `${formatCount(c.disks)} disks`;
+  const unknown = c.nodes_unknown > 0 ? `, ${plural(c.nodes_unknown, 'live node', 'live nodes')} not reported yet` : '';
+  return `${formatBytes(c.disk_used_bytes)} used, ${formatBytes(c.disk_free_bytes)} free of ${formatBytes(c.disk_total_bytes)} (${disks} over ${plural(c.nodes, 'node', 'nodes')}${unknown})`;
 }
 
 // This node's repair loop: chunks it should hold but lacks, and what it has moved so far.
@@ -215,5 +236,5 @@ function nodeRow(n) {
       ? el('time', { datetime: n.last_seen, title: formatTime(n.last_seen) }, seen)
       : seen),
     el('td', { class: 'num', 'data-label': 'Stored' }, formatBytes(n.stored_bytes)),
-    el('td', { 'data-label': 'Disk' }, n.self ? diskSummary(n) : 'not sent between nodes'));
+    el('td', { 'data-label': 'Disk', 'data-testid': 'node-disk' }, n.self ? diskSummary(n) : peerDisk(n)));
 }

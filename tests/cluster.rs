@@ -270,21 +270,21 @@ fn bad_peer_input_is_refused_and_the_node_keeps_serving() {
             assert!(matches!(answer, Some(Err(_))), "expected the link dropped, got {answer:?}");
         }
 
-        // A peer speaking another protocol version is refused with a reason.
-        let mut ws = raw_peer::dial(&node.base).await;
-        let hello = Handshake::Hello {
-            version: PROTOCOL_VERSION + 1,
-            node: [1; 16],
-            nonce: [2; 32],
-            url: String::new(),
-        };
-        ws.send(Ws::binary(diststore::cluster::messages::encode(&hello))).await.unwrap();
-        match ws.next().await {
-            Some(Ok(Ws::Binary(b))) => match diststore::cluster::messages::decode::<Handshake>(&b).unwrap() {
-                Handshake::Refused { reason } => assert!(reason.contains("protocol version"), "{reason}"),
+        // A peer speaking another protocol version, newer or the one before (whose pongs
+        // carried no space figures), is refused with a reason.
+        for version in [PROTOCOL_VERSION + 1, PROTOCOL_VERSION - 1] {
+            let mut ws = raw_peer::dial(&node.base).await;
+            let hello = Handshake::Hello { version, node: [1; 16], nonce: [2; 32], url: String::new() };
+            ws.send(Ws::binary(diststore::cluster::messages::encode(&hello))).await.unwrap();
+            match ws.next().await {
+                Some(Ok(Ws::Binary(b))) => match diststore::cluster::messages::decode::<Handshake>(&b)
+                    .unwrap()
+                {
+                    Handshake::Refused { reason } => assert!(reason.contains("protocol version"), "{reason}"),
+                    other => panic!("expected a refusal, got {other:?}"),
+                },
                 other => panic!("expected a refusal, got {other:?}"),
-            },
-            other => panic!("expected a refusal, got {other:?}"),
+            }
         }
 
         // A peer that stops in the middle of the handshake.

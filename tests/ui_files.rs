@@ -537,6 +537,14 @@ fn ui_files_health_banner_when_a_node_of_three_dies() {
     );
     assert_eq!(browser.eval("document.getElementById('conn-text').textContent"), "Healthy");
 
+    // The cluster view shows each peer's disk, as the peers report it, and the cluster's.
+    browser.wait_for(
+        "every node's disk and the cluster's capacity over three nodes",
+        "[...document.querySelectorAll('[data-testid=node-row] [data-testid=node-disk]')] \
+           .filter((td) => /used, .* free of /.test(td.textContent)).length === 3 && \
+         /free of .* over 3 nodes/.test(document.querySelector('[data-testid=total-capacity] dd')?.textContent)",
+    );
+
     let dead = cluster.nodes[2].base.clone();
     cluster.nodes[2].kill9();
     let text = browser.wait_for(
@@ -555,6 +563,12 @@ fn ui_files_health_banner_when_a_node_of_three_dies() {
         "document.querySelectorAll('[data-testid=node-row][data-state=down]').length === 1 && \
          !document.getElementById('health-banner').hidden && \
          /used, .* free of /.test(document.querySelector('[data-testid=total-disk] dd')?.textContent)",
+    );
+    // The dead node's last figures are not shown as its disk now.
+    browser.wait_for(
+        "the down node's disk marked stale or unknown",
+        "/stale|unknown/.test(document.querySelector('[data-testid=node-row][data-state=down] \
+           [data-testid=node-disk]')?.textContent)",
     );
     browser.set_color_scheme("dark");
     browser.screenshot("banner-node-down-cluster-dark.png");

@@ -14,6 +14,7 @@ use crate::runtime::net as async_std_tcp;
 
 use super::connection::{self, LinkError, Outbox};
 use super::messages::{MAX_MESSAGE, Message, PeerStats, Request, Response};
+use super::space::PeerSpace;
 use super::{Cluster, HANDLERS_PER_LINK};
 use crate::clock::unix_ms;
 use crate::content::NodeId;
@@ -42,6 +43,9 @@ pub struct LinkState {
     pub up: bool,
     pub last_seen_ms: Option<u64>,
     pub stats: PeerStats,
+    /// Space figures from its last pong that carried them; kept while it is down, with
+    /// their date, so the status page can say how old they are.
+    pub space: Option<PeerSpace>,
     /// Why the last attempt to reach it failed, while it is down.
     pub error: Option<String>,
 }
@@ -224,8 +228,13 @@ impl Link {
                 runtime::sleep(HEARTBEAT).await;
                 let ping = Request::Ping { members: cluster.members(), stats: cluster.local_stats().await };
                 match self.request(ping, DOWN_AFTER).await {
-                    Ok(Response::Pong { members, stats }) => {
-                        lock(&self.state).stats = stats;
+                    Ok(Response::Pong { members, stats, space }) => {
+                        let mut st = lock(&self.state);
+                        st.stats = stats;
+                        if let Some(space) = space {
+                            st.space = Some(PeerSpace::received(space));
+                        }
+                        drop(st);
                         cluster.learn(members);
                     }
                     Ok(_) => return LinkError::Unexpected,

@@ -248,6 +248,7 @@ impl Cluster {
                     last_seen: st.last_seen_ms.map(rfc3339),
                     last_seen_ms: st.last_seen_ms,
                     stats: st.stats,
+                    space: st.space,
                     error: if st.up { None } else { st.error },
                 }
             })

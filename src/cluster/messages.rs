@@ -17,7 +17,8 @@ use crate::storage::records::{ManifestRecordV1, NameRecordV3, StampV1};
 /// 4: uploads and downloads hold leases (pins) on holders; `Confirm` checks presence after the
 ///    fsync instead of comparing epochs.
 /// 5: name records carry the S3 ETag and headers (`NameRecordV3`).
-pub const PROTOCOL_VERSION: u16 = 5;
+/// 6: pongs carry the answering node's space figures ([`WireSpace`]).
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Largest message accepted from a peer, attachments excluded.
 pub const MAX_MESSAGE: usize = 24 * 1024 * 1024;
@@ -49,6 +50,22 @@ pub struct PeerStats {
     pub files: u64,
     pub stored_bytes: u64,
     pub chunks: u64,
+}
+
+/// A node's space figures as it sends them with every pong: its database file and the disk
+/// it is on, measured `age_ms` before sending. An age rather than a time, so the receiver
+/// dates it by its own clock and the two clocks need not agree.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WireSpace {
+    pub age_ms: u64,
+    pub db_file_bytes: u64,
+    pub db_used_bytes: u64,
+    pub db_free_bytes: u64,
+    pub disk_free_bytes: u64,
+    pub disk_total_bytes: u64,
+    pub disk_reserve_bytes: u64,
+    /// Nodes with the same id share one disk (see `storage::DiskSpace::id`).
+    pub disk_id: u64,
 }
 
 /// A name's version stamp: hybrid clock reading, then the writing node (last writer wins).
@@ -232,6 +249,8 @@ pub enum Response {
     Pong {
         members: Vec<Member>,
         stats: PeerStats,
+        /// `None` until the node has measured its space once.
+        space: Option<WireSpace>,
     },
     /// Queued.
     Stored {
@@ -421,6 +440,35 @@ mod tests {
         // And through the records they convert to and from, nothing is lost.
         let (name, record, manifest) = update.clone().into_records();
         assert_eq!(NameUpdate::new(name, record, manifest), update);
+    }
+
+    /// The bytes of a pong, pinned: a change here is a protocol change.
+    #[test]
+    fn pong_bytes_are_pinned() {
+        let space = WireSpace {
+            age_ms: 300,
+            db_file_bytes: 1,
+            db_used_bytes: 2,
+            db_free_bytes: 3,
+            disk_free_bytes: 4,
+            disk_total_bytes: 5,
+            disk_reserve_bytes: 6,
+            disk_id: 7,
+        };
+        let pong = Response::Pong {
+            members: vec![Member { node: [8; 16], url: "u".into() }],
+            stats: PeerStats { files: 1, stored_bytes: 2, chunks: 3 },
+            space: Some(space),
+        };
+        let mut expected = vec![0, 1];
+        expected.extend([8; 16]);
+        expected.extend([1, b'u', 1, 2, 3]);
+        // Some, then age 300 as a varint, then the figures in declaration order.
+        expected.extend([1, 0xac, 0x02, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(encode(&pong), expected);
+        assert_eq!(decode::<Response>(&expected).unwrap(), pong);
+        let unmeasured = Response::Pong { members: vec![], stats: PeerStats::default(), space: None };
+        assert_eq!(encode(&unmeasured), [0, 0, 0, 0, 0, 0]);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod placement;
 mod repair;
 mod replication;
 mod serve;
+mod space;
 mod sync;
 
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ pub use messages::{Member, NameUpdate, PeerStats};
 pub use repair::RepairReport;
 pub use replication::{Placed, store_all};
 pub use serve::reachable_url;
+pub use space::{Capacity, PeerSpace, SPACE_CURRENT_FOR};
 
 /// Requests one peer may have in progress on this node at once.
 const HANDLERS_PER_LINK: usize = 32;
@@ -113,6 +115,9 @@ pub struct PeerView {
     /// The same instant in Unix milliseconds, for `/metrics`.
     pub last_seen_ms: Option<u64>,
     pub stats: PeerStats,
+    /// Its last reported space figures, if any arrived (they may be old: see
+    /// [`PeerSpace::age`]).
+    pub space: Option<PeerSpace>,
     /// Why it cannot be reached, while down.
     pub error: Option<String>,
 }
@@ -139,6 +144,8 @@ pub struct Cluster {
     started: Instant,
     /// Bounds unauthenticated handshakes, in total and per source.
     handshakes: Arc<handshakes::Handshakes>,
+    /// This node's space figures as pongs carry them.
+    space: space::LocalSpace,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -170,6 +177,7 @@ impl Cluster {
             repair_woken,
             repair_report: Mutex::new(RepairReport::default()),
             handshakes: Arc::default(),
+            space: Default::default(),
             health,
             started: Instant::now(),
         })

@@ -67,8 +67,11 @@ impl Cluster {
                 match received {
                     Ok(Message::Request { id, body: Request::Ping { members, stats: _ } }) => {
                         handler.learn(members);
-                        let body =
-                            Response::Pong { members: handler.members(), stats: handler.local_stats().await };
+                        let body = Response::Pong {
+                            members: handler.members(),
+                            stats: handler.local_stats().await,
+                            space: handler.space_for_peers(),
+                        };
                         if tx.send(Message::Response { id, body }).await.is_err() {
                             break;
                         }
@@ -117,7 +120,11 @@ impl Cluster {
         Ok(match request {
             Request::Ping { members, stats: _ } => {
                 self.learn(members);
-                Response::Pong { members: self.members(), stats: self.local_stats().await }
+                Response::Pong {
+                    members: self.members(),
+                    stats: self.local_stats().await,
+                    space: self.space_for_peers(),
+                }
             }
             Request::PutChunks { lease, chunks } => {
                 // Pinned before anything else: from here until the upload releases the lease,

@@ -6,6 +6,8 @@ use serde_json::json;
 use tide::{Response, StatusCode};
 
 use super::{ApiError, Req, State, json};
+use crate::clock::rfc3339;
+use crate::cluster::{Capacity, PeerSpace, PeerView, SPACE_CURRENT_FOR};
 use crate::node::Event;
 use crate::runtime;
 
@@ -26,10 +28,12 @@ async fn status_json(state: &State) -> Result<serde_json::Value, ApiError> {
                 "files": p.stats.files,
                 "stored_bytes": p.stats.stored_bytes,
                 "chunks": p.stats.chunks,
+                "space": p.space.map(|space| peer_space(p, &space)),
                 "error": p.error,
             })
         })
         .collect();
+    let capacity = Capacity::sum(&s.space, s.peers.iter().map(|p| (p.node, p.up, p.space.as_ref())));
     // What dedup saves: names' total size over distinct content (encryption overhead and
     // replication show in stored_bytes, not here).
     let dedup_ratio = if s.stats.unique_bytes == 0 {
@@ -52,6 +56,7 @@ async fn status_json(state: &State) -> Result<serde_json::Value, ApiError> {
         "disk_free_bytes": s.space.disk.free,
         "disk_total_bytes": s.space.disk.total,
         "disk_reserve_bytes": s.space.reserve_bytes,
+        "disk_id": format!("{:016x}", s.space.disk.id),
         "compactions": s.space.compactions,
         "dedup_ratio": dedup_ratio,
         "max_upload_bytes": s.max_upload_bytes,
@@ -81,7 +86,35 @@ async fn status_json(state: &State) -> Result<serde_json::Value, ApiError> {
             "bytes": s.gc.bytes,
         },
         "leases": s.leases,
+        "capacity": {
+            "nodes": capacity.nodes,
+            "nodes_unknown": capacity.nodes_unknown,
+            "disks": capacity.disks,
+            "disk_total_bytes": capacity.disk_total_bytes,
+            "disk_free_bytes": capacity.disk_free_bytes,
+            "disk_used_bytes": capacity.disk_used_bytes(),
+        },
     }))
+}
+
+/// A peer's last space figures, the fields named as this node's own, with when they were
+/// measured. `current` is false once they are older than the bound or the peer is down: the
+/// disk may have changed since.
+fn peer_space(peer: &PeerView, space: &PeerSpace) -> serde_json::Value {
+    let f = &space.figures;
+    let age = space.age();
+    json!({
+        "db_file_bytes": f.db_file_bytes,
+        "db_used_bytes": f.db_used_bytes,
+        "db_free_bytes": f.db_free_bytes,
+        "disk_free_bytes": f.disk_free_bytes,
+        "disk_total_bytes": f.disk_total_bytes,
+        "disk_reserve_bytes": f.disk_reserve_bytes,
+        "disk_id": format!("{:016x}", f.disk_id),
+        "measured_at": rfc3339(space.measured_ms),
+        "age_secs": age.as_secs(),
+        "current": peer.up && age <= SPACE_CURRENT_FOR,
+    })
 }
 
 pub async fn status(req: Req) -> Result<Response, ApiError> {

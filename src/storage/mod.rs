@@ -443,6 +443,24 @@ pub struct DiskSpace {
     /// Bytes an unprivileged writer may still use.
     pub free: u64,
     pub total: u64,
+    /// Which file system on which running machine this is (see [`disk_id`]): nodes that
+    /// report the same id share one disk, so a cluster's capacity counts it once.
+    pub id: u64,
+}
+
+/// The file system's id (`f_fsid`) is unique on one machine only, so it is mixed with the
+/// kernel's boot id, unique per machine and boot: two nodes on one host (or in network
+/// namespaces of it) sharing a disk get the same id, nodes on different hosts do not.
+fn disk_id(fsid: u64) -> u64 {
+    use sha2::Digest;
+    static BOOT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let boot = BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    });
+    let hash = sha2::Sha256::new().chain_update(boot.as_bytes()).chain_update(fsid.to_le_bytes()).finalize();
+    u64::from_le_bytes(hash[..8].try_into().expect("a SHA-256 has 8 bytes"))
 }
 
 /// `statvfs` of the directory holding `path`.
@@ -459,7 +477,11 @@ pub(crate) fn disk_space(path: &Path) -> std::io::Result<DiskSpace> {
     // SAFETY: statvfs returned 0, so it filled `st`.
     let st = unsafe { st.assume_init() };
     let frsize = st.f_frsize;
-    Ok(DiskSpace { free: st.f_bavail.saturating_mul(frsize), total: st.f_blocks.saturating_mul(frsize) })
+    Ok(DiskSpace {
+        free: st.f_bavail.saturating_mul(frsize),
+        total: st.f_blocks.saturating_mul(frsize),
+        id: disk_id(st.f_fsid),
+    })
 }
 
 /// Space figures for the status page.
