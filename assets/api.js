@@ -119,6 +119,31 @@ export const postJson = (path, body) => apiJson(path, {
   body: JSON.stringify(body),
 });
 
+// Downloads one zip of `names` and whole folders (`prefixes`), streamed by the
+// node. A form submit, not fetch(): the browser's own download UI shows it and
+// nothing is buffered in the page. The answer lands in a hidden frame; a
+// download never loads it, so a load means an error page, which is reported.
+export function downloadZip(names, prefixes, onError) {
+  let frame = document.getElementById('zip-frame');
+  if (!frame) {
+    frame = document.createElement('iframe');
+    Object.assign(frame, { id: 'zip-frame', name: 'zip-frame', hidden: true, title: 'zip download' });
+    document.body.append(frame);
+  }
+  frame.onload = () => {
+    const text = frame.contentDocument?.body?.textContent ?? '';
+    if (text) onError(errorText(0, text, ''));
+  };
+  const form = document.createElement('form');
+  Object.assign(form, { method: 'POST', action: `${API}/zip`, target: 'zip-frame', hidden: true });
+  const field = document.createElement('input');
+  Object.assign(field, { type: 'hidden', name: 'selection', value: JSON.stringify({ names, prefixes }) });
+  form.append(field);
+  document.body.append(form);
+  form.submit();
+  form.remove();
+}
+
 // Every name under `prefix`, page by page (cursor paging costs each name once).
 export async function* namesUnder(prefix) {
   let after = null;

@@ -7,7 +7,9 @@ import {
   $, API, ID_SHORT, announce, baseName, confirmDialog, copyText, el, encodeName, fileUrl, formatBytes, formatCount,
   formatTime, isFolder, notify, parentOf, plural, promptDialog,
 } from './util.js';
-import { ApiError, api, apiJson, countUnder, eachLimited, namesUnder, postJson } from './api.js';
+import {
+  ApiError, api, apiJson, countUnder, downloadZip, eachLimited, namesUnder, postJson,
+} from './api.js';
 import { health } from './health.js';
 import { previewKind, renderPreview } from './preview.js';
 
@@ -313,7 +315,7 @@ function actionsMenu(item) {
   const name = item.key;
   const entries = item.folder
     ? [
-      ['download', 'Download all files'],
+      ['download', 'Download as zip'],
       ['move', 'Rename or move…'],
       ['copy', 'Copy to…'],
       ['delete', 'Delete folder…'],
@@ -527,27 +529,23 @@ export async function moveKeys(keys) {
   await transfer('move', pairs);
 }
 
-// One download per file (the node has no archive endpoint); the browser may
-// ask once whether this page may download several files.
-export async function downloadKeys(keys) {
-  let names;
-  try {
-    names = await expand(keys);
-  } catch (err) {
-    notify(`Could not list the files: ${err.message}`, 'error');
+// One file downloads as itself; several, or any folder, as one zip the node
+// streams (POST /api/v1/zip), with names as stored.
+export function downloadKeys(keys) {
+  if (keys.length === 1 && !isFolder(keys[0])) {
+    const a = el('a', { href: fileUrl(keys[0], true), download: baseName(keys[0]), hidden: true });
+    document.body.append(a);
+    a.click();
+    a.remove();
     return;
   }
-  if (names.length > 20 && !(await confirmDialog('Download many files?', `This starts ${plural(names.length, 'download', 'downloads')}, one per file.`, 'Download'))) return;
-  names.forEach((name, i) => {
-    // Spaced out: browsers drop downloads started in the same instant.
-    setTimeout(() => {
-      const a = el('a', { href: fileUrl(name, true), download: baseName(name), hidden: true });
-      document.body.append(a);
-      a.click();
-      a.remove();
-    }, i * 300);
-  });
-  notify(`Downloading ${plural(names.length, 'file', 'files')}.`);
+  const names = keys.filter((k) => !isFolder(k));
+  const prefixes = keys.filter(isFolder);
+  downloadZip(names, prefixes, (message) => notify(`The zip download failed: ${message}`, 'error'));
+  notify(`Downloading a zip of ${[
+    names.length ? plural(names.length, 'file', 'files') : '',
+    prefixes.length ? plural(prefixes.length, 'folder', 'folders') : '',
+  ].filter(Boolean).join(' and ')}.`);
 }
 
 export async function newFolder() {

@@ -1,7 +1,7 @@
 //! The file manager in a real headless Chromium, as a person uses it: folders and the
 //! breadcrumb, a whole folder uploaded through the folder picker, search by substring in any
 //! case, the view in the URL (reload and back), previews of an image and a text file,
-//! multi-select with a shift-click range and bulk delete, moving a file, a folder deleted with
+//! multi-select with a shift-click range, bulk download as one zip and bulk delete, moving a file, a folder deleted with
 //! the count in its confirmation, the overwrite prompt, share links opened in a fresh browser
 //! without the token, an upload that resumes after the node restarts (with speed, time left and
 //! the leave-page warning while it runs), and the health banner
@@ -198,6 +198,40 @@ fn ui_files_folders_search_previews_selection_and_moves() {
          document.querySelector('[data-testid=bulk-count]').textContent",
     );
     assert_eq!(selected, "3 items selected");
+
+    // --- Bulk download: the three files arrive as one zip the node streamed, byte for byte.
+    let downloads = tempfile::tempdir().unwrap();
+    browser.page(
+        "Page.setDownloadBehavior",
+        json!({ "behavior": "allow", "downloadPath": downloads.path().to_str().unwrap() }),
+    );
+    browser.click("[data-testid=bulk-download]");
+    let zip_path = downloads.path().join("files.zip");
+    common::wait_for("the zip download to finish", std::time::Duration::from_secs(30), || {
+        zip_path.exists().then_some(())
+    });
+    let listing = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; \
+                      print(sorted((i.filename, len(z.read(i))) for i in z.infolist()))",
+        ])
+        .arg(&zip_path)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        listing.status.success(),
+        "the zip does not read back: {}",
+        String::from_utf8_lossy(&listing.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&listing.stdout).trim(),
+        format!(
+            "[('photos/2024/IMG_2024_0001.png', {n}), ('photos/2024/IMG_2024_0002.png', {n}), ('photos/2024/beach.png', {n})]",
+            n = png.len()
+        )
+    );
+
     browser.click("[data-testid=bulk-delete]");
     let question = browser.wait_for(
         "the bulk delete confirmation",

@@ -16,6 +16,7 @@ mod serve_content;
 mod shares;
 mod status;
 pub mod uploads;
+mod zip;
 
 use std::sync::Arc;
 
@@ -86,6 +87,7 @@ pub fn app(
     app.at("/api/v1/files").get(endpoint!(files::list));
     app.at("/api/v1/move").post(endpoint!(files::relocate_move));
     app.at("/api/v1/copy").post(endpoint!(files::relocate_copy));
+    app.at("/api/v1/zip").post(endpoint!(zip::download));
     app.at("/api/v1/shares").post(endpoint!(shares::create)).delete(endpoint!(shares::revoke));
     app.at("/share/:token").get(endpoint!(shares::get));
     app.at("/api/v1/files/*name")
@@ -333,17 +335,23 @@ const MAX_JSON: u64 = 64 * 1024;
 /// A small JSON request body, read with a bound (`body_json` reads any length into memory).
 /// `shape` says what was expected, for the error.
 async fn small_json<T: serde::de::DeserializeOwned>(req: &mut Req, shape: &str) -> Result<T, ApiError> {
+    let bytes = bounded_body(req, MAX_JSON).await?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("expected JSON {shape}: {e}")))
+}
+
+/// A request body of at most `limit` bytes, else `413` before more than that is read.
+async fn bounded_body(req: &mut Req, limit: u64) -> Result<Vec<u8>, ApiError> {
     use futures_lite::AsyncReadExt;
     let mut bytes = Vec::new();
     req.take_body()
-        .take(MAX_JSON + 1)
+        .take(limit + 1)
         .read_to_end(&mut bytes)
         .await
         .map_err(|e| ApiError::BadRequest(format!("reading the request body failed: {e}")))?;
-    if bytes.len() as u64 > MAX_JSON {
-        return Err(ApiError::TooLarge(format!("a JSON body here is at most {MAX_JSON} bytes")));
+    if bytes.len() as u64 > limit {
+        return Err(ApiError::TooLarge(format!("a request body here is at most {limit} bytes")));
     }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("expected JSON {shape}: {e}")))
+    Ok(bytes)
 }
 
 /// A query parameter, decoded.
