@@ -1,5 +1,5 @@
 //! Sizes and durations as people type them (`64MiB`, `24h`), for flags of the node and the
-//! client alike. Pure.
+//! client alike, and sizes as people read them (`1.5 MiB`). Pure.
 
 /// Parses `250ms`, `10s`, `15m`, `1h`, `7d`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -41,9 +41,28 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// `1.5 MiB`-style sizes for reports and progress.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(12), "12 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
 
     #[test]
     fn sizes() {

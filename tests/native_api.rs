@@ -13,28 +13,6 @@ use serde_json::{Value, json};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
-/// A request with headers and an optional body: (status, headers, body).
-fn call(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<&[u8]>,
-) -> (u16, ureq::http::HeaderMap, Vec<u8>) {
-    let mut req = ureq::http::Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = match body {
-        Some(b) => agent().run(req.body(b.to_vec()).unwrap()),
-        None => agent().run(req.body(()).unwrap()),
-    };
-    let mut res = res.expect("request failed");
-    let code = res.status().as_u16();
-    let head = res.headers().clone();
-    let body = res.body_mut().with_config().limit(u64::MAX).read_to_vec().expect("read body");
-    (code, head, body)
-}
-
 fn post_json(url: &str, headers: &[(&str, &str)], value: &Value) -> (u16, ureq::http::HeaderMap, Vec<u8>) {
     let mut all = vec![("Content-Type", "application/json")];
     all.extend_from_slice(headers);

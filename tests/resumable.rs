@@ -21,19 +21,9 @@ fn tus(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> (u16, ureq::http::HeaderMap, Vec<u8>) {
-    let mut req = ureq::http::Request::builder().method(method).uri(url).header("Tus-Resumable", "1.0.0");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = match body {
-        Some(b) => agent().run(req.body(b.to_vec()).unwrap()),
-        None => agent().run(req.body(()).unwrap()),
-    };
-    let mut res = res.expect("request failed");
-    let code = res.status().as_u16();
-    let head = res.headers().clone();
-    let body = res.body_mut().read_to_vec().unwrap_or_default();
-    (code, head, body)
+    let mut all = vec![("Tus-Resumable", "1.0.0")];
+    all.extend_from_slice(headers);
+    call(method, url, &all, body)
 }
 
 fn header(h: &ureq::http::HeaderMap, name: &str) -> String {

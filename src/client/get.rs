@@ -11,8 +11,9 @@ use std::process::ExitCode;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::progress::{Bars, Meter, bytes};
+use super::progress::{Bars, Meter};
 use super::{Api, ClientError, GetArgs, Output, each_parallel, list_all};
+use crate::units::human_bytes as bytes;
 
 struct Item {
     name: String,

@@ -438,8 +438,8 @@ fn status(args: PlainArgs) -> Result<ExitCode, ClientError> {
     println!(
         "files    {} ({} logical, {} stored)",
         n(&s["files"]),
-        progress::bytes(n(&s["logical_bytes"])),
-        progress::bytes(n(&s["stored_bytes"]))
+        crate::units::human_bytes(n(&s["logical_bytes"])),
+        crate::units::human_bytes(n(&s["stored_bytes"]))
     );
     let peers = s["peers"].as_array().cloned().unwrap_or_default();
     println!("peers    {}", peers.len());

@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::progress::{Bars, Meter, bytes};
+use super::progress::{Bars, Meter};
 use super::state::UploadState;
 use super::{Api, ClientError, Output, PutArgs, each_parallel};
+use crate::units::human_bytes as bytes;
 
 /// How long a resumable upload keeps trying while the node is unreachable or busy (a restart).
 const RETRY_FOR: Duration = Duration::from_secs(60);

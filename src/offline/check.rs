@@ -9,11 +9,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{EXIT_CANNOT_RUN, EXIT_OK, EXIT_PROBLEMS, OfflineError, Opened, human_bytes, parallel};
+use super::{EXIT_CANNOT_RUN, EXIT_OK, EXIT_PROBLEMS, OfflineError, Opened, parallel};
 use crate::config::CheckArgs;
 use crate::content::{ChunkId, FileId, Manifest};
 use crate::crypto::TAG_LEN;
 use crate::storage::{HIDDEN_PREFIX, Stats};
+use crate::units::human_bytes;
 
 #[derive(Debug, Default, Serialize)]
 pub struct CheckReport {

@@ -17,13 +17,12 @@ use serde::Serialize;
 use sha2::Digest;
 
 use super::check::Problem;
-use super::{
-    EXIT_CANNOT_RUN, EXIT_OK, EXIT_PROBLEMS, OfflineError, Opened, human_bytes, parallel, read_chunk,
-};
+use super::{EXIT_CANNOT_RUN, EXIT_OK, EXIT_PROBLEMS, OfflineError, Opened, parallel, read_chunk};
 use crate::config::ExportArgs;
 use crate::content::{FileId, Manifest};
 use crate::storage::HIDDEN_PREFIX;
 use crate::storage::snapshot::ChunkReader;
+use crate::units::human_bytes;
 
 #[derive(Debug, Default, Serialize)]
 pub struct ExportReport {

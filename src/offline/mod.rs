@@ -118,15 +118,3 @@ pub(crate) fn read_chunk(
         Err(e) => Err(format!("chunk {id}: {e}")),
     }
 }
-
-/// `1.5 GiB` style sizes for the text reports.
-pub(crate) fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
-}

@@ -261,6 +261,28 @@ pub fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, ureq::http::Header
     (code, head, body)
 }
 
+/// A request with any method, headers and an optional body: (status, headers, body).
+pub fn call(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> (u16, ureq::http::HeaderMap, Vec<u8>) {
+    let mut req = ureq::http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = match body {
+        Some(b) => agent().run(req.body(b.to_vec()).unwrap()),
+        None => agent().run(req.body(()).unwrap()),
+    };
+    let mut res = res.expect("request failed");
+    let code = res.status().as_u16();
+    let head = res.headers().clone();
+    let body = res.body_mut().with_config().limit(u64::MAX).read_to_vec().expect("read body");
+    (code, head, body)
+}
+
 pub fn put(url: &str, body: &[u8]) -> (u16, Vec<u8>) {
     finish(agent().put(url).send(body))
 }
