@@ -313,9 +313,23 @@ fn a_restart_resumes_the_scrub_and_does_not_repeat_a_finished_pass() {
     wait_for("the resume to be logged", Duration::from_secs(10), || {
         node.log_text().contains("scrub: resuming").then_some(())
     });
-    // Restarted after a pass that ended: none again within the day (a full pass here takes
-    // well under a second at this rate).
+    // Restarted after a pass that ended: the scrub waits out the day from that pass's end
+    // instead of starting another.
+    let ended = now_ms();
     node.restart();
-    std::thread::sleep(Duration::from_secs(2));
+    let next = wait_for("the scrub to schedule its next pass", Duration::from_secs(30), || {
+        node.status()["scrub"]["next_pass_at_ms"].as_u64()
+    });
+    // The pass ended before `ended` and less than a minute before it.
+    let day = 86_400_000;
+    assert!(
+        (ended + day - 60_000..=ended + day).contains(&next),
+        "next pass at {next}: a day after the last pass ended (before {ended}) expected"
+    );
     assert_eq!(checked(&node), 0, "a finished pass was done again after a restart");
+}
+
+/// Unix milliseconds now, as the node reckons them.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -120,8 +120,9 @@ fn a_zip_of_files_and_a_folder_holds_every_byte() {
 #[test]
 fn a_page_form_gets_the_zip_too() {
     let node = TestNode::start();
-    put(&node.url("/api/v1/files/a/one"), b"1");
-    put(&node.url("/api/v1/files/a/two"), b"22");
+    for (name, body) in [("a/one", &b"1"[..]), ("a/two", b"22")] {
+        assert_eq!(put(&node.url(&format!("/api/v1/files/{name}")), body).0, 201);
+    }
     let selection = json!({"prefixes": ["a/"]}).to_string();
     let form: String = url_encode_form(&[("selection", &selection)]);
     let (code, _, zip) = post(&node.url("/api/v1/zip"), "application/x-www-form-urlencoded", form.as_bytes());

@@ -78,6 +78,8 @@ async fn status_json(state: &State) -> Result<serde_json::Value, ApiError> {
             "errors": s.scrub.errors,
             // Share of the stored chunks the pass under way has checked (0 between passes).
             "pass_progress": s.scrub.position as f64 / 2f64.powi(64),
+            // When the next pass starts (Unix ms) while the scrub waits for it, else null.
+            "next_pass_at_ms": (s.scrub.next_pass_ms > 0).then_some(s.scrub.next_pass_ms),
         },
         "gc": {
             "passes": s.gc.passes,

@@ -206,6 +206,9 @@ async fn write_zip(node: &Node, names: Vec<FileName>, tx: &Queue) -> Result<(), 
             while let Ok(piece) = pieces.recv().await {
                 let piece = piece.map_err(|source| ZipError::Piece { name: key.clone(), source })?;
                 got += piece.len() as u64;
+                // The entry's CRC-32 is computed here, on the executor: crc32fast runs at about
+                // 10 GB/s (0.1 ms a piece of up to 1 MiB), well inside a task's fair slice, and
+                // a hop to a blocking thread per piece would cost more than it saves.
                 writer.write_all(&piece).await.map_err(|e| ZipError::Format(e.into()))?;
                 out.send(tx).await?;
             }
@@ -227,7 +230,12 @@ struct Outbox(Arc<Mutex<Vec<u8>>>);
 
 impl Outbox {
     async fn send(&self, tx: &Queue) -> Result<(), ZipError> {
-        let bytes = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        let bytes = {
+            let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            // The next step's output is about this one's size: made at once, not by doubling.
+            let next = Vec::with_capacity(kept.len());
+            std::mem::replace(&mut *kept, next)
+        };
         if bytes.is_empty() {
             return Ok(());
         }

@@ -77,6 +77,9 @@ pub struct ScrubReport {
     /// it checked. Ids are SHA-256, spread evenly, so `position / 2^64` is the share of the
     /// stored chunks this pass has checked. 0 between passes.
     pub position: u64,
+    /// When the next pass starts (Unix ms) while the scrub waits for it; 0 while a pass runs
+    /// or before the scrub has decided (at start, and when it is off).
+    pub next_pass_ms: u64,
 }
 
 pub struct Scrubber {
@@ -259,7 +262,7 @@ impl Scrubber {
         if saved.at.is_none() && saved.last_pass_ended_ms > 0 {
             let since = crate::time::unix_ms().saturating_sub(saved.last_pass_ended_ms);
             let wait = self.period.saturating_sub(Duration::from_millis(since));
-            if runtime::timeout(wait, stopped()).await.is_some() {
+            if self.wait(wait, stopped()).await {
                 return;
             }
         }
@@ -280,10 +283,19 @@ impl Scrubber {
                 }
             };
             let Some(next) = futures_lite::future::or(pass, stopped()).await else { return };
-            if let Some(None) = runtime::timeout(next, stopped()).await {
+            if self.wait(next, stopped()).await {
                 return;
             }
         }
+    }
+
+    /// Waits `wait` for the next pass, showing when it starts; true if `stopped` came first.
+    async fn wait<T>(&self, wait: Duration, stopped: impl Future<Output = Option<T>>) -> bool {
+        let at = crate::time::unix_ms().saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+        self.count(|r| r.next_pass_ms = at);
+        let stop = runtime::timeout(wait, stopped).await.is_some();
+        self.count(|r| r.next_pass_ms = 0);
+        stop
     }
 }
 
