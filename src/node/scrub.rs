@@ -32,6 +32,9 @@ const BATCH: usize = 32;
 const PROGRESS_KEY: &str = "scrub_v1";
 /// How often the position of a pass in progress is saved.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// How often a saved position is also made durable (an fsync of its own on an idle node):
+/// a crash repeats at most this much of a pass.
+const DURABLE_EVERY: Duration = Duration::from_secs(60);
 
 /// The scrub's progress as kept in the database.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -157,8 +160,16 @@ impl Scrubber {
         }
     }
 
-    async fn save(&self, progress: Progress) {
-        if let Err(e) = self.store.set_meta(PROGRESS_KEY, progress.encode()).await {
+    /// Saves the position, durably or riding the next durable commit (a clean stop makes it
+    /// durable too; a crash may lose it).
+    async fn save(&self, progress: Progress, durable: bool) {
+        let value = progress.encode();
+        let saved = if durable {
+            self.store.set_meta(PROGRESS_KEY, value).await
+        } else {
+            self.store.set_meta_lazily(PROGRESS_KEY, value).await
+        };
+        if let Err(e) = saved {
             log::warn!("scrub: could not save its progress: {e}");
         }
     }
@@ -171,7 +182,7 @@ impl Scrubber {
     /// A pass from the chunk after `after` to the end, saving where it has got to.
     async fn pass_from(&self, mut after: Option<ChunkId>) -> Result<(), StorageError> {
         let mut progress = self.progress().await;
-        let mut saved = Instant::now();
+        let (mut saved, mut durable) = (Instant::now(), Instant::now());
         loop {
             let started = Instant::now();
             let (store, keys) = (self.store.clone(), self.keys.clone());
@@ -217,8 +228,12 @@ impl Scrubber {
             // resumes after.
             if saved.elapsed() >= SAVE_EVERY {
                 progress.at = after;
-                self.save(progress).await;
+                let now_durable = durable.elapsed() >= DURABLE_EVERY;
+                self.save(progress, now_durable).await;
                 saved = Instant::now();
+                if now_durable {
+                    durable = saved;
+                }
             }
             let position = last.as_bytes()[..8].try_into().map(u64::from_be_bytes).unwrap_or(0);
             self.count(|r| {
@@ -239,7 +254,7 @@ impl Scrubber {
             r.passes += 1;
             r.position = 0;
         });
-        self.save(Progress { last_pass_ended_ms: crate::time::unix_ms(), at: None }).await;
+        self.save(Progress { last_pass_ended_ms: crate::time::unix_ms(), at: None }, true).await;
         Ok(())
     }
 

@@ -917,7 +917,13 @@ impl Store {
 
     /// Stores a small meta value, durably.
     pub async fn set_meta(&self, key: &'static str, value: Vec<u8>) -> Result<()> {
-        self.submit(|reply| Op::PutMeta { key, value, reply }).await
+        self.submit(|reply| Op::PutMeta { key, value, durable: true, reply }).await
+    }
+
+    /// Stores a value a crash may lose (it is durable with the next durable commit, or when
+    /// the node closes): a background loop's position, saved often without an fsync each time.
+    pub async fn set_meta_lazily(&self, key: &'static str, value: Vec<u8>) -> Result<()> {
+        self.submit(|reply| Op::PutMeta { key, value, durable: false, reply }).await
     }
 
     /// Stores chunks and fsyncs before answering.

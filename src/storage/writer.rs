@@ -101,6 +101,9 @@ pub(crate) enum Op {
     PutMeta {
         key: &'static str,
         value: Vec<u8>,
+        /// False for bookkeeping a crash may lose (a background loop's position): it rides
+        /// the next durable commit (or the clean close) instead of paying an fsync of its own.
+        durable: bool,
         reply: Reply<()>,
     },
     /// A local copy that failed verification, dropped only if it still holds the bytes that
@@ -135,7 +138,7 @@ impl Op {
     }
 
     fn acknowledges(&self) -> bool {
-        !matches!(self, Op::PutChunk { .. } | Op::PutReceived { .. })
+        !matches!(self, Op::PutChunk { .. } | Op::PutReceived { .. } | Op::PutMeta { durable: false, .. })
     }
 
     /// Bytes of new data this operation may add to the file: what the disk reserve guards.
@@ -750,7 +753,7 @@ impl<'t> Tables<'t> {
                 }
                 Outcome::Bools(reply, Ok(applied))
             }
-            Op::PutMeta { key, value, reply } => {
+            Op::PutMeta { key, value, reply, .. } => {
                 self.meta.insert(key, value.as_slice())?;
                 Outcome::Unit(reply, Ok(()))
             }
