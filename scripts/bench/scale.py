@@ -326,9 +326,7 @@ def cluster():
     wait_for("the wiped node to list every name", 3600, lambda: n3.status()["files"] >= CLUSTER_NAMES, every=1)
     took = time.monotonic() - t
     report(sec, "wiped node: time to list every name", took, "s", f"{CLUSTER_NAMES / took:,.0f} names/s")
-    want = chunks / 3
-    wait_for("the wiped node to hold its share", 3600,
-             lambda: n3.status()["chunks"] >= want * 0.95 and quiet_now(n3), every=1)
+    wait_for("the wiped node to hold its share", 3600, lambda: holds_its_share(n3), every=1)
     report(sec, "wiped node: time to hold its share", time.monotonic() - t, "s",
            f"{n3.status()['chunks']:,} chunks")
     # A fourth node: the share of chunks that move.
@@ -336,7 +334,8 @@ def cluster():
     n4 = Node(4, 19413, peers=[n1.url])
     n4.start()
     nodes.append(n4)
-    wait_for("node 4 to fill", 3600, lambda: n4.status()["chunks"] > 0 and quiet_now(n4) and quiet_now(n1), every=1)
+    wait_for("node 4 to hold its share", 3600, lambda: holds_its_share(n4), every=1)
+    wait_for("the others to drop what moved", 3600, lambda: all(quiet_now(n) for n in nodes), every=1)
     distinct = max(n.status()["chunks"] for n in nodes)  # a lower bound of distinct chunks
     moved = fetched() - before
     total_distinct = chunks / 2
@@ -345,6 +344,12 @@ def cluster():
     for n in nodes:
         n.stop()
         shutil.rmtree(n.dir, ignore_errors=True)
+
+
+def holds_its_share(node):
+    """A repair pass has run since the node's last change and found nothing missing."""
+    repair = node.status()["repair"]
+    return repair["passes"] >= 1 and repair["missing"] == 0 and node.status()["chunks"] > 0
 
 
 def quiet_now(node):
