@@ -326,7 +326,7 @@ def cluster():
     wait_for("the wiped node to list every name", 3600, lambda: n3.status()["files"] >= CLUSTER_NAMES, every=1)
     took = time.monotonic() - t
     report(sec, "wiped node: time to list every name", took, "s", f"{CLUSTER_NAMES / took:,.0f} names/s")
-    wait_for("the wiped node to hold its share", 3600, lambda: holds_its_share(n3), every=1)
+    hold_share(n3, CLUSTER_NAMES)
     report(sec, "wiped node: time to hold its share", time.monotonic() - t, "s",
            f"{n3.status()['chunks']:,} chunks")
     # A fourth node: the share of chunks that move.
@@ -334,7 +334,7 @@ def cluster():
     n4 = Node(4, 19413, peers=[n1.url])
     n4.start()
     nodes.append(n4)
-    wait_for("node 4 to hold its share", 3600, lambda: holds_its_share(n4), every=1)
+    hold_share(n4, CLUSTER_NAMES)
     wait_for("the others to drop what moved", 3600, lambda: all(quiet_now(n) for n in nodes), every=1)
     distinct = max(n.status()["chunks"] for n in nodes)  # a lower bound of distinct chunks
     moved = fetched() - before
@@ -346,10 +346,13 @@ def cluster():
         shutil.rmtree(n.dir, ignore_errors=True)
 
 
-def holds_its_share(node):
-    """A repair pass has run since the node's last change and found nothing missing."""
-    repair = node.status()["repair"]
-    return repair["passes"] >= 1 and repair["missing"] == 0 and node.status()["chunks"] > 0
+def hold_share(node, names):
+    """Waits for the node to know every name, then for a repair pass after that which found
+    nothing missing."""
+    wait_for(f"node {node.index} to list every name", 3600, lambda: node.status()["files"] >= names, every=1)
+    passes = node.status()["repair"]["passes"]
+    wait_for(f"node {node.index} to hold its share", 3600, lambda: (lambda r: r["passes"] > passes and
+             r["missing"] == 0)(node.status()["repair"]), every=1)
 
 
 def quiet_now(node):
