@@ -65,6 +65,7 @@ measure() { # PORT
   for q in \
     "limit=100" \
     "limit=100&after=$deep" \
+    "limit=100&delimiter=/" \
     "limit=100&prefix=dir7/&delimiter=/" \
     "limit=100&prefix=dir7/sub3/&delimiter=/" \
     "limit=100&sort=size" \
