@@ -301,7 +301,7 @@ fn listings_fold_folders_and_search_ignoring_case() {
 }
 
 /// Size and modified orders page by cursor from the node's index, in a folder and over the
-/// whole store, both ways: every file once, in order, ties by name; the folder's folders come
+/// whole store, both ways (and descending names by cursor): every file once, in order, ties by name; the folder's folders come
 /// by name beside them; an `after` that is gone is refused, not silently restarted.
 #[test]
 fn listings_by_size_and_time_page_by_cursor() {
@@ -337,6 +337,13 @@ fn listings_by_size_and_time_page_by_cursor() {
         files.iter().rev().map(|n| n.to_string()).collect::<Vec<_>>()
     );
     assert_eq!(walk("delimiter=/&sort=size"), ["top.bin"]);
+    // Descending names read backwards from the end of the prefix, by cursor too.
+    let mut all: Vec<String> = files.iter().map(|n| n.to_string()).collect();
+    all.sort();
+    all.reverse();
+    assert_eq!(walk("order=desc"), all);
+    assert_eq!(walk("order=desc&prefix=d/").len(), 6);
+    assert_eq!(walk("order=desc&prefix=d/")[0], "d/sub/x.bin");
     let page = list(&node, "prefix=d/&delimiter=/&sort=size&limit=2");
     assert_eq!(page["folders"], json!(["d/other/", "d/sub/"]));
     assert_eq!(page["total"], 6, "four files and two folders");

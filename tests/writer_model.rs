@@ -731,6 +731,38 @@ async fn agree(store: &Store, pool: &Pool, model: &Model) -> Result<(), TestCase
             }
         }
     }
+    // Descending names without a delimiter read backwards, page by page.
+    for prefix in ["", "dir/"] {
+        let mut want: Vec<&str> = live
+            .iter()
+            .filter(|(i, _)| user(i))
+            .map(|(i, _)| NAMES[**i])
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        want.sort();
+        want.reverse();
+        let mut got = Vec::new();
+        let mut after = None;
+        loop {
+            let q = ListQuery {
+                prefix: prefix.into(),
+                after: after.take(),
+                limit: 1,
+                count: true,
+                descending: true,
+                hidden: Some(HIDDEN_PREFIX),
+                ..ListQuery::default()
+            };
+            let page = store.list(q).await.unwrap();
+            got.extend(page.entries.into_iter().map(|e| e.name));
+            prop_assert!(got.len() <= want.len(), "{:?} descending: more than {:?}", prefix, want);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        prop_assert_eq!(got, want, "{:?} by name, descending", prefix);
+    }
     for (i, name) in NAMES.iter().enumerate() {
         let found = store.lookup(&FileName::new(*name).unwrap()).await.unwrap();
         let want = model.names.get(&i).and_then(|r| r.file.as_ref().map(|f| (r, f)));

@@ -182,3 +182,75 @@ impl PartialEq for Ranked {
 }
 
 impl Eq for Ranked {}
+
+/// Whether [`list_descending`] answers `q`: descending name order without a delimiter or a
+/// search (the kept totals give `total`).
+pub(super) fn descends(q: &ListQuery) -> bool {
+    q.sort == SortBy::Name && q.descending && !q.delimiter && q.search.is_none() && !q.count
+}
+
+/// Descending name order, read backwards from the end of the prefix (or from before `after`):
+/// a page costs its own size (plus `offset`) and the deleted names met on the way.
+pub(super) fn list_descending(
+    names: &impl ReadableTable<&'static str, &'static [u8]>,
+    q: &ListQuery,
+) -> Result<ListPage> {
+    use std::ops::Bound;
+    let limit = q.limit.max(1);
+    let end = past_prefix(&q.prefix);
+    let upper = match (q.after.as_deref(), end.as_deref()) {
+        (Some(after), _) => Bound::Excluded(after),
+        (None, Some(end)) => Bound::Excluded(end),
+        (None, None) => Bound::Unbounded,
+    };
+    let mut page = ListPage::default();
+    let mut skipped = 0;
+    for item in names.range::<&str>((Bound::Included(q.prefix.as_str()), upper))?.rev() {
+        let (key, value) = item?;
+        let name = key.value();
+        if !name.starts_with(&q.prefix) || q.hidden.is_some_and(|h| name.starts_with(h)) {
+            continue;
+        }
+        let record: NameRecord = decode("name record", value.value())?;
+        if record.file.is_none() {
+            continue;
+        }
+        if skipped < q.offset {
+            skipped += 1;
+            continue;
+        }
+        if page.entries.len() == limit {
+            page.next = page.entries.last().map(|e| e.name.clone());
+            break;
+        }
+        page.entries.push(NameEntry { name: name.to_owned(), record });
+    }
+    Ok(page)
+}
+
+/// The smallest string above every string starting with `prefix`; `None` for none (the
+/// empty prefix, or one of only the largest char).
+fn past_prefix(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::past_prefix;
+
+    #[test]
+    fn past_a_prefix_is_its_last_char_plus_one() {
+        assert_eq!(past_prefix("dir/").as_deref(), Some("dir0"));
+        assert_eq!(past_prefix(""), None);
+        assert_eq!(past_prefix("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(past_prefix("\u{D7FF}").as_deref(), Some("\u{E000}"));
+    }
+}

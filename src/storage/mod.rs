@@ -819,6 +819,8 @@ impl Store {
             // what is asked (see `sorted::answers`).
             let mut page = if sorted::answers(&query) {
                 sorted::list(&txn.open_table(SORTED)?, &names, &folder_counts, &query)?
+            } else if list::descends(&query) {
+                list::list_descending(&names, &query)?
             } else {
                 list_names(&names, &query)?
             };
