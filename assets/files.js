@@ -122,9 +122,10 @@ function listQuery(v) {
 let refreshTimer = 0;
 let refreshPending = false;
 // Coalesces bursts of changes (many uploads elsewhere) into few reloads: at
-// most one waiting and one in flight.
-export function scheduleRefresh(delay = 300) {
-  list.counts.clear();
+// most one waiting and one in flight. `counts`: folder counts may have changed
+// anywhere, so every folder shown is counted again.
+export function scheduleRefresh(delay = 300, { counts = true } = {}) {
+  if (counts) list.counts.clear();
   if (list.controller) {
     refreshPending = true;
     return;
@@ -236,6 +237,9 @@ function renderBreadcrumb() {
   $('breadcrumb').replaceChildren(...items);
 }
 
+// What render() built, by a key of everything a row shows.
+let shownRows = new Map();
+
 function render() {
   const v = list.view;
   renderBreadcrumb();
@@ -246,8 +250,25 @@ function render() {
   const focusKey = active && tbody.contains(active) ? active.closest('tr')?.dataset.name : null;
   const focusAction = focusKey !== null && focusKey !== undefined ? active.dataset.action : null;
 
-  tbody.replaceChildren(...list.items.map((item, index) => (item.folder ? folderRow(item, index) : fileRow(item, index))));
-  $('file-grid').replaceChildren(...list.items.map((item, index) => gridTile(item, index)));
+  // Rows and tiles whose item, place, selection and view are as before are kept
+  // (with their focus and open menus): a live refresh rebuilds only what changed.
+  const kept = new Map();
+  const rows = [];
+  const tiles = [];
+  list.items.forEach((item, index) => {
+    const key = JSON.stringify([item, list.selected.has(item.key), v.q, v.path, v.sort, v.order, v.limit]);
+    const old = shownRows.get(key);
+    const row = old?.row ?? (item.folder ? folderRow(item, index) : fileRow(item, index));
+    const tile = old?.tile ?? gridTile(item, index);
+    // A kept row may have moved: its checkbox says where it is now (shift-click ranges).
+    for (const box of [row, tile].map((e) => e.querySelector('.row-check'))) if (box) box.dataset.index = String(index);
+    kept.set(key, { row, tile });
+    rows.push(row);
+    tiles.push(tile);
+  });
+  shownRows = kept;
+  tbody.replaceChildren(...rows);
+  $('file-grid').replaceChildren(...tiles);
   $('list-wrap').hidden = v.layout === 'grid';
   $('file-grid').hidden = v.layout !== 'grid';
   $('layout-list').setAttribute('aria-pressed', String(v.layout !== 'grid'));
@@ -884,11 +905,49 @@ export function wireFiles() {
   setupDetailsDialog();
 }
 
-// A file changed somewhere: refresh when it is in what we show.
+// Live changes (the event stream's puts and deletes, each naming one file)
+// touch only what they change, however many arrive: a name directly in the
+// folder shown refreshes that folder's page, at most once per LIVE_MS (rows
+// that did not change are kept); a name below one of its folders recounts only
+// that folder's row, at most once per LIVE_MS; any other name is not on
+// screen, and only forgets the count kept for its folders.
+const LIVE_MS = 250;
+const recount = new Set();
+let recountTimer = 0;
+
+function recountSoon(folder) {
+  recount.add(folder);
+  if (recountTimer) return;
+  recountTimer = setTimeout(async () => {
+    recountTimer = 0;
+    const folders = [...recount];
+    recount.clear();
+    const seq = list.seq;
+    await eachLimited(folders, 3, async (key) => {
+      const n = await countUnder(key);
+      if (seq !== list.seq) return; // a newer listing counts what it shows
+      list.counts.set(key, n);
+      // The folder's last file went: the folder goes from the page.
+      if (n === 0) scheduleRefresh(LIVE_MS, { counts: false });
+      for (const cell of document.querySelectorAll(`[data-count-for="${CSS.escape(key)}"]`)) cell.textContent = plural(n, 'file', 'files');
+    });
+  }, LIVE_MS);
+}
+
 export function onFileEvent(change) {
   const v = list.view;
-  if (v.q ? change.name.toLowerCase().includes(v.q.toLowerCase()) : change.name.startsWith(v.path)) scheduleRefresh();
-  else list.counts.clear();
+  const name = change.name;
+  for (const folder of list.counts.keys()) if (name.startsWith(folder)) list.counts.delete(folder);
+  if (v.q) {
+    if (name.toLowerCase().includes(v.q.toLowerCase())) scheduleRefresh(LIVE_MS, { counts: false });
+  } else if (name.startsWith(v.path)) {
+    const slash = name.indexOf('/', v.path.length);
+    const folder = slash < 0 ? null : name.slice(0, slash + 1);
+    if (folder === null) scheduleRefresh(LIVE_MS, { counts: false });
+    // A folder new to this page (or gone from it) changes the page itself.
+    else if (list.items.some((i) => i.folder && !i.placeholder && i.key === folder)) recountSoon(folder);
+    else scheduleRefresh(LIVE_MS, { counts: false });
+  }
   if (change.op === 'delete' && openDetailsName === change.name) {
     $('details-content').prepend(el('p', { class: 'error', role: 'alert' }, 'This file has just been deleted.'));
   }

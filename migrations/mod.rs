@@ -7,6 +7,7 @@
 pub mod v1_to_v2;
 pub mod v2_to_v3;
 pub mod v3_to_v4;
+pub mod v4_to_v5;
 
 use redb::WriteTransaction;
 
@@ -20,6 +21,7 @@ pub fn upgrade(txn: &WriteTransaction, from: u64) -> Result<()> {
             1 => v1_to_v2::upgrade(txn)?,
             2 => v2_to_v3::upgrade(txn)?,
             3 => v3_to_v4::upgrade(txn)?,
+            4 => v4_to_v5::upgrade(txn)?,
             other => {
                 return Err(StorageError::Corrupt(format!("no upgrade known from schema {other}")));
             }

@@ -107,7 +107,7 @@ fn a_schema_1_database_is_upgraded_on_open() {
     let secret_arg = secret.to_str().unwrap();
 
     let node = TestNode::start_in(&dir, &["--secret-file", secret_arg]);
-    assert!(node.log_text().contains("upgrading database schema from 1 to 4"), "{}", node.log_text());
+    assert!(node.log_text().contains("upgrading database schema from 1 to 5"), "{}", node.log_text());
     let big: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     for (name, data) in [
         ("hello.txt", b"hello from schema 1\n".to_vec()),
@@ -136,7 +136,7 @@ fn a_schema_1_database_is_upgraded_on_open() {
 fn a_schema_2_database_is_upgraded_on_open() {
     let (_tmp, dir, secret) = fixture_dir("v2.redb");
     let node = TestNode::start_in(&dir, &["--secret-file", secret.to_str().unwrap()]);
-    assert!(node.log_text().contains("upgrading database schema from 2 to 4"), "{}", node.log_text());
+    assert!(node.log_text().contains("upgrading database schema from 2 to 5"), "{}", node.log_text());
     let (code, head, body) = get_with(&node.url("/api/v1/files/docs/a.txt"), &[]);
     assert_eq!((code, body.as_slice()), (200, b"schema two, text".as_slice()));
     assert_eq!(head.get("content-type").unwrap(), "text/plain");
@@ -151,7 +151,7 @@ fn a_schema_2_database_is_upgraded_on_open() {
 fn a_schema_3_database_is_upgraded_and_its_collector_works_from_the_queue() {
     let (_tmp, dir, secret) = fixture_dir("v3.redb");
     let node = TestNode::start_in(&dir, &["--secret-file", secret.to_str().unwrap()]);
-    assert!(node.log_text().contains("upgrading database schema from 3 to 4"), "{}", node.log_text());
+    assert!(node.log_text().contains("upgrading database schema from 3 to 5"), "{}", node.log_text());
     assert_eq!(get(&node.url("/api/v1/files/docs/a.txt")).1, b"schema three, text");
     assert!(get(&node.url("/api/v1/files/big.bin")).1 == vec![b'z'; 400_000]);
     assert_eq!(get(&node.url("/api/v1/files/deleted")).0, 404);
@@ -163,6 +163,30 @@ fn a_schema_3_database_is_upgraded_and_its_collector_works_from_the_queue() {
         (node.status()["chunks"].as_u64().unwrap() < before).then_some(())
     });
     assert_eq!(get(&node.url("/api/v1/files/docs/a.txt")).1, b"schema three, text");
+}
+
+#[test]
+fn a_schema_4_database_is_upgraded_and_lists_by_size_and_time_from_its_index() {
+    let (_tmp, dir, secret) = fixture_dir("v4.redb");
+    let mut node = TestNode::start_in(&dir, &["--secret-file", secret.to_str().unwrap()]);
+    assert!(node.log_text().contains("upgrading database schema from 4 to 5"), "{}", node.log_text());
+    assert_eq!(get(&node.url("/api/v1/files/docs/a.txt")).1, b"schema four, text");
+    assert_eq!(get(&node.url("/api/v1/files/deleted")).0, 404);
+    // The names from before the upgrade are in the size index (the deleted one is not), and
+    // new writes join them; each order in both directions, at the root and in a folder.
+    assert_eq!(put(&node.url("/api/v1/files/mid.txt"), &[b'm'; 1000]).0, 201);
+    let names = |node: &TestNode, query: &str| -> Vec<String> {
+        let page = json(&get(&node.url(&format!("/api/v1/files?{query}"))).1);
+        page["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(names(&node, "sort=size"), ["docs/a.txt", "mid.txt", "big.bin"]);
+    assert_eq!(names(&node, "sort=size&order=desc"), ["big.bin", "mid.txt", "docs/a.txt"]);
+    assert_eq!(names(&node, "sort=size&delimiter=/"), ["mid.txt", "big.bin"]);
+    assert_eq!(names(&node, "sort=modified&order=desc&delimiter=/&prefix=docs/"), ["docs/a.txt"]);
+    assert_eq!(names(&node, "sort=modified&order=desc")[0], "mid.txt");
+    // The index is durable like the names: the same after a restart.
+    node.restart();
+    assert_eq!(names(&node, "sort=size"), ["docs/a.txt", "mid.txt", "big.bin"]);
 }
 
 #[test]

@@ -278,6 +278,64 @@ fn listings_fold_folders_and_search_ignoring_case() {
     assert_eq!(get(&node.url("/api/v1/files?delimiter=x")).0, 400);
 }
 
+/// Size and modified orders page by cursor from the node's index, in a folder and over the
+/// whole store, both ways (and descending names by cursor): every file once, in order, ties by name; the folder's folders come
+/// by name beside them; an `after` that is gone is refused, not silently restarted.
+#[test]
+fn listings_by_size_and_time_page_by_cursor() {
+    let node = TestNode::start();
+    // Sizes repeat (ties go by name); each put is later than the one before.
+    let files = ["d/e.bin", "d/a.bin", "d/c.bin", "d/sub/x.bin", "d/b.bin", "top.bin", "d/other/y.bin"];
+    let sizes = [30, 10, 20, 5, 20, 40, 1];
+    for (name, size) in files.iter().zip(sizes) {
+        assert_eq!(put(&file_url(&node, name), &vec![b'x'; size]).0, 201);
+    }
+    let walk = |query: &str| -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = list(&node, &format!("{query}&limit=2&after={after}"));
+            seen.extend(names(&page));
+            match page["next"].as_str() {
+                Some(next) => after = next.to_owned(),
+                None => return seen,
+            }
+        }
+    };
+    assert_eq!(walk("prefix=d/&delimiter=/&sort=size"), ["d/a.bin", "d/b.bin", "d/c.bin", "d/e.bin"]);
+    assert_eq!(
+        walk("prefix=d/&delimiter=/&sort=size&order=desc"),
+        ["d/e.bin", "d/c.bin", "d/b.bin", "d/a.bin"]
+    );
+    assert_eq!(walk("prefix=d/&delimiter=/&sort=modified"), ["d/e.bin", "d/a.bin", "d/c.bin", "d/b.bin"]);
+    // Descending reverses the whole order, ties included.
+    assert_eq!(walk("sort=size&order=desc")[..3], ["top.bin", "d/e.bin", "d/c.bin"]);
+    assert_eq!(
+        walk("sort=modified&order=desc"),
+        files.iter().rev().map(|n| n.to_string()).collect::<Vec<_>>()
+    );
+    assert_eq!(walk("delimiter=/&sort=size"), ["top.bin"]);
+    // Descending names read backwards from the end of the prefix, by cursor too.
+    let mut all: Vec<String> = files.iter().map(|n| n.to_string()).collect();
+    all.sort();
+    all.reverse();
+    assert_eq!(walk("order=desc"), all);
+    assert_eq!(walk("order=desc&prefix=d/").len(), 6);
+    assert_eq!(walk("order=desc&prefix=d/")[0], "d/sub/x.bin");
+    let page = list(&node, "prefix=d/&delimiter=/&sort=size&limit=2");
+    assert_eq!(page["folders"], json!(["d/other/", "d/sub/"]));
+    assert_eq!(page["total"], 6, "four files and two folders");
+    // The first page's cursor, then that file deleted: nothing to go on from.
+    assert_eq!(page["next"], "d/b.bin");
+    assert_eq!(call("DELETE", &file_url(&node, "d/b.bin"), &[], None).0, 204);
+    let (code, body) = get(&node.url("/api/v1/files?prefix=d/&delimiter=/&sort=size&after=d/b.bin"));
+    assert_eq!(code, 400);
+    assert!(error_of(&body).contains("first page"), "{}", error_of(&body));
+    // A file of another folder is not a cursor of this one.
+    assert_eq!(get(&node.url("/api/v1/files?prefix=d/&delimiter=/&sort=size&after=top.bin")).0, 400);
+    assert_eq!(walk("prefix=d/&delimiter=/&sort=size"), ["d/a.bin", "d/c.bin", "d/e.bin"]);
+}
+
 /// The status of a GET of a share link, with no API token.
 fn open_share(url: &str) -> (u16, Vec<u8>) {
     let (code, _, body) = get_with(url, &[]);

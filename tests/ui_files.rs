@@ -608,3 +608,71 @@ fn ui_files_health_banner_when_a_node_of_three_dies() {
     browser.screenshot("banner-node-down-cluster-dark.png");
     no_exceptions(&browser);
 }
+
+/// Another client's writes show up in an open tab through the event stream without a reload:
+/// a burst of puts refreshes the folder's page at most once per 250 ms, keeps the rows that
+/// did not change (the same elements), recounts only the folder that changed, and never
+/// lists an untouched folder again.
+#[test]
+fn ui_files_puts_by_another_client_update_only_what_changed() {
+    let Some(chromium) = chromium_or_skip() else {
+        return;
+    };
+    let node = TestNode::start();
+    put_typed(&node, "docs/readme.txt", "text/plain", b"readme");
+    put_typed(&node, "other/keep.txt", "text/plain", b"keep");
+    put_typed(&node, "top.txt", "text/plain", b"top");
+
+    let mut browser = Browser::launch(&chromium);
+    browser.goto(&node.url("/"));
+    wait_rows(&mut browser, "the top level", &["docs/", "other/", "top.txt"]);
+    browser.wait_for(
+        "the folder counts",
+        "[...document.querySelectorAll('[data-testid=folder-count]')].every(c => /^\\d+ files?$/.test(c.textContent))",
+    );
+    // From here on, every listing the tab asks for is recorded with when it left.
+    browser.eval(
+        "window.listCalls = []; window.stillThisPage = true; \
+         const realFetch = window.fetch; \
+         window.fetch = (input, init) => { \
+           const url = String(input.url ?? input); \
+           if (url.includes('/api/v1/files?')) window.listCalls.push({ url, at: performance.now() }); \
+           return realFetch(input, init); }; \
+         document.querySelector('#file-rows tr[data-name=\"top.txt\"]').dataset.mark = 'kept'",
+    );
+
+    for i in 0..20 {
+        put_typed(&node, &format!("docs/burst-{i:02}.txt"), "text/plain", b"burst");
+    }
+    put_typed(&node, "new.txt", "text/plain", b"new");
+
+    wait_rows(&mut browser, "the new file at the top level", &["docs/", "other/", "new.txt", "top.txt"]);
+    browser.wait_for(
+        "the recount of docs/",
+        "document.querySelector('[data-count-for=\"docs/\"]').textContent === '21 files'",
+    );
+    assert_eq!(browser.eval("window.stillThisPage === true"), true, "the page was reloaded");
+    assert_eq!(
+        browser.eval("document.querySelector('#file-rows tr[data-name=\"top.txt\"]').dataset.mark"),
+        "kept",
+        "an unchanged row was rebuilt"
+    );
+    let calls = browser.eval("JSON.stringify(window.listCalls)");
+    let calls: Vec<serde_json::Value> = serde_json::from_str(calls.as_str().unwrap()).unwrap();
+    assert!(!calls.is_empty(), "no listing at all: the update came from somewhere else");
+    assert!(
+        calls.iter().all(|c| !c["url"].as_str().unwrap().contains("prefix=other%2F")),
+        "the untouched folder was listed again: {calls:?}"
+    );
+    // The folder's own page: coalesced, never two within the bound.
+    let pages: Vec<f64> = calls
+        .iter()
+        .filter(|c| c["url"].as_str().unwrap().contains("delimiter=%2F"))
+        .map(|c| c["at"].as_f64().unwrap())
+        .collect();
+    assert!(!pages.is_empty(), "the new file appeared without a listing: {calls:?}");
+    for pair in pages.windows(2) {
+        assert!(pair[1] - pair[0] >= 240.0, "two page refreshes {} ms apart: {calls:?}", pair[1] - pair[0]);
+    }
+    no_exceptions(&browser);
+}

@@ -8,8 +8,8 @@
 //! copies dropped, and collections run
 //! against a real `Store` in a temporary database, and against the model. After every step
 //! they must agree on: each name's record and manifest, what a read of it returns, which
-//! chunks are stored, each chunk's use count, the newest stamp kept for the clock, and the totals (files, logical, unique, stored
-//! bytes, chunks). A collection must never take a chunk that a named file uses or a pin
+//! chunks are stored, each chunk's use count, the newest stamp kept for the clock, the totals (files, logical, unique, stored
+//! bytes, chunks), and the size and time index (every live name once, in order, page by page). A collection must never take a chunk that a named file uses or a pin
 //! holds; at the end of each case, once the pins are gone and confirmations expired, every
 //! chunk nobody uses must be gone.
 //!
@@ -23,7 +23,7 @@ use diststore::content::{ChunkId, ChunkRef, FileId, FileName, Manifest};
 use diststore::crypto::Secret;
 use diststore::runtime;
 use diststore::storage::{
-    Expect, HIDDEN_PREFIX, ListQuery, Match, NameRecord, PinSet, Relink, Stamp, StorageError, Store,
+    Expect, HIDDEN_PREFIX, ListQuery, Match, NameRecord, PinSet, Relink, SortBy, Stamp, StorageError, Store,
     name_bucket, record_digest,
 };
 use proptest::prelude::*;
@@ -667,6 +667,101 @@ async fn agree(store: &Store, pool: &Pool, model: &Model) -> Result<(), TestCase
             let page = store.list(q).await.unwrap();
             prop_assert_eq!(page.total, want as u64, "total of {:?} (delimiter {})", prefix, delimiter);
         }
+    }
+    // The size and time index the writer keeps: a listing by size or time, in a folder
+    // (`delimiter`) or of the whole store, read whole and page by page from its `next`, holds
+    // every live users' name there once, with its size and time, in order, and nothing else.
+    for (prefix, delimiter) in [("", true), ("dir/", true), ("dir/sub/", true), ("", false)] {
+        for sort in [SortBy::Size, SortBy::Modified] {
+            for descending in [false, true] {
+                let mut want: Vec<(String, u64, u64)> = live
+                    .iter()
+                    .filter(|(i, _)| user(i))
+                    .map(|(i, f)| (NAMES[**i], pool.size(f), model.names[*i].stamp.wall_ms))
+                    .filter(|(n, _, _)| {
+                        n.starts_with(prefix) && !(delimiter && n[prefix.len()..].contains('/'))
+                    })
+                    .map(|(n, size, ms)| (n.to_owned(), size, ms))
+                    .collect();
+                let key =
+                    |e: &(String, u64, u64)| (if sort == SortBy::Size { e.1 } else { e.2 }, e.0.clone());
+                want.sort_by_key(key);
+                if descending {
+                    want.reverse();
+                }
+                let q = ListQuery {
+                    prefix: prefix.into(),
+                    limit: 1,
+                    count: true,
+                    delimiter,
+                    sort,
+                    descending,
+                    hidden: Some(HIDDEN_PREFIX),
+                    ..ListQuery::default()
+                };
+                let mut got = Vec::new();
+                let mut after = None;
+                loop {
+                    let page = store.list(ListQuery { after: after.clone(), ..q.clone() }).await.unwrap();
+                    got.extend(
+                        page.entries.iter().map(|e| (e.name.clone(), e.record.size, e.record.modified_ms)),
+                    );
+                    prop_assert!(got.len() <= want.len(), "{:?} {:?}: more than {:?}", prefix, sort, want);
+                    match page.next {
+                        Some(next) => after = Some(next),
+                        None => break,
+                    }
+                }
+                prop_assert_eq!(
+                    &got,
+                    &want,
+                    "{:?} by {:?} (delimiter {}, descending {})",
+                    prefix,
+                    sort,
+                    delimiter,
+                    descending
+                );
+                let whole = store.list(ListQuery { limit: 10, ..q }).await.unwrap();
+                let whole: Vec<_> = whole
+                    .entries
+                    .iter()
+                    .map(|e| (e.name.clone(), e.record.size, e.record.modified_ms))
+                    .collect();
+                prop_assert_eq!(&whole, &want, "{:?} by {:?} in one page", prefix, sort);
+            }
+        }
+    }
+    // Descending names without a delimiter read backwards, page by page.
+    for prefix in ["", "dir/"] {
+        let mut want: Vec<&str> = live
+            .iter()
+            .filter(|(i, _)| user(i))
+            .map(|(i, _)| NAMES[**i])
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        want.sort();
+        want.reverse();
+        let mut got = Vec::new();
+        let mut after = None;
+        loop {
+            let q = ListQuery {
+                prefix: prefix.into(),
+                after: after.take(),
+                limit: 1,
+                count: true,
+                descending: true,
+                hidden: Some(HIDDEN_PREFIX),
+                ..ListQuery::default()
+            };
+            let page = store.list(q).await.unwrap();
+            got.extend(page.entries.into_iter().map(|e| e.name));
+            prop_assert!(got.len() <= want.len(), "{:?} descending: more than {:?}", prefix, want);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        prop_assert_eq!(got, want, "{:?} by name, descending", prefix);
     }
     for (i, name) in NAMES.iter().enumerate() {
         let found = store.lookup(&FileName::new(*name).unwrap()).await.unwrap();

@@ -115,6 +115,7 @@ impl From<StorageError> for ApiError {
             StorageError::Recovering(_) | StorageError::Closed | StorageError::WriterGone => {
                 ApiError::Unavailable(e.to_string())
             }
+            StorageError::StaleCursor(m) => ApiError::BadRequest(m),
             _ => ApiError::Internal(e.to_string()),
         }
     }

@@ -1,5 +1,6 @@
 //! Listing names: one range scan from the prefix (or the `after` cursor), a page kept as the
-//! scan meets it in name order, or a bounded top-k heap for the other orders; folders folded
+//! scan meets it in name order, or a bounded top-k heap for the orders `sorted` does not answer;
+//! folders folded, each with one seek past the names under it,
 //! when a delimiter is asked for.
 
 use redb::ReadableTable;
@@ -43,68 +44,83 @@ pub(super) fn list_names(
     let mut last_folder: Option<String> = None;
     // Paging by `after` without a total starts the scan there, so a listing read page by
     // page costs each name once rather than every page rescanning from the prefix.
-    let start = match q.after.as_deref() {
-        Some(after) if by_name_ascending && !q.count && after > q.prefix.as_str() => after,
-        _ => q.prefix.as_str(),
+    let mut start = match q.after.as_deref() {
+        Some(after) if by_name_ascending && !q.count && after > q.prefix.as_str() => after.to_owned(),
+        _ => q.prefix.clone(),
     };
-    for item in names.range(start..)? {
-        let (key, value) = item?;
-        let name = key.value();
-        if !name.starts_with(&q.prefix) {
-            break;
-        }
-        if hidden.is_some_and(|h| name.starts_with(h)) {
-            continue;
-        }
-        if search.as_deref().is_some_and(|s| !name.to_lowercase().contains(s)) {
-            continue;
-        }
-        let record: NameRecord = decode("name record", value.value())?;
-        if record.file.is_none() {
-            continue;
-        }
-        // Names below the next '/' fold into their folder, listed once (names are scanned
-        // in order, so a folder's names are contiguous).
-        let listed = match q.delimiter.then(|| name[q.prefix.len()..].find('/')).flatten() {
-            Some(i) => {
-                let folder = &name[..q.prefix.len() + i + 1];
-                if last_folder.as_deref() == Some(folder) {
-                    continue;
-                }
-                last_folder = Some(folder.to_owned());
-                Listed::Folder(folder.to_owned())
+    // With a delimiter, once a folder is listed the scan seeks past every name under it, so a
+    // folder costs one seek, not a read of all it holds. A search must look at each name (a
+    // folder is listed if any name under it matches), so it reads them all.
+    let skip_folders = q.delimiter && search.is_none();
+    'seek: loop {
+        for item in names.range(start.as_str()..)? {
+            let (key, value) = item?;
+            let name = key.value();
+            if !name.starts_with(&q.prefix) {
+                break 'seek;
             }
-            None => Listed::File(NameEntry { name: name.to_owned(), record }),
-        };
-        page.total += 1;
-        if by_name_ascending {
-            if q.after.as_deref().is_some_and(|after| listed.key() <= after) {
-                // A folder named as `after` was the last item of the previous page.
+            if hidden.is_some_and(|h| name.starts_with(h)) {
                 continue;
             }
-            if skipped < q.offset {
-                skipped += 1;
-            } else if ascending.len() <= limit {
-                // One extra entry past the page says whether there is a next page.
-                ascending.push(listed);
-            } else if !q.count {
-                break;
+            if search.as_deref().is_some_and(|s| !name.to_lowercase().contains(s)) {
+                continue;
             }
-        } else {
-            match listed {
-                Listed::Folder(f) => {
-                    if page.folders.len() < limit {
-                        page.folders.push(f);
+            let record: NameRecord = decode("name record", value.value())?;
+            if record.file.is_none() {
+                continue;
+            }
+            // Names below the next '/' fold into their folder, listed once (names are scanned
+            // in order, so a folder's names are contiguous).
+            let listed = match q.delimiter.then(|| name[q.prefix.len()..].find('/')).flatten() {
+                Some(i) => {
+                    let folder = &name[..q.prefix.len() + i + 1];
+                    if last_folder.as_deref() == Some(folder) {
+                        continue;
+                    }
+                    last_folder = Some(folder.to_owned());
+                    Listed::Folder(folder.to_owned())
+                }
+                None => Listed::File(NameEntry { name: name.to_owned(), record }),
+            };
+            // '0' follows '/': the first name past everything under the folder.
+            let past_folder = match &listed {
+                Listed::Folder(f) if skip_folders => Some(format!("{}0", &f[..f.len() - 1])),
+                _ => None,
+            };
+            page.total += 1;
+            if by_name_ascending {
+                // A folder named as `after` was the last item of the previous page.
+                if q.after.as_deref().is_some_and(|after| listed.key() <= after) {
+                    // Already on an earlier page: only counted.
+                } else if skipped < q.offset {
+                    skipped += 1;
+                } else if ascending.len() <= limit {
+                    // One extra entry past the page says whether there is a next page.
+                    ascending.push(listed);
+                } else if !q.count {
+                    break 'seek;
+                }
+            } else {
+                match listed {
+                    Listed::Folder(f) => {
+                        if page.folders.len() < limit {
+                            page.folders.push(f);
+                        }
+                    }
+                    Listed::File(entry) => {
+                        ranked.push(Ranked::new(entry, q));
+                        if ranked.len() > keep {
+                            ranked.pop();
+                        }
                     }
                 }
-                Listed::File(entry) => {
-                    ranked.push(Ranked::new(entry, q));
-                    if ranked.len() > keep {
-                        ranked.pop();
-                    }
-                }
+            }
+            if let Some(past) = past_folder {
+                start = past;
+                continue 'seek;
             }
         }
+        break;
     }
     let all: Vec<Listed> = if by_name_ascending {
         ascending
@@ -166,3 +182,75 @@ impl PartialEq for Ranked {
 }
 
 impl Eq for Ranked {}
+
+/// Whether [`list_descending`] answers `q`: descending name order without a delimiter or a
+/// search (the kept totals give `total`).
+pub(super) fn descends(q: &ListQuery) -> bool {
+    q.sort == SortBy::Name && q.descending && !q.delimiter && q.search.is_none() && !q.count
+}
+
+/// Descending name order, read backwards from the end of the prefix (or from before `after`):
+/// a page costs its own size (plus `offset`) and the deleted names met on the way.
+pub(super) fn list_descending(
+    names: &impl ReadableTable<&'static str, &'static [u8]>,
+    q: &ListQuery,
+) -> Result<ListPage> {
+    use std::ops::Bound;
+    let limit = q.limit.max(1);
+    let end = past_prefix(&q.prefix);
+    let upper = match (q.after.as_deref(), end.as_deref()) {
+        (Some(after), _) => Bound::Excluded(after),
+        (None, Some(end)) => Bound::Excluded(end),
+        (None, None) => Bound::Unbounded,
+    };
+    let mut page = ListPage::default();
+    let mut skipped = 0;
+    for item in names.range::<&str>((Bound::Included(q.prefix.as_str()), upper))?.rev() {
+        let (key, value) = item?;
+        let name = key.value();
+        if !name.starts_with(&q.prefix) || q.hidden.is_some_and(|h| name.starts_with(h)) {
+            continue;
+        }
+        let record: NameRecord = decode("name record", value.value())?;
+        if record.file.is_none() {
+            continue;
+        }
+        if skipped < q.offset {
+            skipped += 1;
+            continue;
+        }
+        if page.entries.len() == limit {
+            page.next = page.entries.last().map(|e| e.name.clone());
+            break;
+        }
+        page.entries.push(NameEntry { name: name.to_owned(), record });
+    }
+    Ok(page)
+}
+
+/// The smallest string above every string starting with `prefix`; `None` for none (the
+/// empty prefix, or one of only the largest char).
+fn past_prefix(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::past_prefix;
+
+    #[test]
+    fn past_a_prefix_is_its_last_char_plus_one() {
+        assert_eq!(past_prefix("dir/").as_deref(), Some("dir0"));
+        assert_eq!(past_prefix(""), None);
+        assert_eq!(past_prefix("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(past_prefix("\u{D7FF}").as_deref(), Some("\u{E000}"));
+    }
+}

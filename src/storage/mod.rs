@@ -11,6 +11,7 @@ mod list;
 pub mod records;
 mod schema;
 pub mod snapshot;
+pub(crate) mod sorted;
 mod tables;
 mod writer;
 
@@ -30,7 +31,7 @@ pub use schema::SCHEMA_VERSION;
 use tables::have_chunks_in;
 pub(crate) use tables::{
     BUCKET_NAMES, CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, FOLDERS, GC_CHUNKS, GC_FILES, KEY_CHECK,
-    MANIFESTS, META, NAME_DIGESTS, NAMES, RECEIVED, SEGMENT, has_sealed, read_manifest, read_sealed,
+    MANIFESTS, META, NAME_DIGESTS, NAMES, RECEIVED, SEGMENT, SORTED, has_sealed, read_manifest, read_sealed,
     read_sealed_sized,
 };
 pub use tables::{HIDDEN_PREFIX, RECEIVED_GRACE, record_digest};
@@ -73,6 +74,9 @@ pub enum StorageError {
     /// A move or copy found its source gone or changed when it came to write.
     #[error("the source changed during the request")]
     SourceChanged,
+    /// A listing's `after` cursor names nothing the listing can go on from.
+    #[error("{0}")]
+    StaleCursor(String),
 }
 
 impl StorageError {
@@ -101,6 +105,7 @@ impl StorageError {
             StorageError::WriterGone => StorageError::WriterGone,
             StorageError::PreconditionFailed => StorageError::PreconditionFailed,
             StorageError::SourceChanged => StorageError::SourceChanged,
+            StorageError::StaleCursor(m) => StorageError::StaleCursor(m.clone()),
         }
     }
 
@@ -806,9 +811,19 @@ impl Store {
             if !kept {
                 return list_names(&txn.open_table(NAMES)?, &query);
             }
-            let counts = folders::read(&txn.open_table(FOLDERS)?, &query.prefix)?;
+            let folder_counts = txn.open_table(FOLDERS)?;
+            let counts = folders::read(&folder_counts, &query.prefix)?;
             query.count = false;
-            let mut page = list_names(&txn.open_table(NAMES)?, &query)?;
+            let names = txn.open_table(NAMES)?;
+            // Size and time orders read their page from the writer's index where it holds
+            // what is asked (see `sorted::answers`).
+            let mut page = if sorted::answers(&query) {
+                sorted::list(&txn.open_table(SORTED)?, &names, &folder_counts, &query)?
+            } else if list::descends(&query) {
+                list::list_descending(&names, &query)?
+            } else {
+                list_names(&names, &query)?
+            };
             page.total = if query.delimiter { counts.files + counts.folders } else { counts.below };
             Ok(page)
         })

@@ -6,12 +6,12 @@ use redb::{Builder, Database, ReadableTable, Table, TableHandle};
 
 use super::{
     BUCKET_NAMES, CHUNK_INDEX, CHUNK_REFS, CHUNKS, FILE_REFS, FOLDERS, GC_CHUNKS, GC_FILES, MANIFESTS, META,
-    NAME_DIGESTS, NAMES, RECEIVED, Result, Stats, StorageError,
+    NAME_DIGESTS, NAMES, RECEIVED, Result, SORTED, Stats, StorageError,
 };
 use crate::content::NodeId;
 
 /// Version of the whole set of tables and records. Bump it with a step in `migrations/`.
-pub const SCHEMA_VERSION: u64 = 4;
+pub const SCHEMA_VERSION: u64 = 5;
 
 #[path = "../../migrations/mod.rs"]
 mod migrations;
@@ -110,6 +110,7 @@ pub(super) fn open_backend(
         txn.open_table(FOLDERS)?;
         txn.open_table(NAME_DIGESTS)?;
         txn.open_table(BUCKET_NAMES)?;
+        txn.open_table(SORTED)?;
         txn.open_table(RECEIVED)?;
     }
     txn.commit()?;
@@ -134,6 +135,7 @@ fn current(db: &Database) -> Result<Option<NodeId>> {
         FOLDERS.name(),
         NAME_DIGESTS.name(),
         BUCKET_NAMES.name(),
+        SORTED.name(),
         RECEIVED.name(),
     ];
     if !all.iter().all(|name| tables.iter().any(|t| t == name)) {

@@ -126,6 +126,10 @@ pub(crate) fn update_digest(
 /// Live names per folder (see [`super::folders`]): (below, direct files, direct folders).
 pub(crate) const FOLDERS: TableDefinition<&str, (u64, u64, u64)> = TableDefinition::new("folders_v1");
 pub(crate) const GC_CHUNKS: TableDefinition<[u8; 32], ()> = TableDefinition::new("gc_chunks_v1");
+/// Live names by size and by modified time, per folder and for the whole store (see
+/// [`super::sorted`]).
+pub(crate) const SORTED: TableDefinition<super::sorted::SortedKey<'static>, ()> =
+    TableDefinition::new("sorted_names_v1");
 
 pub(crate) fn read_manifest(
     table: &impl ReadableTable<[u8; 32], &'static [u8]>,

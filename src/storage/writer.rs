@@ -19,8 +19,8 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, WriteTr
 use super::records::{ManifestRecordV1, NameRecordV3, StampV1, decode, encode};
 use super::{
     BUCKET_NAMES, CHUNK_INDEX, CHUNK_REFS, CHUNKS, Expect, FILE_REFS, FOLDERS, GC_CHUNKS, GC_FILES, GcReport,
-    MANIFESTS, META, NAME_DIGESTS, NAMES, Pins, RECEIVED, Result, SEGMENT, Slot, StorageError, WriterShared,
-    disk_space, guarded, has_sealed, read_sealed, schema,
+    MANIFESTS, META, NAME_DIGESTS, NAMES, Pins, RECEIVED, Result, SEGMENT, SORTED, Slot, StorageError,
+    WriterShared, disk_space, guarded, has_sealed, read_sealed, schema,
 };
 use crate::content::{ChunkId, FileId, Manifest};
 use crate::time::unix_ms;
@@ -613,6 +613,7 @@ struct Tables<'t> {
     gc_files: Table<'t, [u8; 32], ()>,
     gc_chunks: Table<'t, [u8; 32], ()>,
     folders: Table<'t, &'static str, (u64, u64, u64)>,
+    sorted: Table<'t, super::sorted::SortedKey<'static>, ()>,
     name_digests: Table<'t, u8, [u8; 32]>,
     bucket_names: Table<'t, (u8, &'static str), ()>,
     received: Table<'t, [u8; 32], u64>,
@@ -646,6 +647,7 @@ impl<'t> Tables<'t> {
             gc_files: txn.open_table(GC_FILES)?,
             gc_chunks: txn.open_table(GC_CHUNKS)?,
             folders: txn.open_table(FOLDERS)?,
+            sorted: txn.open_table(SORTED)?,
             name_digests: txn.open_table(NAME_DIGESTS)?,
             bucket_names: txn.open_table(BUCKET_NAMES)?,
             received: txn.open_table(RECEIVED)?,
@@ -896,6 +898,16 @@ impl<'t> Tables<'t> {
         let was_live = old.as_ref().is_some_and(|o| o.file.is_some());
         if counted && was_live != link.is_some() {
             super::folders::count(&mut self.folders, name, link.is_some())?;
+        }
+        // The size and time index follows the record: out with the keys of the one replaced,
+        // in with the new one's (a live record of another size or time moves).
+        if counted {
+            if let Some(old) = old.as_ref().filter(|o| o.file.is_some()) {
+                super::sorted::index(&mut self.sorted, name, old, false)?;
+            }
+            if link.is_some() {
+                super::sorted::index(&mut self.sorted, name, &record, true)?;
+            }
         }
         if let Some(old) = &old {
             self.unlink(old, counted)?;
