@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::browser::{Browser, POLL, WAIT, chromium_or_skip};
+use common::browser::{A11Y_CHECK, Browser, POLL, WAIT, chromium_or_skip, http, wait_upload_end};
 use common::{TestNode, random_bytes, sha256_hex};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -48,51 +48,11 @@ fn wait_for_download(dir: &Path, name: &str, len: usize) -> Vec<u8> {
     }
 }
 
-fn http_agent() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).build().into()
-}
-
 /// CSS selector for an element with `data-testid` inside the row or upload
 /// item of `name`.
 fn in_item(kind: &str, name: &str, testid: &str) -> String {
     format!("[data-testid={kind}][data-name={}] [data-testid={testid}]", json!(name))
 }
-
-/// Waits until the upload of `name` ends and returns its final state and
-/// message.
-fn wait_upload_end(browser: &mut Browser, name: &str) -> (String, String) {
-    let item = format!("document.querySelector('[data-testid=upload-item][data-name={}]')", json!(name));
-    let end = browser.wait_for(
-        &format!("the upload of {name:?} to end"),
-        &format!(
-            "(() => {{ const item = {item}; if (!item || !['done', 'error', 'cancelled'].includes(item.dataset.state)) return null; \
-             return [item.dataset.state, item.querySelector('[data-testid=upload-message]').textContent]; }})()"
-        ),
-    );
-    (end[0].as_str().unwrap_or("").to_string(), end[1].as_str().unwrap_or("").to_string())
-}
-
-/// In-page accessibility smoke check: every control has an accessible name,
-/// ids are unique, dialogs are labelled. Returns the problems found.
-const A11Y_CHECK: &str = r#"(() => {
-  const problems = [];
-  const named = (el) => {
-    if (el.getAttribute('aria-label')) return true;
-    const by = el.getAttribute('aria-labelledby');
-    if (by && by.split(/\s+/).every((id) => document.getElementById(id)?.textContent.trim())) return true;
-    if (el.labels && [...el.labels].some((l) => l.textContent.trim())) return true;
-    return el.textContent.trim().length > 0;
-  };
-  for (const el of document.querySelectorAll('button, a[href], input:not([type=hidden]):not([hidden]), select, textarea, progress')) {
-    if (!named(el)) problems.push(`unnamed ${el.tagName.toLowerCase()} ${el.id || el.className || el.outerHTML.slice(0, 80)}`);
-  }
-  const ids = [...document.querySelectorAll('[id]')].map((el) => el.id);
-  for (const id of new Set(ids)) if (ids.filter((x) => x === id).length > 1) problems.push(`duplicate id ${id}`);
-  for (const d of document.querySelectorAll('dialog')) if (!named(d)) problems.push(`unlabelled dialog ${d.id}`);
-  if (!document.documentElement.lang) problems.push('no lang on <html>');
-  if (!document.querySelector('[aria-live]')) problems.push('no aria-live region');
-  return problems;
-})()"#;
 
 // ---------------------------------------------------------------------------
 // The scenario
@@ -105,7 +65,7 @@ fn browser_ui_upload_download_delete_live_and_cluster() {
     // The limit lets the same node take a few-MiB upload and refuse a bigger one.
     let limit = 8 * MIB;
     let node = TestNode::start_with(&["--max-upload-size", "8MiB"]);
-    let http = http_agent();
+    let http = http();
     let work = tempfile::tempdir().expect("temp dir");
     let downloads = work.path().join("downloads");
     std::fs::create_dir(&downloads).unwrap();
@@ -507,7 +467,7 @@ fn browser_ui_cluster_view_follows_a_peer_going_down() {
     browser.eval("window.__sameDocument = true");
 
     // A file written through the other node shows up here by itself.
-    let put = http_agent()
+    let put = http()
         .put(second.url("/api/v1/files/from-the-other-node.txt"))
         .send("written on the second node")
         .expect("PUT on the second node");

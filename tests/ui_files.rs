@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::browser::{Browser, base64_decode, chromium_or_skip};
+use common::browser::{A11Y_CHECK, Browser, base64_decode, chromium_or_skip, http, wait_upload_end};
 use common::cluster::Cluster;
 use common::{TestNode, get, random_bytes, sha256_hex};
 use serde_json::json;
@@ -21,10 +21,6 @@ const MIB: usize = 1024 * 1024;
 /// A 1×1 PNG (valid CRCs), so the preview has a real image to decode.
 const PNG_1X1: &str =
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
-
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).build().into()
-}
 
 /// PUTs through the API with a content type, as another client would.
 fn put_typed(node: &TestNode, name: &str, content_type: &str, body: &[u8]) {
@@ -90,16 +86,8 @@ fn row(name: &str) -> String {
 }
 
 fn wait_upload_done(browser: &mut Browser, name: &str) {
-    let state = browser.wait_for(
-        &format!("the upload of {name:?} to end"),
-        &format!(
-            "(() => {{ const i = document.querySelector('[data-testid=upload-item][data-name={}]'); \
-             return i && ['done', 'error', 'cancelled', 'skipped'].includes(i.dataset.state) && \
-             [i.dataset.state, i.querySelector('[data-testid=upload-message]').textContent]; }})()",
-            q(name)
-        ),
-    );
-    assert_eq!(state[0], "done", "upload of {name}: {}", state[1]);
+    let (state, message) = wait_upload_end(browser, name);
+    assert_eq!(state, "done", "upload of {name}: {message}");
 }
 
 fn no_exceptions(browser: &Browser) {
@@ -406,25 +394,6 @@ fn ui_files_folders_search_previews_selection_and_moves() {
     }
     no_exceptions(&browser);
 }
-
-/// Every control named, ids unique, dialogs labelled (as in tests/ui_browser.rs).
-const A11Y_CHECK: &str = r#"(() => {
-  const problems = [];
-  const named = (el) => {
-    if (el.getAttribute('aria-label')) return true;
-    const by = el.getAttribute('aria-labelledby');
-    if (by && by.split(/\s+/).every((id) => document.getElementById(id)?.textContent.trim())) return true;
-    if (el.labels && [...el.labels].some((l) => l.textContent.trim())) return true;
-    return el.textContent.trim().length > 0;
-  };
-  for (const el of document.querySelectorAll('button, a[href], summary, input:not([type=hidden]):not([hidden]), select, textarea, progress')) {
-    if (!named(el)) problems.push(`unnamed ${el.tagName.toLowerCase()} ${el.id || el.className || el.outerHTML.slice(0, 80)}`);
-  }
-  const ids = [...document.querySelectorAll('[id]')].map((el) => el.id);
-  for (const id of new Set(ids)) if (ids.filter((x) => x === id).length > 1) problems.push(`duplicate id ${id}`);
-  for (const d of document.querySelectorAll('dialog')) if (!named(d)) problems.push(`unlabelled dialog ${d.id}`);
-  return problems;
-})()"#;
 
 #[test]
 fn ui_files_share_link_opens_without_the_token_and_revokes() {

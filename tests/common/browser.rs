@@ -438,3 +438,44 @@ pub fn base64_decode(text: &str) -> Vec<u8> {
     }
     out
 }
+
+/// An HTTP agent that returns every status rather than failing on 4xx/5xx.
+pub fn http() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+/// Waits until the UI's upload of `name` ends; returns its final state and message.
+pub fn wait_upload_end(browser: &mut Browser, name: &str) -> (String, String) {
+    let item = format!("document.querySelector('[data-testid=upload-item][data-name={}]')", json!(name));
+    let end = browser.wait_for(
+        &format!("the upload of {name:?} to end"),
+        &format!(
+            "(() => {{ const item = {item}; \
+             if (!item || !['done', 'error', 'cancelled', 'skipped'].includes(item.dataset.state)) return null; \
+             return [item.dataset.state, item.querySelector('[data-testid=upload-message]').textContent]; }})()"
+        ),
+    );
+    (end[0].as_str().unwrap_or("").to_string(), end[1].as_str().unwrap_or("").to_string())
+}
+
+/// In-page accessibility smoke check: every control has an accessible name,
+/// ids are unique, dialogs are labelled. Returns the problems found.
+pub const A11Y_CHECK: &str = r#"(() => {
+  const problems = [];
+  const named = (el) => {
+    if (el.getAttribute('aria-label')) return true;
+    const by = el.getAttribute('aria-labelledby');
+    if (by && by.split(/\s+/).every((id) => document.getElementById(id)?.textContent.trim())) return true;
+    if (el.labels && [...el.labels].some((l) => l.textContent.trim())) return true;
+    return el.textContent.trim().length > 0;
+  };
+  for (const el of document.querySelectorAll('button, a[href], summary, input:not([type=hidden]):not([hidden]), select, textarea, progress')) {
+    if (!named(el)) problems.push(`unnamed ${el.tagName.toLowerCase()} ${el.id || el.className || el.outerHTML.slice(0, 80)}`);
+  }
+  const ids = [...document.querySelectorAll('[id]')].map((el) => el.id);
+  for (const id of new Set(ids)) if (ids.filter((x) => x === id).length > 1) problems.push(`duplicate id ${id}`);
+  for (const d of document.querySelectorAll('dialog')) if (!named(d)) problems.push(`unlabelled dialog ${d.id}`);
+  if (!document.documentElement.lang) problems.push('no lang on <html>');
+  if (!document.querySelector('[aria-live]')) problems.push('no aria-live region');
+  return problems;
+})()"#;
