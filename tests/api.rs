@@ -50,6 +50,25 @@ fn a_large_file_streams_both_ways() {
     assert_eq!((got, len), (expected, size));
 }
 
+/// A body sent without a length (chunked) is read into blocks of the full size, several of
+/// them reused, and stored byte for byte: the same id as the bytes hash to, and read back whole.
+#[test]
+fn a_body_without_a_length_is_stored_whole() {
+    let node = TestNode::start();
+    let size: u64 = (5 << 20) + 12_345;
+    let res = agent()
+        .put(&node.url("/api/v1/files/chunked.bin"))
+        .send(ureq::SendBody::from_owned_reader(RandomReader::new(size, 77)))
+        .expect("upload");
+    assert_eq!(res.status().as_u16(), 201);
+    let v: Value = serde_json::from_reader(res.into_body().into_reader()).unwrap();
+    let (expected, _) = sha256_reader(RandomReader::new(size, 77));
+    assert_eq!((v["id"].as_str(), v["size"].as_u64()), (Some(expected.as_str()), Some(size)));
+    let res = agent().get(&node.url("/api/v1/files/chunked.bin")).call().expect("download");
+    let (got, len) = sha256_reader(res.into_body().into_with_config().limit(u64::MAX).reader());
+    assert_eq!((got, len), (expected, size));
+}
+
 #[test]
 fn head_ranges_and_conditional_requests() {
     let node = TestNode::start();

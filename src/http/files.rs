@@ -1,6 +1,5 @@
 //! `/api/v1/files`: the native API by name.
 
-use futures_lite::AsyncReadExt;
 use serde_json::json;
 use tide::{Response, StatusCode};
 
@@ -9,11 +8,10 @@ use super::{ApiError, Req, json, path_rest, query};
 use crate::clock::rfc3339;
 use crate::content::FileId;
 use crate::content::{FileName, content_type_for};
-use crate::node::{Attrs, MTIME_HEADER, NodeError, Relocate, Upload, mtime_of, parse_mtime};
+use crate::node::{Attrs, MTIME_HEADER, NodeError, Relocate, mtime_of, parse_mtime};
 use crate::storage::{Expect, ListQuery, Match, NameEntry, SortBy};
 
 const PREFIX: &str = "/api/v1/files/";
-const READ_BUF: usize = 256 * 1024;
 
 fn name_from_path(req: &Req, prefix: &str) -> Result<FileName, ApiError> {
     super::user_name(path_rest(req, prefix)?)
@@ -26,21 +24,6 @@ pub fn check_declared_length(req: &Req) -> Result<(), ApiError> {
     match req.len() {
         Some(len) if len as u64 > limit => Err(NodeError::TooLarge { limit }.into()),
         _ => Ok(()),
-    }
-}
-
-/// Copies a request body into an upload.
-pub async fn pump(
-    mut body: impl futures_lite::AsyncRead + Unpin,
-    upload: &mut Upload,
-) -> Result<(), NodeError> {
-    let mut buf = vec![0u8; READ_BUF];
-    loop {
-        let n = body.read(&mut buf).await.map_err(NodeError::Body)?;
-        if n == 0 {
-            return Ok(());
-        }
-        upload.write(&buf[..n]).await?;
     }
 }
 
@@ -74,7 +57,7 @@ pub async fn put(mut req: Req) -> Result<Response, ApiError> {
     }
     let declared = req.len();
     let mut upload = node.upload().await?;
-    pump(req.take_body(), &mut upload).await?;
+    upload.read_from(req.take_body(), declared.map(|len| len as u64)).await?;
     if let Some(declared) = declared
         && upload.size() != declared as u64
     {

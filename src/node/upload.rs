@@ -1,11 +1,12 @@
 //! The upload pipeline.
 //!
-//! The request task only copies body bytes into 1 MiB blocks. Two blocking workers run beside
-//! it: one hashes the whole stream (the file id), the other cuts chunks, hashes and seals them
-//! and hands them on: to the storage writer on a single node, or to the cluster, which stores
-//! each on its R holders. Queues between the stages are bounded, so memory stays a few blocks
-//! per upload whatever the file size. On a single node, small bodies skip the workers and go
-//! to the writer in one operation with their manifest.
+//! The request task only puts body bytes into 1 MiB blocks (a native PUT reads the socket
+//! straight into them, and reuses blocks the cutter is done with). Two blocking workers run
+//! beside it: one hashes the whole stream (the file id), the other cuts chunks, hashes and
+//! seals them and hands them on: to the storage writer on a single node, or to the cluster,
+//! which stores each on its R holders. Queues between the stages are bounded, so memory stays
+//! a few blocks per upload whatever the file size. On a single node, small bodies skip the
+//! workers and go to the writer in one operation with their manifest.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -28,6 +29,9 @@ const BLOCK: usize = 1024 * 1024;
 /// Below this, hashing and sealing cost less than handing off to a thread.
 const INLINE_MAX: usize = 64 * 1024;
 const STAGE_QUEUE: usize = 4;
+/// Blocks kept for reuse per upload: enough that the reader finds one waiting while the
+/// chunker keeps up, few enough to add little to an upload's memory.
+const RECYCLED: usize = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PutOutcome {
@@ -105,6 +109,8 @@ enum Sink {
 struct Workers {
     hash_tx: async_channel::Sender<Bytes>,
     chunk_tx: async_channel::Sender<Bytes>,
+    /// Blocks the chunker is done with, to be read into again (see [`Upload::next_block`]).
+    recycled: async_channel::Receiver<Bytes>,
     hasher: runtime::Thread<(FileId, Option<[u8; 16]>)>,
     chunker: runtime::Thread<Result<Chunked>>,
     replicator: Option<JoinHandle<Result<(u64, cluster::Placed), cluster::ClusterError>>>,
@@ -170,6 +176,71 @@ impl Upload {
 
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Reads a whole body straight into the upload's blocks, so its bytes are copied once
+    /// (by the socket read) before the workers see them: reading into a buffer of its own and
+    /// then [`Upload::write`] copied every byte again, 4 % of a large PUT's CPU. A block is
+    /// zeroed when made (safe code cannot read into uninitialised memory), which costs less
+    /// than that copy: zeroing only writes. `expected` (the declared length) sizes a small
+    /// body's block to the body, so a 4 KiB PUT does not zero a megabyte. Fails once the total
+    /// passes the limit.
+    pub async fn read_from(
+        &mut self,
+        mut body: impl futures_util::AsyncRead + Unpin,
+        expected: Option<u64>,
+    ) -> Result<()> {
+        use futures_util::AsyncReadExt;
+        // What is left of the body, plus one byte for the read that sees its end (a body that
+        // filled its block exactly would otherwise be dispatched to the workers).
+        let block_for = |size: u64| {
+            expected.map_or(BLOCK, |e| (e.saturating_sub(size).saturating_add(1)).min(BLOCK as u64) as usize)
+        };
+        // `self.block` is the filled part, `spare` the zeroed rest of the same allocation.
+        let mut spare = if self.block.is_empty() {
+            self.block = self.next_block(block_for(self.size));
+            self.block.split_off(0)
+        } else {
+            BytesMut::zeroed(BLOCK.saturating_sub(self.block.len()).max(1))
+        };
+        loop {
+            if spare.is_empty() {
+                let next = self.next_block(block_for(self.size));
+                let block = std::mem::replace(&mut self.block, next);
+                spare = self.block.split_off(0);
+                self.dispatch(block.freeze()).await?;
+            }
+            let n = body.read(&mut spare).await.map_err(NodeError::Body)?;
+            if n == 0 {
+                return Ok(());
+            }
+            self.size += n as u64;
+            if self.size > self.limit {
+                return Err(NodeError::TooLarge { limit: self.limit });
+            }
+            // The read bytes join the filled part: one allocation, so no bytes move.
+            self.block.unsplit(spare.split_to(n));
+        }
+    }
+
+    /// A block of `len` bytes to read into: a whole one the workers are done with when there is
+    /// one (its old bytes are overwritten before anything sees them), else a new zeroed one.
+    /// Reuse keeps a large upload from zeroing every block, which cost what the copy it
+    /// replaced did.
+    fn next_block(&mut self, len: usize) -> BytesMut {
+        if len == BLOCK
+            && let Some(workers) = &self.workers
+        {
+            // A block the hasher still holds is not ours to write: it is dropped instead.
+            while let Ok(block) = workers.recycled.try_recv() {
+                if let Ok(block) = block.try_into_mut()
+                    && block.len() == BLOCK
+                {
+                    return block;
+                }
+            }
+        }
+        BytesMut::zeroed(len)
     }
 
     /// Adds body bytes. Fails once the total passes the limit.
@@ -244,7 +315,7 @@ impl Upload {
                 runtime::blocking(move || {
                     let id = FileId::from_bytes(Sha256::digest(&tail).into());
                     let md5 = md5_of(&tail);
-                    let chunked = chunk_blocks(&store, &keys, &Sink::Local, std::iter::once(tail))?;
+                    let chunked = chunk_blocks(&store, &keys, &Sink::Local, std::iter::once(tail), drop)?;
                     Ok(staged((id, md5), size, chunked, 0, true))
                 })
                 .await
@@ -326,6 +397,7 @@ fn stage_inline(keys: &Keys, data: &[u8]) -> Staged {
 fn start_workers(store: Store, keys: Keys, cluster: Option<Arc<Cluster>>, want_md5: bool) -> Result<Workers> {
     let (hash_tx, hash_rx) = async_channel::bounded::<Bytes>(STAGE_QUEUE);
     let (chunk_tx, chunk_rx) = async_channel::bounded::<Bytes>(STAGE_QUEUE);
+    let (recycle_tx, recycled) = async_channel::bounded::<Bytes>(RECYCLED);
     // Threads of the upload's own, not the shared blocking pool: a stalled upload keeps its
     // threads waiting on its queues, and reads must never wait behind them. `--max-uploads`
     // bounds how many there are.
@@ -351,22 +423,26 @@ fn start_workers(store: Store, keys: Keys, cluster: Option<Arc<Cluster>>, want_m
         None => (Sink::Local, None),
     };
     let chunker = runtime::thread("upload-cut", move || {
-        chunk_blocks(&store, &keys, &sink, std::iter::from_fn(|| chunk_rx.recv_blocking().ok()))
+        let blocks = std::iter::from_fn(|| chunk_rx.recv_blocking().ok());
+        // Handed back when there is room; a full queue means the reader has blocks enough.
+        chunk_blocks(&store, &keys, &sink, blocks, |block| drop(recycle_tx.try_send(block)))
     })
     .map_err(spawn_failed)?;
-    Ok(Workers { hash_tx, chunk_tx, hasher, chunker, replicator })
+    Ok(Workers { hash_tx, chunk_tx, recycled, hasher, chunker, replicator })
 }
 
 /// Threads hashing and sealing chunks beside the one cutting them: sealing costs about twice
 /// what hashing does, and would otherwise cap an upload at one core.
 const SEALERS: usize = 2;
 
-/// Cuts chunks and has them hashed, sealed and handed on by [`SEALERS`] threads. Blocking.
+/// Cuts chunks and has them hashed, sealed and handed on by [`SEALERS`] threads; each block
+/// goes to `done` once cut (the chunks are copies). Blocking.
 fn chunk_blocks(
     store: &Store,
     keys: &Keys,
     sink: &Sink,
     blocks: impl Iterator<Item = Bytes>,
+    mut done: impl FnMut(Bytes),
 ) -> Result<Chunked> {
     let (seal_tx, seal_rx) = async_channel::bounded::<(usize, Vec<u8>)>(STAGE_QUEUE);
     let seen = &Mutex::new(HashSet::new());
@@ -389,7 +465,8 @@ fn chunk_blocks(
             Ok(())
         };
         let mut chunker = Chunker::new();
-        let fed = blocks.into_iter().try_for_each(|block| chunker.push(&block, &mut cut));
+        let fed =
+            blocks.into_iter().try_for_each(|block| chunker.push(&block, &mut cut).map(|()| done(block)));
         let fed = fed.and_then(|()| chunker.finish(&mut cut));
         drop(seal_tx);
         let mut out = Chunked { chunks: Vec::with_capacity(count), new_bytes: 0, pins: store.pins() };

@@ -34,17 +34,36 @@ pub(crate) fn read_sealed(
 
 /// [`read_sealed`] into a buffer made for `expected` bytes (the caller's idea of the sealed
 /// length), so each segment is copied once: growing from empty copied a multi-segment chunk
-/// again at each doubling. A wrong guess costs only that growth.
+/// again at each doubling.
+///
+/// With a length (a download knows each chunk's from its manifest, and an id has exactly one
+/// right length) the segments that length needs are fetched by key, and nothing else is read:
+/// a range over the chunk's keys, to learn that it has ended, went on into the next leaf,
+/// which holds another chunk's segment: a page of up to 256 KiB zero-filled and read from
+/// disk for nothing, once per chunk (2,322 pages, 483 MB, read for a 256 MiB download; 1,474
+/// and 275 MB now). A stored chunk of another length is wrong for its id and fails the
+/// caller's verification either way. Without a length (`0`), the range finds the end.
 pub(crate) fn read_sealed_sized(
     table: &impl ReadableTable<([u8; 32], u32), &'static [u8]>,
     id: &ChunkId,
     expected: usize,
 ) -> Result<Option<Vec<u8>>> {
     let key = *id.as_bytes();
+    if expected > 0 {
+        let mut buf = Vec::with_capacity(expected.min(MAX_SEALED));
+        for index in 0..expected.div_ceil(SEGMENT) {
+            match table.get((key, index as u32))? {
+                Some(segment) => buf.extend_from_slice(segment.value()),
+                None if index == 0 => return Ok(None),
+                None => return Err(StorageError::Corrupt(format!("chunk {id} has a missing segment"))),
+            }
+        }
+        return Ok(Some(buf));
+    }
     let mut out: Option<Vec<u8>> = None;
     for item in table.range((key, 0)..=(key, u32::MAX))? {
         let (k, v) = item?;
-        let buf = out.get_or_insert_with(|| Vec::with_capacity(expected.min(MAX_SEALED)));
+        let buf = out.get_or_insert_with(Vec::new);
         if k.value().1 as usize * SEGMENT != buf.len() {
             return Err(StorageError::Corrupt(format!("chunk {id} has a missing segment")));
         }
@@ -144,4 +163,41 @@ pub(crate) fn read_manifest(
         return Err(StorageError::Corrupt(format!("manifest {id} sizes do not add up")));
     }
     Ok(Some(manifest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sized read takes exactly the segments its length needs and agrees with the unsized
+    /// one; a segment missing inside that length is corruption, a chunk not stored is `None`.
+    #[test]
+    fn sized_reads_take_the_segments_they_need() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        let sealed: Vec<u8> = (0..2 * SEGMENT + 1000).map(|i| (i % 251) as u8).collect();
+        let (id, gappy, next) = (ChunkId::of(b"a"), ChunkId::of(b"b"), ChunkId::of(b"c"));
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(CHUNKS).unwrap();
+            for (i, segment) in sealed.chunks(SEGMENT).enumerate() {
+                table.insert((*id.as_bytes(), i as u32), segment).unwrap();
+                // Segment 1 left out: a hole inside the chunk.
+                if i != 1 {
+                    table.insert((*gappy.as_bytes(), i as u32), segment).unwrap();
+                }
+                table.insert((*next.as_bytes(), i as u32), segment).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(CHUNKS).unwrap();
+        assert_eq!(read_sealed_sized(&table, &id, sealed.len()).unwrap().as_deref(), Some(&sealed[..]));
+        assert_eq!(read_sealed(&table, &id).unwrap().as_deref(), Some(&sealed[..]));
+        assert!(matches!(read_sealed_sized(&table, &gappy, sealed.len()), Err(StorageError::Corrupt(_))));
+        assert!(matches!(read_sealed(&table, &gappy), Err(StorageError::Corrupt(_))));
+        assert_eq!(read_sealed_sized(&table, &ChunkId::of(b"none"), 10).unwrap(), None);
+        // A shorter length reads a prefix, which the caller's verification then refuses.
+        assert_eq!(read_sealed_sized(&table, &id, 10).unwrap().unwrap(), &sealed[..SEGMENT]);
+    }
 }
