@@ -46,7 +46,7 @@ impl Cluster {
         chunks: Vec<(ChunkId, bytes::Bytes)>,
     ) -> Result<Stored, ClusterError> {
         self.check_writable()?;
-        let live = self.live_nodes();
+        let live = self.writable_nodes();
         let want = self.config.replication.min(live.len());
         let rankings: Vec<Vec<NodeId>> = chunks.iter().map(|(id, _)| placement::rank(id, &live)).collect();
         let mut stored = vec![0usize; chunks.len()];
