@@ -146,7 +146,8 @@ impl Cluster {
                     .map(|(u, _)| u.clone())
                     .collect();
                 urls.iter().for_each(|u| self.forget(u));
-                if let Some(url) = lock(&self.known).remove(&node) {
+                let url = lock(&self.known).remove(&node);
+                if let Some(url) = url {
                     self.forget(&url);
                 }
             }

@@ -298,7 +298,8 @@ impl Repair {
             lock(&cluster.repair_report).passes += 1;
         }
         self.pass = Some(pass);
-        self.publish(lock(&cluster.repair_report).queued);
+        let queued = lock(&cluster.repair_report).queued;
+        self.publish(queued);
         Ok(Worked::Busy)
     }
 
