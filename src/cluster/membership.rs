@@ -245,11 +245,16 @@ impl Cluster {
         nodes
     }
 
-    /// Whether this node's view of the cluster is whole enough to rank chunks against:
-    /// settled (see [`Cluster::settled`]), and every peer that is up has gossiped its members
-    /// (so members it knows of are links here too, dialled, and counted by `settled`).
+    /// Whether this node's view of the cluster is whole enough to rank chunks against: it has
+    /// heard from every member it links to (or waited the settle bound), and every peer that
+    /// is up has gossiped its members (so members it knows of are links here too).
     pub(super) fn view_settled(&self) -> bool {
-        self.settled() && lock(&self.links).values().all(|l| !l.is_up() || l.state().gossiped)
+        // A member heard from once counts, up or down since: its going down is news to act on.
+        let waited = self.started.elapsed() >= self.config.timing.settle;
+        lock(&self.links).values().all(|l| {
+            let st = l.state();
+            (waited || st.last_seen_ms.is_some()) && (!st.up || st.gossiped)
+        })
     }
 
     /// When (Unix ms) the next known member that is down passes its grace, changing
