@@ -44,6 +44,8 @@ const FETCH_BATCH: usize = 8;
 /// Retry delays of queued chunks that could not be settled: doubling from the first, capped.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long after a stand-in copy arrives repair first looks at it (its upload commits first).
+const STAND_IN_DELAY: Duration = Duration::from_secs(5);
 /// `META` key of the pass under way or last done.
 const PASS_KEY: &str = "repair_pass";
 
@@ -116,6 +118,22 @@ impl View {
     fn owners(&self, id: &ChunkId) -> Vec<NodeId> {
         placement::rank(id, &self.placing).into_iter().take(self.want).collect()
     }
+}
+
+/// Of chunks a peer's upload stored here, those this node does not own: a write that fell
+/// back past an owner it could not reach. Queued, due after the upload has had time to
+/// commit, so repair hands each to its owner and drops this copy once the owner confirms
+/// (no view change need follow: the owner may never have been seen down here).
+pub(super) async fn queue_stand_ins(cluster: &Cluster, ids: &[ChunkId]) -> Result<(), ClusterError> {
+    let view = View::of(cluster);
+    let due = unix_ms() + STAND_IN_DELAY.as_millis() as u64;
+    let stand_ins: Vec<(ChunkId, u64)> =
+        ids.iter().filter(|id| !view.owners(id).contains(&cluster.me)).map(|id| (*id, due)).collect();
+    if !stand_ins.is_empty() {
+        cluster.store.settle_repair(Vec::new(), stand_ins).await?;
+        cluster.wake_repair();
+    }
+    Ok(())
 }
 
 /// At most `rate` chunks a second, over any stretch of a second or more.

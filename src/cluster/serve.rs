@@ -161,7 +161,9 @@ impl Cluster {
                     Ok(c) => c,
                     Err(refusal) => return Ok(Response::Error(refusal)),
                 };
+                let ids: Vec<ChunkId> = chunks.iter().map(|(id, _)| *id).collect();
                 self.store.put_received_chunks(chunks).await?;
+                super::repair::queue_stand_ins(self, &ids).await?;
                 Response::Stored { new_bytes }
             }
             Request::Confirm { lease } => {
