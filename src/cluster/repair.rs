@@ -439,13 +439,18 @@ impl Repair {
             .into_iter()
             .partition(|(id, owners)| confirmed.get(id).copied().unwrap_or(0) == owners.len());
         let droppable: Vec<ChunkId> = droppable.into_iter().map(|(id, _)| id).collect();
-        let n = droppable.len() as u64;
-        if n > 0 {
-            let freed = self.cluster.store.drop_chunks(droppable).await?;
+        let mut kept = Vec::new();
+        if !droppable.is_empty() {
+            let freed = self.cluster.store.drop_chunks(droppable.clone()).await?;
+            // The writer keeps a copy a transfer in flight has pinned: those wait for a retry.
+            let still = self.cluster.store.have_chunks(droppable.clone()).await?;
+            let asked = droppable.len();
+            kept = droppable.into_iter().zip(still).filter(|(_, s)| *s).map(|(id, _)| id).collect::<Vec<_>>();
+            let n = (asked - kept.len()) as u64;
             lock(&self.cluster.repair_report).dropped += n;
             log::info!("repair: dropped {n} chunks ({freed} bytes) now held by their owners");
         }
-        Ok(waiting.into_iter().chain(unconfirmed).map(|(id, _)| id).collect())
+        Ok(waiting.into_iter().chain(unconfirmed).map(|(id, _)| id).chain(kept).collect())
     }
 
     /// Shows the pass's state in the report.

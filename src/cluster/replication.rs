@@ -115,10 +115,13 @@ impl Cluster {
                 .await
                 .map_err(|e| e.to_string())?;
             let mut new_bytes = 0;
+            let ids: Vec<ChunkId> = items.iter().map(|(id, _)| *id).collect();
             for ((id, sealed), had) in items.into_iter().zip(had) {
                 new_bytes += if had { 0 } else { sealed.len() as u64 };
                 self.store.put_chunk(id, sealed).await.map_err(|e| e.to_string())?;
             }
+            // This node may be standing in for an owner it could not reach.
+            super::repair::queue_stand_ins(self, &ids).await.map_err(|e| e.to_string())?;
             return Ok(new_bytes);
         }
         let link = self.link_of(node).ok_or("it is down")?;
