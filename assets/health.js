@@ -153,8 +153,16 @@ export function renderCluster() {
     node_id: s.node_id, url: s.url || location.origin, state: 'up', last_seen: null, stored_bytes: s.stored_bytes, self: true,
     disk_free_bytes: s.disk_free_bytes, disk_total_bytes: s.disk_total_bytes,
   };
-  const nodes = [self, ...peers];
+  // Lifecycle states (draining, removed, out) come from the member list; removed members
+  // have no link any more, so they appear only there.
+  const members = new Map((s.nodes || []).map((m) => [m.node_id, m]));
+  const withState = (n) => ({ ...n, lifecycle: (members.get(n.node_id) || {}).state || n.state });
+  const linked = new Set(peers.map((p) => p.node_id));
+  const gone = (s.nodes || []).filter((m) => !m.me && !linked.has(m.node_id))
+    .map((m) => ({ node_id: m.node_id, url: m.url, state: 'down', last_seen: m.since, lifecycle: m.state }));
+  const nodes = [withState(self), ...peers.map(withState), ...gone];
   const up = nodes.filter((n) => n.state === 'up').length;
+  const active = nodes.filter((n) => n.lifecycle !== 'removed').length;
   const storedAll = nodes.reduce((sum, n) => sum + (n.stored_bytes || 0), 0);
   const saved = (s.logical_bytes || 0) - (s.unique_bytes || 0);
   const ratio = typeof s.dedup_ratio === 'number' ? `${s.dedup_ratio.toFixed(2)}×` : '—';
@@ -165,7 +173,7 @@ export function renderCluster() {
     ['Dedup ratio', saved > 0 ? `${ratio} (saves ${formatBytes(saved)})` : ratio, 'dedup'],
     ['Stored on all nodes', formatBytes(storedAll), 'stored'],
     ['Replication', s.replication ? `${s.replication} ${s.replication === 1 ? 'copy' : 'copies'}` : '—', 'replication'],
-    ['Nodes up', `${up} of ${nodes.length}`, 'nodes-up'],
+    ['Nodes up', `${up} of ${active}`, 'nodes-up'],
     ['This node’s disk', diskSummary(self), 'disk'],
     ['Cluster disk', capacitySummary(s.capacity), 'capacity'],
     ['Chunks', formatCount(s.chunks), 'chunks'],
@@ -205,11 +213,17 @@ function capacitySummary(c) {
   return `${formatBytes(c.disk_used_bytes)} used, ${formatBytes(c.disk_free_bytes)} free of ${formatBytes(c.disk_total_bytes)} (${disks} over ${plural(c.nodes, 'node', 'nodes')}${unknown})`;
 }
 
-// This node's repair loop: chunks it should hold but lacks, and what it has moved so far.
+// This node's repair: a ranking pass runs only when the cluster changes (a node joins,
+// leaves, is drained or removed); chunks found missing wait in a queue.
 function repairSummary(r) {
-  if (!r || !r.passes) return 'not run yet';
+  if (!r) return '—';
+  const moved = `${formatCount(r.fetched)} fetched, ${formatCount(r.dropped)} handed off`;
+  if (r.pass_running) return `pass under way, ${formatCount(r.pass_ranked)} chunks ranked · ${moved}`;
+  if (!r.passes) return 'idle (no change to act on)';
   const pending = r.missing > 0 ? `${formatCount(r.missing)} chunks to fetch` : 'in sync';
-  return `${pending} · ${formatCount(r.fetched)} fetched, ${formatCount(r.dropped)} handed off`;
+  const queued = r.queued > 0 ? `, ${formatCount(r.queued)} queued` : '';
+  const when = r.last_pass ? ` (last pass ${relativeTime(r.last_pass)})` : '';
+  return `${pending}${queued}${when} · ${moved}`;
 }
 
 // This node's scrub: how far the pass under way has got, and what it found.
@@ -227,14 +241,16 @@ function scrubSummary(r) {
 
 function nodeRow(n) {
   const seen = n.self ? 'this node' : relativeTime(n.last_seen);
-  return el('tr', { 'data-testid': 'node-row', dataset: { nodeId: n.node_id || '', state: n.state } },
+  const lifecycle = n.lifecycle || n.state;
+  const label = { up: 'Up', down: 'Down', out: 'Out', draining: 'Draining', removed: 'Removed' }[lifecycle] || 'Down';
+  return el('tr', { 'data-testid': 'node-row', dataset: { nodeId: n.node_id || '', state: n.state, lifecycle } },
     el('th', { scope: 'row', 'data-label': 'Node' }, el('code', { title: n.node_id || '' }, (n.node_id || '?').slice(0, ID_SHORT)),
       n.self ? el('span', { class: 'badge' }, 'this node') : null),
     el('td', { 'data-label': 'Address' }, n.url || '—'),
-    el('td', { 'data-label': 'State' }, el('span', { class: `state state-${n.state}` }, n.state === 'up' ? 'Up' : 'Down')),
+    el('td', { 'data-label': 'State' }, el('span', { class: `state state-${n.state}`, title: lifecycle === 'out' ? 'down longer than --down-out-after: its share is copied to the others' : '' }, label)),
     el('td', { 'data-label': 'Last seen' }, n.last_seen
       ? el('time', { datetime: n.last_seen, title: formatTime(n.last_seen) }, seen)
       : seen),
     el('td', { class: 'num', 'data-label': 'Stored' }, formatBytes(n.stored_bytes)),
-    el('td', { 'data-label': 'Disk', 'data-testid': 'node-disk' }, n.self ? diskSummary(n) : peerDisk(n)));
+    el('td', { 'data-label': 'Disk', 'data-testid': 'node-disk' }, n.self ? diskSummary(n) : lifecycle === 'removed' ? '—' : peerDisk(n)));
 }

@@ -201,6 +201,12 @@ pub struct ServeArgs {
     #[arg(long, env = "DISTSTORE_DOWN_OUT_AFTER", value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub down_out_after: std::time::Duration,
 
+    /// Chunks repair copies to this node (or verifies on others before dropping a surplus
+    /// copy) per second at most, when nodes join, leave, drain or are removed, and when
+    /// chunks are found missing. Default 100: at most 100 MiB/s at the largest chunk.
+    #[arg(long, env = "DISTSTORE_REPAIR_RATE", value_name = "CHUNKS", default_value_t = crate::cluster::DEFAULT_REPAIR_RATE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repair_rate: u32,
+
     /// URL other nodes reach this one at (default: http://LISTEN address as bound). Needed
     /// when listening on 0.0.0.0 behind an address peers cannot derive (NAT, a proxy).
     #[arg(long, env = "DISTSTORE_ADVERTISE", value_name = "URL")]
@@ -277,10 +283,6 @@ pub struct ServeArgs {
     /// Tests only: how long confirmed chunks await their manifest, e.g. 15m.
     #[arg(long, hide = true, env = "DISTSTORE_RECEIVED_GRACE", value_parser = parse_duration)]
     pub received_grace: Option<std::time::Duration>,
-
-    /// Tests only: the repair loop's period, e.g. 10s.
-    #[arg(long, hide = true, env = "DISTSTORE_REPAIR_PERIOD", value_parser = parse_duration)]
-    pub repair_period: Option<std::time::Duration>,
 
     /// Tests only: the anti-entropy period, e.g. 5s.
     #[arg(long, hide = true, env = "DISTSTORE_SYNC_PERIOD", value_parser = parse_duration)]
@@ -533,7 +535,6 @@ impl ServeArgs {
         let timing = crate::cluster::Timing {
             settle: self.settle.unwrap_or(defaults.settle),
             sync_period: self.sync_period.unwrap_or(defaults.sync_period),
-            repair_period: self.repair_period.unwrap_or(defaults.repair_period),
             down_out_after: self.down_out_after,
         };
         // Measured on 2 cores running three nodes: one network thread per node instead of two
@@ -558,6 +559,7 @@ impl ServeArgs {
                 seeds,
                 replication: self.replication,
                 min_replicas,
+                repair_rate: self.repair_rate,
                 timing,
             },
             gc_period: self.gc_period.unwrap_or(crate::node::GC_PERIOD),

@@ -1,4 +1,4 @@
-//! `diststore put|get|ls|rm|mv|cp|share|status|health`: a command-line client of a node's
+//! `diststore put|get|ls|rm|mv|cp|share|status|health|node`: a command-line client of a node's
 //! native API.
 //!
 //! Synchronous on purpose: a CLI moves a few files at once, so plain threads and a blocking
@@ -8,6 +8,7 @@
 
 mod api;
 mod get;
+mod node;
 mod progress;
 mod put;
 mod state;
@@ -19,6 +20,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 pub use api::Api;
+pub use node::NodeArgs;
 
 /// Options every client command takes.
 #[derive(Args, Debug, Clone)]
@@ -60,6 +62,8 @@ pub enum Command {
     Status(PlainArgs),
     /// Exit 0 when the node is healthy (for container health checks).
     Health(PlainArgs),
+    /// The cluster's members: list, drain, remove.
+    Node(NodeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -220,6 +224,7 @@ fn dispatch(command: Command) -> Result<ExitCode, ClientError> {
         Command::Share(args) => share(args),
         Command::Status(args) => status(args),
         Command::Health(args) => health(args),
+        Command::Node(args) => node::run(args),
     }
 }
 

@@ -48,6 +48,8 @@ pub struct LinkState {
     pub space: Option<PeerSpace>,
     /// Why the last attempt to reach it failed, while it is down.
     pub error: Option<String>,
+    /// A pong (with the peer's members and their states) arrived since the link came up.
+    pub gossiped: bool,
 }
 
 async fn dial(ws_url: &str) -> Result<WebSocketStream<async_std_tcp::TcpStream>, LinkError> {
@@ -202,6 +204,7 @@ impl Link {
             st.up = true;
             st.last_seen_ms = Some(unix_ms());
             st.error = None;
+            st.gossiped = false;
         }
         log::info!("peer {peer} at {} is up", self.url);
         cluster.peer_up(self.clone());
@@ -226,16 +229,22 @@ impl Link {
         let heartbeat = async {
             loop {
                 runtime::sleep(HEARTBEAT).await;
-                let ping = Request::Ping { members: cluster.members(), stats: cluster.local_stats().await };
+                let ping = Request::Ping {
+                    members: cluster.members(),
+                    stats: cluster.local_stats().await,
+                    states: cluster.wire_states(),
+                };
                 match self.request(ping, DOWN_AFTER).await {
-                    Ok(Response::Pong { members, stats, space }) => {
+                    Ok(Response::Pong { members, stats, space, states }) => {
+                        cluster.merge_states(states);
+                        cluster.learn(members);
                         let mut st = lock(&self.state);
                         st.stats = stats;
                         if let Some(space) = space {
                             st.space = Some(PeerSpace::received(space));
                         }
+                        st.gossiped = true;
                         drop(st);
-                        cluster.learn(members);
                     }
                     Ok(_) => return LinkError::Unexpected,
                     // A late pong alone is not a dead peer; silence on the whole link is.

@@ -22,11 +22,14 @@ impl Cluster {
     /// the background loops, once this node's URL is known.
     pub async fn start(self: &Arc<Self>, url: String, shutdown: async_channel::Receiver<()>) {
         *lock(&self.url) = url.trim_end_matches('/').to_owned();
+        self.load_states().await;
         for seed in self.config.seeds.clone() {
             self.ensure_link(seed.trim_end_matches('/'));
         }
         match self.remembered().await {
             Ok(members) => {
+                let members: Vec<Member> =
+                    members.into_iter().filter(|m| !self.is_removed(NodeId::from_bytes(m.node))).collect();
                 let mut known = lock(&self.known);
                 for m in &members {
                     known.insert(NodeId::from_bytes(m.node), m.url.clone());
@@ -120,6 +123,11 @@ impl Cluster {
 
     pub(super) fn peer_up(self: &Arc<Self>, link: Arc<Link>) {
         if let Some(node) = link.node() {
+            if self.is_removed(node) {
+                // Removed while this link was dialling: no link to it.
+                self.forget(&link.url);
+                return;
+            }
             lock(&self.known).insert(node, link.url.clone());
         }
         self.events.publish(Event::Membership);
@@ -139,7 +147,8 @@ impl Cluster {
         self.wake_repair();
     }
 
-    pub(super) fn wake_repair(&self) {
+    /// Wakes the repair loop: something it acts on changed (membership, its queue).
+    pub fn wake_repair(&self) {
         let _ = self.repair_wake.try_send(());
     }
 
@@ -159,7 +168,8 @@ impl Cluster {
     /// better one and gossips that.
     pub(super) fn learn(self: &Arc<Self>, members: Vec<Member>) {
         for m in members {
-            if m.node != *self.me.as_bytes() && !m.url.is_empty() && !unspecified_host(&m.url) {
+            let removed = self.is_removed(NodeId::from_bytes(m.node));
+            if m.node != *self.me.as_bytes() && !removed && !m.url.is_empty() && !unspecified_host(&m.url) {
                 let known =
                     lock(&self.links).values().any(|l| l.node().is_some_and(|n| *n.as_bytes() == m.node));
                 if !known {
@@ -206,6 +216,9 @@ impl Cluster {
         let links = lock(&self.links);
         let mut nodes = vec![self.me];
         for (node, url) in lock(&self.known).iter() {
+            if !self.placeable(*node) {
+                continue;
+            }
             let link = links.values().find(|l| l.node() == Some(*node)).or_else(|| links.get(url));
             let Some(link) = link else { continue };
             let state = link.state();
@@ -218,9 +231,54 @@ impl Cluster {
             }
         }
         nodes.extend(links.values().filter(|l| l.is_up()).filter_map(|l| l.node()));
+        drop(links);
+        nodes.retain(|n| self.placeable(*n));
         nodes.sort();
         nodes.dedup();
         nodes
+    }
+
+    /// Live nodes that take new chunks: not draining, not removed.
+    pub(super) fn writable_nodes(&self) -> Vec<NodeId> {
+        let mut nodes = self.live_nodes();
+        nodes.retain(|n| self.placeable(*n));
+        nodes
+    }
+
+    /// Whether this node's view of the cluster is whole enough to rank chunks against: it has
+    /// heard from every member it links to (or waited the settle bound), and every peer that
+    /// is up has gossiped its members (so members it knows of are links here too).
+    pub(super) fn view_settled(&self) -> bool {
+        // A member heard from once counts, up or down since: its going down is news to act on.
+        let waited = self.started.elapsed() >= self.config.timing.settle;
+        lock(&self.links).values().all(|l| {
+            let st = l.state();
+            (waited || st.last_seen_ms.is_some()) && (!st.up || st.gossiped)
+        })
+    }
+
+    /// When (Unix ms) the next known member that is down passes its grace, changing
+    /// placement: the one moment a down member needs a repair pass without an event.
+    pub(super) fn next_placement_change(&self) -> Option<u64> {
+        let grace = self.config.timing.down_out_after.as_millis() as u64;
+        let started = unix_ms().saturating_sub(self.started.elapsed().as_millis() as u64);
+        let links = lock(&self.links);
+        let now = unix_ms();
+        lock(&self.known)
+            .iter()
+            .filter(|(node, _)| self.placeable(**node))
+            .filter_map(|(node, url)| {
+                let link = links.values().find(|l| l.node() == Some(*node)).or_else(|| links.get(url))?;
+                let st = link.state();
+                if st.up {
+                    return None;
+                }
+                let since = st.last_seen_ms.unwrap_or(started).max(started);
+                // A little past the edge, so the view seen then has it out.
+                Some(since + grace + 50)
+            })
+            .filter(|at| *at > now)
+            .min()
     }
 
     /// Live nodes, this one included.
@@ -260,7 +318,11 @@ impl Cluster {
     /// Whether enough nodes are live to accept a write: in a cluster, `--min-replicas`
     /// (by default the replication factor, so a `201` means R copies); alone, this node.
     pub fn check_writable(&self) -> Result<(), ClusterError> {
-        let live = self.live_nodes().len();
+        if self.is_removed(self.me) {
+            return Err(ClusterError::Removed);
+        }
+        // Draining members take no new chunks, so they do not count.
+        let live = self.writable_nodes().len();
         let needed = if self.has_members() { self.config.min_replicas } else { 1 };
         if live < needed {
             return Err(ClusterError::Unavailable { live, needed });

@@ -18,7 +18,8 @@ use crate::storage::records::{ManifestRecordV1, NameRecordV3, StampV1};
 ///    fsync instead of comparing epochs.
 /// 5: name records carry the S3 ETag and headers (`NameRecordV3`).
 /// 6: pongs carry the answering node's space figures ([`WireSpace`]).
-pub const PROTOCOL_VERSION: u16 = 6;
+/// 7: pings and pongs carry the members' lifecycle states ([`MemberState`]: draining, removed).
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// Largest message accepted from a peer, attachments excluded.
 pub const MAX_MESSAGE: usize = 24 * 1024 * 1024;
@@ -42,6 +43,27 @@ pub enum Handshake {
 pub struct Member {
     pub node: [u8; 16],
     pub url: String,
+}
+
+/// A member an operator is draining or has removed, as heartbeats gossip it. States only
+/// advance (draining, then removed) and merge by taking the larger `(state, stamp_ms, by)`, so
+/// every node ends with the same view whatever order the gossip arrives in.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MemberState {
+    pub state: Lifecycle,
+    pub stamp_ms: u64,
+    /// The node that set it.
+    pub by: [u8; 16],
+    pub node: [u8; 16],
+}
+
+/// Declared in the order states advance: the derived order is the merge's.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Lifecycle {
+    /// Placement no longer chooses it; its chunks are copied to the others, then it leaves.
+    Draining,
+    /// Out of the cluster: no placement, no link to it.
+    Removed,
 }
 
 /// What a peer reports about itself with every heartbeat.
@@ -186,6 +208,7 @@ pub enum Request {
     Ping {
         members: Vec<Member>,
         stats: PeerStats,
+        states: Vec<MemberState>,
     },
     /// Store sealed chunks for the upload `lease`; answered once queued for writing. The
     /// holder pins them under the lease until `Release` (or until this link drops), so
@@ -251,6 +274,7 @@ pub enum Response {
         stats: PeerStats,
         /// `None` until the node has measured its space once.
         space: Option<WireSpace>,
+        states: Vec<MemberState>,
     },
     /// Queued.
     Stored {
@@ -459,16 +483,22 @@ mod tests {
             members: vec![Member { node: [8; 16], url: "u".into() }],
             stats: PeerStats { files: 1, stored_bytes: 2, chunks: 3 },
             space: Some(space),
+            states: vec![MemberState { state: Lifecycle::Removed, stamp_ms: 2, by: [3; 16], node: [4; 16] }],
         };
         let mut expected = vec![0, 1];
         expected.extend([8; 16]);
         expected.extend([1, b'u', 1, 2, 3]);
         // Some, then age 300 as a varint, then the figures in declaration order.
         expected.extend([1, 0xac, 0x02, 1, 2, 3, 4, 5, 6, 7]);
+        // One state: removed (variant 1), stamp, setter, node.
+        expected.extend([1, 1, 2]);
+        expected.extend([3; 16]);
+        expected.extend([4; 16]);
         assert_eq!(encode(&pong), expected);
         assert_eq!(decode::<Response>(&expected).unwrap(), pong);
-        let unmeasured = Response::Pong { members: vec![], stats: PeerStats::default(), space: None };
-        assert_eq!(encode(&unmeasured), [0, 0, 0, 0, 0, 0]);
+        let unmeasured =
+            Response::Pong { members: vec![], stats: PeerStats::default(), space: None, states: vec![] };
+        assert_eq!(encode(&unmeasured), [0, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]

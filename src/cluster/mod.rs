@@ -14,6 +14,7 @@
 pub mod connection;
 mod handshakes;
 mod leases;
+mod lifecycle;
 mod link;
 mod membership;
 pub mod messages;
@@ -36,6 +37,7 @@ use crate::health::Health;
 use crate::storage::{StorageError, Store};
 use leases::Leases;
 pub use leases::RemoteLease;
+pub use lifecycle::{NodeState, NodeView};
 use link::Link;
 pub use link::ws_config;
 pub use membership::{unspecified_host, url_ip};
@@ -64,8 +66,14 @@ pub struct ClusterConfig {
     /// Fewer live nodes than this (this one included) refuse writes with 503, in a cluster
     /// (a node that knows no member writes alone).
     pub min_replicas: usize,
+    /// Chunks repair copies (or verifies before a drop) per second at most (`--repair-rate`).
+    pub repair_rate: u32,
     pub timing: Timing,
 }
+
+/// `--repair-rate` when not given: 100 chunks a second, at most 100 MiB/s at the largest
+/// chunk, a tenth of what one node here writes, so re-replication never starves clients.
+pub const DEFAULT_REPAIR_RATE: u32 = 100;
 
 /// Periods and bounds of the cluster's loops; settable so tests need not wait them out.
 #[derive(Debug, Clone, Copy)]
@@ -74,8 +82,6 @@ pub struct Timing {
     pub settle: Duration,
     /// Anti-entropy period.
     pub sync_period: Duration,
-    /// Repair period.
-    pub repair_period: Duration,
     /// How long a member may be down before it no longer places chunks (`--down-out-after`).
     pub down_out_after: Duration,
 }
@@ -85,7 +91,6 @@ impl Default for Timing {
         Self {
             settle: Duration::from_secs(10),
             sync_period: Duration::from_secs(5),
-            repair_period: Duration::from_secs(10),
             down_out_after: Duration::from_secs(600),
         }
     }
@@ -101,6 +106,13 @@ pub enum ClusterError {
     NotDurable { node: NodeId, reason: String },
     #[error("no live node holds chunk {0}")]
     ChunkUnavailable(ChunkId),
+    #[error("no member {0} in this cluster")]
+    UnknownNode(NodeId),
+    /// A drain or removal refused as it stands (it would leave too few members, the node is up).
+    #[error("{0}")]
+    Lifecycle(String),
+    #[error("this node was removed from the cluster: write through another node")]
+    Removed,
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -138,6 +150,10 @@ pub struct Cluster {
     repair_wake: async_channel::Sender<()>,
     repair_woken: async_channel::Receiver<()>,
     repair_report: Mutex<RepairReport>,
+    /// Members an operator drains or removed (see `lifecycle.rs`), by id.
+    states: Mutex<HashMap<NodeId, messages::MemberState>>,
+    /// One save of `states` at a time.
+    states_saving: futures_util::lock::Mutex<()>,
     /// Pins peers' uploads and downloads hold here.
     leases: Leases,
     health: Arc<Health>,
@@ -176,6 +192,8 @@ impl Cluster {
             repair_wake,
             repair_woken,
             repair_report: Mutex::new(RepairReport::default()),
+            states: Mutex::new(HashMap::new()),
+            states_saving: futures_util::lock::Mutex::new(()),
             handshakes: Arc::default(),
             space: Default::default(),
             health,
@@ -197,6 +215,10 @@ impl Cluster {
 
     pub fn replication(&self) -> usize {
         self.config.replication
+    }
+
+    pub fn repair_rate(&self) -> u32 {
+        self.config.repair_rate
     }
 
     pub fn repair_report(&self) -> RepairReport {

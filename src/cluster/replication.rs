@@ -46,7 +46,7 @@ impl Cluster {
         chunks: Vec<(ChunkId, bytes::Bytes)>,
     ) -> Result<Stored, ClusterError> {
         self.check_writable()?;
-        let live = self.live_nodes();
+        let live = self.writable_nodes();
         let want = self.config.replication.min(live.len());
         let rankings: Vec<Vec<NodeId>> = chunks.iter().map(|(id, _)| placement::rank(id, &live)).collect();
         let mut stored = vec![0usize; chunks.len()];
@@ -115,10 +115,13 @@ impl Cluster {
                 .await
                 .map_err(|e| e.to_string())?;
             let mut new_bytes = 0;
+            let ids: Vec<ChunkId> = items.iter().map(|(id, _)| *id).collect();
             for ((id, sealed), had) in items.into_iter().zip(had) {
                 new_bytes += if had { 0 } else { sealed.len() as u64 };
                 self.store.put_chunk(id, sealed).await.map_err(|e| e.to_string())?;
             }
+            // This node may be standing in for an owner it could not reach.
+            super::repair::queue_stand_ins(self, &ids).await.map_err(|e| e.to_string())?;
             return Ok(new_bytes);
         }
         let link = self.link_of(node).ok_or("it is down")?;

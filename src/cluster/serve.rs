@@ -65,12 +65,14 @@ impl Cluster {
                     break;
                 };
                 match received {
-                    Ok(Message::Request { id, body: Request::Ping { members, stats: _ } }) => {
+                    Ok(Message::Request { id, body: Request::Ping { members, stats: _, states } }) => {
+                        handler.merge_states(states);
                         handler.learn(members);
                         let body = Response::Pong {
                             members: handler.members(),
                             stats: handler.local_stats().await,
                             space: handler.space_for_peers(),
+                            states: handler.wire_states(),
                         };
                         if tx.send(Message::Response { id, body }).await.is_err() {
                             break;
@@ -118,12 +120,14 @@ impl Cluster {
         request: Request,
     ) -> Result<Response, ClusterError> {
         Ok(match request {
-            Request::Ping { members, stats: _ } => {
+            Request::Ping { members, stats: _, states } => {
+                self.merge_states(states);
                 self.learn(members);
                 Response::Pong {
                     members: self.members(),
                     stats: self.local_stats().await,
                     space: self.space_for_peers(),
+                    states: self.wire_states(),
                 }
             }
             Request::PutChunks { lease, chunks } => {
@@ -157,7 +161,9 @@ impl Cluster {
                     Ok(c) => c,
                     Err(refusal) => return Ok(Response::Error(refusal)),
                 };
+                let ids: Vec<ChunkId> = chunks.iter().map(|(id, _)| *id).collect();
                 self.store.put_received_chunks(chunks).await?;
+                super::repair::queue_stand_ins(self, &ids).await?;
                 Response::Stored { new_bytes }
             }
             Request::Confirm { lease } => {
@@ -183,12 +189,13 @@ impl Cluster {
                 Response::Released
             }
             Request::GetChunk { id } => {
-                let store = self.store.clone();
-                Response::Chunk(
-                    runtime::blocking(move || store.chunk_blocking(ChunkId::from_bytes(id)))
-                        .await?
-                        .map(bytes::Bytes::from),
-                )
+                let (store, id) = (self.store.clone(), ChunkId::from_bytes(id));
+                let sealed = runtime::blocking(move || store.chunk_blocking(id)).await?;
+                if sealed.is_none() {
+                    // Asked for it, so a peer expects it here: repair looks into it.
+                    self.suspect(vec![id]).await;
+                }
+                Response::Chunk(sealed.map(bytes::Bytes::from))
             }
             Request::VerifyChunks { ids } if ids.len() > messages::MAX_VERIFY => {
                 Response::Error(format!("{} chunks to verify, at most {}", ids.len(), messages::MAX_VERIFY))
@@ -196,22 +203,26 @@ impl Cluster {
             Request::VerifyChunks { ids } => {
                 let (store, keys) = (self.store.clone(), self.keys.clone());
                 // A copy that cannot be read counts as absent: the asker then keeps its own.
-                Response::Have(
-                    runtime::blocking(move || {
-                        ids.into_iter()
-                            .map(ChunkId::from_bytes)
-                            .map(|id| {
-                                matches!(store.chunk_blocking(id), Ok(Some(sealed)) if keys.verify_chunk(&id, &sealed).is_ok())
-                            })
-                            .collect()
-                    })
-                    .await,
-                )
+                let ids: Vec<ChunkId> = ids.into_iter().map(ChunkId::from_bytes).collect();
+                let asked = ids.clone();
+                let have: Vec<bool> = runtime::blocking(move || {
+                    ids.into_iter()
+                        .map(|id| {
+                            matches!(store.chunk_blocking(id), Ok(Some(sealed)) if keys.verify_chunk(&id, &sealed).is_ok())
+                        })
+                        .collect()
+                })
+                .await;
+                // An owner asked about a chunk it lacks queues it for repair.
+                let lacking = asked.iter().zip(&have).filter(|(_, h)| !**h).map(|(id, _)| *id).collect();
+                self.suspect(lacking).await;
+                Response::Have(have)
             }
             Request::HasChunks { ids } => Response::Have(
                 self.store.have_chunks(ids.into_iter().map(ChunkId::from_bytes).collect()).await?,
             ),
             Request::ApplyNames { updates } => {
+                // Announced by the uploader, which placed the chunks already.
                 self.apply_updates(updates).await?;
                 Response::Applied
             }
@@ -234,8 +245,21 @@ impl Cluster {
         })
     }
 
-    /// Applies name records from a peer; publishes what changed.
-    pub(super) async fn apply_updates(&self, updates: Vec<NameUpdate>) -> Result<(), ClusterError> {
+    /// Queues chunks found missing (or damaged) for repair, and wakes it. Best effort: a
+    /// failure to queue is logged (the next ranking pass finds the chunk again).
+    pub async fn suspect(&self, ids: Vec<ChunkId>) {
+        if ids.is_empty() || !self.has_members() {
+            return;
+        }
+        match self.store.enqueue_repair(ids).await {
+            Ok(()) => self.wake_repair(),
+            Err(e) => log::warn!("could not queue chunks for repair: {e}"),
+        }
+    }
+
+    /// Applies name records from a peer; publishes what changed. Returns the chunks of the
+    /// live files that applied.
+    pub(super) async fn apply_updates(&self, updates: Vec<NameUpdate>) -> Result<Vec<ChunkId>, ClusterError> {
         let mut batch = Vec::with_capacity(updates.len());
         for u in updates {
             // A name this node's API could neither serve nor delete is refused.
@@ -251,15 +275,22 @@ impl Cluster {
             };
             batch.push((name, record, manifest));
         }
-        let names: Vec<(String, bool)> =
-            batch.iter().map(|(n, r, _)| (n.clone(), r.file.is_some())).collect();
+        let names: Vec<(String, bool, Vec<ChunkId>)> = batch
+            .iter()
+            .map(|(n, r, m)| {
+                let chunks = m.as_ref().map(|m| m.chunks.iter().map(|c| c.id).collect()).unwrap_or_default();
+                (n.clone(), r.file.is_some(), chunks)
+            })
+            .collect();
         let applied = self.store.apply_names(batch).await?;
-        for ((name, live), applied) in names.into_iter().zip(applied) {
+        let mut chunks = Vec::new();
+        for ((name, live, ids), applied) in names.into_iter().zip(applied) {
             if applied {
+                chunks.extend(ids);
                 self.events.publish(if live { Event::Put { name } } else { Event::Delete { name } });
             }
         }
-        Ok(())
+        Ok(chunks)
     }
 }
 

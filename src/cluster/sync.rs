@@ -83,7 +83,10 @@ pub async fn exchange(cluster: &Arc<Cluster>, link: &Link) -> Result<(usize, usi
         pulled += pull.len();
         pushed += push.len();
         if !pull.is_empty() {
-            cluster.apply_updates(pull).await?;
+            // Names missed while away: their chunks may be this node's to hold, and nobody
+            // placed them here.
+            let chunks = cluster.apply_updates(pull).await?;
+            cluster.suspect(chunks).await;
         }
         for updates in batches(push) {
             if let Err(e) = link.request(Request::ApplyNames { updates }, NAMES_TIMEOUT).await {

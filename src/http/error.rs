@@ -104,6 +104,9 @@ impl From<NodeError> for ApiError {
                 | ClusterError::Replication { .. }),
             ) => ApiError::Unavailable(e.to_string()),
             NodeError::Cluster(ClusterError::Storage(e)) => e.into(),
+            NodeError::Cluster(ClusterError::UnknownNode(_)) => ApiError::NotFound(e.to_string()),
+            NodeError::Cluster(ClusterError::Lifecycle(_)) => ApiError::Conflict(e.to_string()),
+            NodeError::Cluster(ClusterError::Removed) => ApiError::Unavailable(e.to_string()),
         }
     }
 }

@@ -43,6 +43,12 @@ struct PeerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemberLabels {
+    node_id: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -160,7 +166,47 @@ pub async fn metrics(req: Req) -> Result<Response, ApiError> {
          as this node saw the cluster at the last repair pass",
         g(s.repair.under_replicated),
     );
-    reg.register("repair_passes", "Repair passes since start", c(s.repair.passes));
+    reg.register(
+        "repair_passes",
+        "Repair ranking passes completed since start (one per change of the cluster view)",
+        c(s.repair.passes),
+    );
+    reg.register(
+        "repair_pass_running",
+        "1 while a repair ranking pass is under way",
+        g(u64::from(s.repair.pass_running)),
+    );
+    reg.register(
+        "repair_pass_ranked_chunks",
+        "Chunk references the pass under way has ranked (0 between passes)",
+        g(s.repair.pass_ranked),
+    );
+    if let Some(ms) = s.repair.last_pass_ms {
+        reg.register(
+            "repair_last_pass_timestamp_seconds",
+            "When the last repair pass ended (Unix seconds): the missing and under-replicated figures are from then",
+            ConstGauge::new(ms as f64 / 1000.0),
+        );
+    }
+    reg.register(
+        "repair_queued_chunks",
+        "Chunks queued for repair (found missing or damaged)",
+        g(s.repair.queued),
+    );
+    reg.register(
+        "repair_fetched_bytes",
+        "Sealed chunk bytes repair fetched from peers since start",
+        c(s.repair.fetched_bytes),
+    );
+    let members = Family::<MemberLabels, Gauge>::default();
+    for n in state.node.cluster().nodes() {
+        members.get_or_create(&MemberLabels { node_id: n.node.to_string(), state: n.state.as_str() }).set(1);
+    }
+    reg.register(
+        "member_state",
+        "1 for each member (this node included) in its lifecycle state: up, down, out, draining, removed",
+        members,
+    );
     reg.register(
         "repair_fetched_chunks",
         "Chunks repair fetched from peers since start",

@@ -10,6 +10,7 @@ mod files;
 mod guard;
 mod keys;
 mod metrics;
+mod nodes;
 mod peer;
 mod requests;
 mod serve_content;
@@ -100,6 +101,9 @@ pub fn app(
         .patch(tus_endpoint!(uploads::patch))
         .delete(tus_endpoint!(uploads::terminate));
     app.at("/api/v1/info/*name").get(endpoint!(files::info));
+    app.at("/api/v1/nodes").get(endpoint!(nodes::list));
+    app.at("/api/v1/nodes/:id/drain").post(endpoint!(nodes::drain));
+    app.at("/api/v1/nodes/:id/remove").post(endpoint!(nodes::remove));
     app.at("/api/v1/keys").post(endpoint!(keys::create)).get(endpoint!(keys::list));
     app.at("/api/v1/keys/*access_key").delete(endpoint!(keys::delete));
     app.at("/api/v1/buckets/*grant").put(endpoint!(keys::grant)).delete(endpoint!(keys::revoke));

@@ -77,6 +77,7 @@ pub fn route(path: &str) -> &'static str {
         "/api/v1/shares",
         "/api/v1/uploads",
         "/api/v1/keys",
+        "/api/v1/nodes",
         "/api/store",
         "/api/get",
         "/api/delete",
@@ -95,6 +96,14 @@ pub fn route(path: &str) -> &'static str {
     if let Some(exact) = EXACT.iter().find(|r| **r == path) {
         return exact;
     }
+    if let Some(rest) = path.strip_prefix("/api/v1/nodes/") {
+        // One path segment (the id), then the operation.
+        match rest.split_once('/') {
+            Some((id, "drain")) if !id.is_empty() => return "/api/v1/nodes/{id}/drain",
+            Some((id, "remove")) if !id.is_empty() => return "/api/v1/nodes/{id}/remove",
+            _ => return "other",
+        }
+    }
     UNDER
         .iter()
         .find(|(prefix, _)| path.len() > prefix.len() && path.starts_with(prefix))
@@ -109,6 +118,9 @@ mod tests {
     fn paths_map_to_templates_and_never_to_themselves() {
         assert_eq!(route("/api/v1/files/photos/IMG_1.jpg"), "/api/v1/files/{name}");
         assert_eq!(route("/api/v1/files"), "/api/v1/files");
+        assert_eq!(route("/api/v1/nodes/00ff/drain"), "/api/v1/nodes/{id}/drain");
+        assert_eq!(route("/api/v1/nodes/00ff/remove"), "/api/v1/nodes/{id}/remove");
+        assert_eq!(route("/api/v1/nodes/00ff/other"), "other");
         assert_eq!(route("/api/v1/files/"), "other");
         assert_eq!(route("/share/abc.def"), "/share/{token}");
         assert_eq!(route("/metrics"), "/metrics");

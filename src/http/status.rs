@@ -66,10 +66,19 @@ async fn status_json(state: &State) -> Result<serde_json::Value, ApiError> {
         "peers": peers,
         "repair": {
             "passes": s.repair.passes,
+            "pass_running": s.repair.pass_running,
+            "pass_ranked": s.repair.pass_ranked,
+            // The last pass's figures, and when it ended.
             "missing": s.repair.missing,
+            "under_replicated": s.repair.under_replicated,
+            "last_pass": s.repair.last_pass_ms.map(rfc3339),
+            "queued": s.repair.queued,
             "fetched": s.repair.fetched,
+            "fetched_bytes": s.repair.fetched_bytes,
             "dropped": s.repair.dropped,
+            "rate": state.node.cluster().repair_rate(),
         },
+        "nodes": state.node.cluster().nodes().iter().map(super::nodes::node_json).collect::<Vec<_>>(),
         "scrub": {
             "rate": s.scrub.rate,
             "passes": s.scrub.passes,

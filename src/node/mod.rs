@@ -299,7 +299,13 @@ impl Node {
             Cluster::new(store.clone(), keys.clone(), clock.clone(), events.clone(), health.clone(), cluster);
         Arc::new(Node {
             collector: Collector::new(store.clone(), config.gc_period),
-            scrubber: Scrubber::new(store.clone(), keys.clone(), config.scrub_rate, config.scrub_period),
+            scrubber: Scrubber::new(
+                store.clone(),
+                cluster.clone(),
+                keys.clone(),
+                config.scrub_rate,
+                config.scrub_period,
+            ),
             store,
             keys,
             clock,

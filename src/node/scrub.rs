@@ -13,9 +13,10 @@
 //! the pass where it stopped, or waits out the day since the last one, instead of starting a
 //! full pass again.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::cluster::Cluster;
 use crate::content::ChunkId;
 use crate::crypto::Keys;
 use crate::runtime;
@@ -87,6 +88,8 @@ pub struct ScrubReport {
 
 pub struct Scrubber {
     store: Store,
+    /// Told of each copy dropped (the writer queued it for repair in the same commit).
+    cluster: Arc<Cluster>,
     keys: Keys,
     rate: u64,
     period: Duration,
@@ -140,8 +143,8 @@ fn check_batch(store: &Store, keys: &Keys, after: Option<ChunkId>) -> Result<Bat
 }
 
 impl Scrubber {
-    pub fn new(store: Store, keys: Keys, rate: u64, period: Duration) -> Self {
-        Self { store, keys, rate, period, report: Mutex::new(ScrubReport::default()) }
+    pub fn new(store: Store, cluster: Arc<Cluster>, keys: Keys, rate: u64, period: Duration) -> Self {
+        Self { store, cluster, keys, rate, period, report: Mutex::new(ScrubReport::default()) }
     }
 
     /// The counts so far, with the configured rate (kept once, in `self.rate`).
@@ -204,6 +207,7 @@ impl Scrubber {
                              copy, which repair fetches again from another holder if there is one"
                         );
                         self.count(|r| r.corrupt += 1);
+                        self.cluster.wake_repair();
                     }
                     Ok(false) => {}
                     // A damaged database page under the chunk fails its removal too: reported,

@@ -32,8 +32,13 @@ pub(crate) fn s3_error(e: NodeError) -> S3Error {
             ClusterError::Unavailable { .. }
             | ClusterError::ChunkUnavailable(_)
             | ClusterError::NotDurable { .. }
-            | ClusterError::Replication { .. },
+            | ClusterError::Replication { .. }
+            | ClusterError::Removed,
         ) => (S3ErrorCode::ServiceUnavailable, e.to_string()),
+        // Node administration is not an S3 operation; listed so a new kind is placed here.
+        NodeError::Cluster(ClusterError::UnknownNode(_) | ClusterError::Lifecycle(_)) => {
+            (S3ErrorCode::InvalidRequest, e.to_string())
+        }
         NodeError::Integrity { .. }
         | NodeError::BadMetadata(_)
         | NodeError::Storage(_)

@@ -9,6 +9,7 @@ mod faults;
 pub(crate) mod folders;
 mod list;
 pub mod records;
+mod repair_queue;
 mod schema;
 pub mod snapshot;
 pub(crate) mod sorted;
@@ -27,6 +28,7 @@ use crate::runtime;
 use list::list_names;
 use records::decode;
 pub use records::{NameRecordV3 as NameRecord, StampV1 as Stamp};
+pub use repair_queue::Queued;
 pub use schema::SCHEMA_VERSION;
 use tables::have_chunks_in;
 pub(crate) use tables::{

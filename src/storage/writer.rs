@@ -118,6 +118,11 @@ pub(crate) enum Op {
         ids: Vec<ChunkId>,
         reply: Reply<u64>,
     },
+    /// Changes to repair's queue of chunks found missing or damaged.
+    RepairQueue {
+        change: super::repair_queue::QueueChange,
+        reply: Reply<()>,
+    },
     /// Compacts the file (when worthwhile, or always with `force`); answers the bytes it shrank.
     Compact {
         force: bool,
@@ -176,6 +181,7 @@ impl Op {
             Op::Close { reply }
             | Op::PutChunksDurable { reply, .. }
             | Op::PutMeta { reply, .. }
+            | Op::RepairQueue { reply, .. }
             | Op::Relink { reply, .. } => Outcome::Unit(reply.clone(), failed()),
             Op::CommitFile { reply, .. } => Outcome::Commit(reply.clone(), failed()),
             Op::Delete { reply, .. } | Op::DropCorrupt { reply, .. } => {
@@ -617,6 +623,7 @@ struct Tables<'t> {
     name_digests: Table<'t, u8, [u8; 32]>,
     bucket_names: Table<'t, (u8, &'static str), ()>,
     received: Table<'t, [u8; 32], u64>,
+    repair_queue: Table<'t, [u8; 32], (u64, u32)>,
     stats: super::Stats,
     /// How long confirmed chunks awaiting their manifest are spared (see `RECEIVED`).
     grace_ms: u64,
@@ -651,6 +658,7 @@ impl<'t> Tables<'t> {
             name_digests: txn.open_table(NAME_DIGESTS)?,
             bucket_names: txn.open_table(BUCKET_NAMES)?,
             received: txn.open_table(RECEIVED)?,
+            repair_queue: txn.open_table(super::repair_queue::REPAIR_QUEUE)?,
             stats,
             grace_ms: 0,
             gc_cursor: [0; 32],
@@ -759,6 +767,10 @@ impl<'t> Tables<'t> {
                 self.meta.insert(key, value.as_slice())?;
                 Outcome::Unit(reply, Ok(()))
             }
+            Op::RepairQueue { change, reply } => {
+                super::repair_queue::apply(&mut self.repair_queue, change, unix_ms())?;
+                Outcome::Unit(reply, Ok(()))
+            }
             Op::DropCorrupt { id, found, reply } => {
                 // The copy may have been removed and stored afresh since it was checked.
                 let same = match (read_sealed(&self.chunks, &id), found) {
@@ -769,6 +781,10 @@ impl<'t> Tables<'t> {
                 if same {
                     let freed = self.remove_chunk(&id)?;
                     self.stats.stored_bytes = self.stats.stored_bytes.saturating_sub(freed);
+                    // In the same commit as the drop: repair fetches a good copy back even
+                    // if the node stops before it hears of this.
+                    let add = super::repair_queue::QueueChange { add: vec![id], ..Default::default() };
+                    super::repair_queue::apply(&mut self.repair_queue, add, unix_ms())?;
                 }
                 Outcome::Bool(reply, Ok(same))
             }
