@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::{Api, ClientError, Opts, progress};
+use super::{Api, ClientError, Opts};
+use crate::units::human_bytes;
 
 #[derive(Args, Debug)]
 pub struct NodeArgs {
@@ -63,7 +64,7 @@ fn list(opts: &Opts) -> Result<ExitCode, ClientError> {
         };
         let chunks = n["chunks"].as_u64().map_or("-".into(), |c| c.to_string());
         let space = match (n["disk_free_bytes"].as_u64(), n["disk_total_bytes"].as_u64()) {
-            (Some(free), Some(total)) => format!("{} of {}", progress::bytes(free), progress::bytes(total)),
+            (Some(free), Some(total)) => format!("{} of {}", human_bytes(free), human_bytes(total)),
             _ => "-".into(),
         };
         let me = if n["me"] == true { " *" } else { "" };
