@@ -347,12 +347,17 @@ def cluster():
 
 
 def hold_share(node, names):
-    """Waits for the node to know every name, then for a repair pass after that which found
-    nothing missing."""
+    """Waits for the node to know every name, then for repair to have nothing left: no pass
+    under way, an empty queue, and the same chunk count a second apart."""
     wait_for(f"node {node.index} to list every name", 3600, lambda: node.status()["files"] >= names, every=1)
-    passes = node.status()["repair"]["passes"]
-    wait_for(f"node {node.index} to hold its share", 3600, lambda: (lambda r: r["passes"] > passes and
-             r["missing"] == 0)(node.status()["repair"]), every=1)
+
+    def settled():
+        a = node.status()
+        time.sleep(1)
+        b = node.status()
+        r = b["repair"]
+        return not r["pass_running"] and r["queued"] == 0 and a["chunks"] == b["chunks"]
+    wait_for(f"node {node.index} to hold its share", 3600, settled, every=0)
 
 
 def quiet_now(node):
