@@ -107,37 +107,112 @@ pub async fn metrics(req: Req) -> Result<Response, ApiError> {
         "The running build: its version",
         Info::new(BuildLabels { version: env!("CARGO_PKG_VERSION") }),
     );
-    let g = |v: u64| ConstGauge::new(v as i64);
-    let c = ConstCounter::new;
-
-    reg.register("files", "Live names", g(s.stats.files));
-    reg.register("logical_bytes", "Sum of the sizes of all live names", g(s.stats.logical_bytes));
-    reg.register("unique_bytes", "Sum of the sizes of distinct stored files", g(s.stats.unique_bytes));
-    reg.register("stored_bytes", "Ciphertext bytes of chunks stored on this node", g(s.stats.stored_bytes));
-    reg.register("chunks", "Chunks stored on this node", g(s.stats.chunks));
-    reg.register("replication", "Copies the cluster keeps of each chunk (R)", g(s.replication as u64));
-    reg.register("uptime_seconds", "Seconds since the node started", g(s.uptime_secs));
-
-    reg.register("db_file_bytes", "Size of the database file", g(s.space.db_file_bytes));
-    reg.register("db_used_bytes", "Estimated bytes of the database file in use", g(s.space.db_used_bytes));
-    reg.register(
-        "db_free_bytes",
-        "Estimated free bytes inside the database file (reused by writes, returned by compaction)",
-        g(s.space.db_free_bytes),
-    );
-    reg.register("disk_total_bytes", "Size of the filesystem holding the data", g(s.space.disk.total));
-    reg.register("disk_free_bytes", "Free bytes on the filesystem holding the data", g(s.space.disk.free));
-    reg.register(
-        "disk_used_bytes",
-        "Bytes in use on the filesystem holding the data (by anything)",
-        g(s.space.disk.total.saturating_sub(s.space.disk.free)),
-    );
-    reg.register(
-        "disk_reserve_bytes",
-        "Free disk space kept for deletes and the collector; uploads are refused below it",
-        g(s.space.reserve_bytes),
-    );
-    reg.register("compactions", "Database compactions since start", c(s.space.compactions));
+    // Figures read from the status: (name, help, value), gauges then counters.
+    let gauges = [
+        ("files", "Live names", s.stats.files),
+        ("logical_bytes", "Sum of the sizes of all live names", s.stats.logical_bytes),
+        ("unique_bytes", "Sum of the sizes of distinct stored files", s.stats.unique_bytes),
+        ("stored_bytes", "Ciphertext bytes of chunks stored on this node", s.stats.stored_bytes),
+        ("chunks", "Chunks stored on this node", s.stats.chunks),
+        ("replication", "Copies the cluster keeps of each chunk (R)", s.replication as u64),
+        ("uptime_seconds", "Seconds since the node started", s.uptime_secs),
+        ("db_file_bytes", "Size of the database file", s.space.db_file_bytes),
+        ("db_used_bytes", "Estimated bytes of the database file in use", s.space.db_used_bytes),
+        (
+            "db_free_bytes",
+            "Estimated free bytes inside the database file (reused by writes, returned by compaction)",
+            s.space.db_free_bytes,
+        ),
+        ("disk_total_bytes", "Size of the filesystem holding the data", s.space.disk.total),
+        ("disk_free_bytes", "Free bytes on the filesystem holding the data", s.space.disk.free),
+        (
+            "disk_used_bytes",
+            "Bytes in use on the filesystem holding the data (by anything)",
+            s.space.disk.total.saturating_sub(s.space.disk.free),
+        ),
+        (
+            "disk_reserve_bytes",
+            "Free disk space kept for deletes and the collector; uploads are refused below it",
+            s.space.reserve_bytes,
+        ),
+        (
+            "chunks_missing",
+            "Chunks this node should hold but lacks, at the last repair pass",
+            s.repair.missing,
+        ),
+        (
+            "chunks_under_replicated",
+            "Chunks of the store with fewer than R owners up (an owner down, or fewer nodes than R), \
+             as this node saw the cluster at the last repair pass",
+            s.repair.under_replicated,
+        ),
+        (
+            "repair_pass_running",
+            "1 while a repair ranking pass is under way",
+            u64::from(s.repair.pass_running),
+        ),
+        (
+            "repair_pass_ranked_chunks",
+            "Chunk references the pass under way has ranked (0 between passes)",
+            s.repair.pass_ranked,
+        ),
+        ("repair_queued_chunks", "Chunks queued for repair (found missing or damaged)", s.repair.queued),
+        (
+            "scrub_rate_bytes_per_second",
+            "Bytes the scrub verifies per second at most; 0 is off",
+            s.scrub.rate,
+        ),
+        ("leases", "Leases peers' transfers hold on this node", s.leases as u64),
+    ];
+    for (name, help, value) in gauges {
+        reg.register(name, help, ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)));
+    }
+    let counters = [
+        ("compactions", "Database compactions since start", s.space.compactions),
+        (
+            "repair_passes",
+            "Repair ranking passes completed since start (one per change of the cluster view)",
+            s.repair.passes,
+        ),
+        (
+            "repair_fetched_bytes",
+            "Sealed chunk bytes repair fetched from peers since start",
+            s.repair.fetched_bytes,
+        ),
+        ("repair_fetched_chunks", "Chunks repair fetched from peers since start", s.repair.fetched),
+        (
+            "repair_dropped_chunks",
+            "Surplus chunk copies repair dropped once their owners confirmed, since start",
+            s.repair.dropped,
+        ),
+        ("scrub_passes", "Scrub passes completed since start", s.scrub.passes),
+        ("scrub_checked_chunks", "Chunks the scrub verified since start", s.scrub.checked),
+        ("scrub_corrupt_chunks", "Damaged chunk copies the scrub dropped since start", s.scrub.corrupt),
+        (
+            "scrub_errors",
+            "Chunks the scrub could not read or drop, and passes it had to stop, since start",
+            s.scrub.errors,
+        ),
+        ("gc_passes", "Collector passes since start", s.gc.passes),
+        ("gc_files", "Files (manifests) the collector removed since start", s.gc.files),
+        ("gc_chunks", "Chunks the collector removed since start", s.gc.chunks),
+        ("gc_bytes", "Chunk bytes the collector removed since start", s.gc.bytes),
+        (
+            "peer_handshakes_refused",
+            "Unauthenticated peer handshakes refused (over the total or one source's bound)",
+            s.handshakes_refused,
+        ),
+    ];
+    for (name, help, value) in counters {
+        reg.register(name, help, ConstCounter::new(value));
+    }
+    if let Some(ms) = s.repair.last_pass_ms {
+        reg.register(
+            "repair_last_pass_timestamp_seconds",
+            "When the last repair pass ended (Unix seconds): the missing and under-replicated figures are from then",
+            ConstGauge::new(ms as f64 / 1000.0),
+        );
+    }
 
     let up = Family::<PeerLabels, Gauge>::default();
     let seen = Family::<PeerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
@@ -155,49 +230,6 @@ pub async fn metrics(req: Req) -> Result<Response, ApiError> {
         "When a member was last heard from (Unix seconds); absent if never",
         seen,
     );
-    reg.register(
-        "chunks_missing",
-        "Chunks this node should hold but lacks, at the last repair pass",
-        g(s.repair.missing),
-    );
-    reg.register(
-        "chunks_under_replicated",
-        "Chunks of the store with fewer than R owners up (an owner down, or fewer nodes than R), \
-         as this node saw the cluster at the last repair pass",
-        g(s.repair.under_replicated),
-    );
-    reg.register(
-        "repair_passes",
-        "Repair ranking passes completed since start (one per change of the cluster view)",
-        c(s.repair.passes),
-    );
-    reg.register(
-        "repair_pass_running",
-        "1 while a repair ranking pass is under way",
-        g(u64::from(s.repair.pass_running)),
-    );
-    reg.register(
-        "repair_pass_ranked_chunks",
-        "Chunk references the pass under way has ranked (0 between passes)",
-        g(s.repair.pass_ranked),
-    );
-    if let Some(ms) = s.repair.last_pass_ms {
-        reg.register(
-            "repair_last_pass_timestamp_seconds",
-            "When the last repair pass ended (Unix seconds): the missing and under-replicated figures are from then",
-            ConstGauge::new(ms as f64 / 1000.0),
-        );
-    }
-    reg.register(
-        "repair_queued_chunks",
-        "Chunks queued for repair (found missing or damaged)",
-        g(s.repair.queued),
-    );
-    reg.register(
-        "repair_fetched_bytes",
-        "Sealed chunk bytes repair fetched from peers since start",
-        c(s.repair.fetched_bytes),
-    );
     let members = Family::<MemberLabels, Gauge>::default();
     for n in state.node.cluster().nodes() {
         members.get_or_create(&MemberLabels { node_id: n.node.to_string(), state: n.state.as_str() }).set(1);
@@ -206,43 +238,6 @@ pub async fn metrics(req: Req) -> Result<Response, ApiError> {
         "member_state",
         "1 for each member (this node included) in its lifecycle state: up, down, out, draining, removed",
         members,
-    );
-    reg.register(
-        "repair_fetched_chunks",
-        "Chunks repair fetched from peers since start",
-        c(s.repair.fetched),
-    );
-    reg.register(
-        "repair_dropped_chunks",
-        "Surplus chunk copies repair dropped once their owners confirmed, since start",
-        c(s.repair.dropped),
-    );
-    reg.register(
-        "scrub_rate_bytes_per_second",
-        "Bytes the scrub verifies per second at most; 0 is off",
-        g(s.scrub.rate),
-    );
-    reg.register("scrub_passes", "Scrub passes completed since start", c(s.scrub.passes));
-    reg.register("scrub_checked_chunks", "Chunks the scrub verified since start", c(s.scrub.checked));
-    reg.register(
-        "scrub_corrupt_chunks",
-        "Damaged chunk copies the scrub dropped since start",
-        c(s.scrub.corrupt),
-    );
-    reg.register(
-        "scrub_errors",
-        "Chunks the scrub could not read or drop, and passes it had to stop, since start",
-        c(s.scrub.errors),
-    );
-    reg.register("gc_passes", "Collector passes since start", c(s.gc.passes));
-    reg.register("gc_files", "Files (manifests) the collector removed since start", c(s.gc.files));
-    reg.register("gc_chunks", "Chunks the collector removed since start", c(s.gc.chunks));
-    reg.register("gc_bytes", "Chunk bytes the collector removed since start", c(s.gc.bytes));
-    reg.register("leases", "Leases peers' transfers hold on this node", g(s.leases as u64));
-    reg.register(
-        "peer_handshakes_refused",
-        "Unauthenticated peer handshakes refused (over the total or one source's bound)",
-        c(s.handshakes_refused),
     );
 
     register_limits(reg, state.node.limits());
