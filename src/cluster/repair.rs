@@ -42,8 +42,10 @@ const QUEUE_PAGE: usize = 256;
 /// Chunks fetched per durable write.
 const FETCH_BATCH: usize = 8;
 /// Retry delays of queued chunks that could not be settled: doubling from the first, capped.
+/// The cap bounds how long a surplus copy outlives the heal that lets its owner confirm (a
+/// retry is one verify or fetch, paced by `--repair-rate`, so a short cap costs little).
 const RETRY_FIRST: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(30);
+const RETRY_MAX: Duration = Duration::from_secs(8);
 /// How long after a stand-in copy arrives repair first looks at it (its upload commits first).
 const STAND_IN_DELAY: Duration = Duration::from_secs(5);
 /// `META` key of the pass under way or last done.
