@@ -717,8 +717,13 @@ fn run(
     history.sort_by_key(|o| o.start);
     let phase = t0.elapsed();
 
-    let written: BTreeSet<String> =
-        history.iter().filter(|o| o.kind == Kind::Put).map(|o| o.name.clone()).collect();
+    // Every name a write touched, deletes included: a name only ever deleted (a delete of a
+    // name no put reached yet) has a final state to check too (absent).
+    let written: BTreeSet<String> = history
+        .iter()
+        .filter(|o| matches!(o.kind, Kind::Put | Kind::Delete))
+        .map(|o| o.name.clone())
+        .collect();
     let converged = converge(urls, &written, CONVERGE);
     let verdict = check(&history, &faults, &converged.last);
     report(test, &history, &faults, &verdict, &converged, phase);
