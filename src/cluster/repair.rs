@@ -46,6 +46,9 @@ const FETCH_BATCH: usize = 8;
 /// retry is one verify or fetch, paced by `--repair-rate`, so a short cap costs little).
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(8);
+/// Tries a held copy no manifest names yet gets before it is left to the collector (with the
+/// backoff, about 80 s for its upload's name to arrive).
+const UNNAMED_TRIES: u32 = 12;
 /// How long after a stand-in copy arrives repair first looks at it (its upload commits first).
 const STAND_IN_DELAY: Duration = Duration::from_secs(5);
 /// `META` key of the pass under way or last done.
@@ -335,11 +338,19 @@ impl Repair {
         let mut done = Vec::new();
         let mut fetch = Vec::new();
         let mut surplus = Vec::new();
+        let mut unnamed = Vec::new();
         for (id, (used, held)) in ids.into_iter().zip(states) {
             let owners = view.owners(&id);
             match (used, owners.contains(&cluster.me), held) {
                 (true, true, false) => fetch.push(id),
                 (true, false, true) => surplus.push((id, owners)),
+                // Held, not ours, and no manifest here names it yet: a stand-in copy whose
+                // upload's name has not arrived (a lossy link delays it). Looked at again a few
+                // times, so it goes to its owner once the name lands; past that, an upload that
+                // never committed left it, and it is the collector's.
+                (false, false, true) if tries.get(&id).is_some_and(|t| *t < UNNAMED_TRIES) => {
+                    unnamed.push(id)
+                }
                 // Collected since, held as it should be (the scrub checks the copy), or not
                 // this node's.
                 _ => done.push(id),
@@ -354,6 +365,7 @@ impl Repair {
         let defer = failed
             .into_iter()
             .chain(unsettled)
+            .chain(unnamed)
             .map(|id| {
                 let n = tries.get(&id).copied().unwrap_or(0).min(16);
                 let delay = (RETRY_FIRST * 2u32.pow(n)).min(RETRY_MAX);
