@@ -1033,25 +1033,6 @@ impl Store {
         .await
     }
 
-    /// Chunk ids some stored manifest uses, each with whether this node holds it.
-    pub async fn referenced_chunks(&self) -> Result<Vec<(ChunkId, bool)>> {
-        self.read(|db| {
-            let txn = db.begin_read()?;
-            let refs = txn.open_table(CHUNK_REFS)?;
-            let chunks = txn.open_table(CHUNK_INDEX)?;
-            let mut out = Vec::new();
-            for item in refs.iter()? {
-                let (k, v) = item?;
-                if v.value() > 0 {
-                    let id = ChunkId::from_bytes(k.value());
-                    out.push((id, has_sealed(&chunks, &id)?));
-                }
-            }
-            Ok(out)
-        })
-        .await
-    }
-
     /// Which of `ids` this node holds.
     pub async fn have_chunks(&self, ids: Vec<ChunkId>) -> Result<Vec<bool>> {
         self.read(move |db| have_chunks_in(db, &ids)).await
