@@ -233,21 +233,22 @@ impl Repair {
         }
         let view = View::of(&cluster);
         let fingerprint = view.fingerprint();
-        match &self.pass {
-            Some(p) if p.view == fingerprint && p.done => {}
-            Some(p) if p.view == fingerprint => return self.pass_page(&view).await,
-            _ => {
-                self.pass = Some(PassRecordV1 {
-                    view: fingerprint,
-                    cursor: None,
-                    done: false,
-                    ranked: 0,
-                    missing: 0,
-                    under_replicated: 0,
-                    ended_ms: 0,
-                });
-                return self.pass_page(&view).await;
-            }
+        // The pass under way for this view goes on; a new view starts a new one.
+        let pass = match &self.pass {
+            Some(p) if p.view == fingerprint && p.done => None,
+            Some(p) if p.view == fingerprint => Some(p.clone()),
+            _ => Some(PassRecordV1 {
+                view: fingerprint,
+                cursor: None,
+                done: false,
+                ranked: 0,
+                missing: 0,
+                under_replicated: 0,
+                ended_ms: 0,
+            }),
+        };
+        if let Some(pass) = pass {
+            return self.pass_page(&view, pass).await;
         }
         let now = unix_ms();
         let (due, queued) = cluster.store.repair_queue(None, QUEUE_PAGE, now).await?;
@@ -268,9 +269,8 @@ impl Repair {
     }
 
     /// Ranks one page of chunk references and acts on it.
-    async fn pass_page(&mut self, view: &View) -> Result<Worked, ClusterError> {
+    async fn pass_page(&mut self, view: &View, mut pass: PassRecordV1) -> Result<Worked, ClusterError> {
         let cluster = self.cluster.clone();
-        let mut pass = self.pass.clone().expect("a pass is under way");
         let page =
             cluster.store.referenced_chunks_after(pass.cursor.map(ChunkId::from_bytes), PASS_PAGE).await?;
         let ended = page.len() < PASS_PAGE;
