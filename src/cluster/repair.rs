@@ -32,7 +32,7 @@ use super::{CHUNK_TIMEOUT, Cluster, ClusterError, lock, placement};
 use crate::clock::unix_ms;
 use crate::content::{ChunkId, NodeId};
 use crate::runtime;
-use crate::storage::{Queued, StorageError};
+use crate::storage::{QueuePage, Queued, StorageError};
 
 /// Chunk references ranked per page of a pass (a blocking thread's work, then the cursor is
 /// saved).
@@ -251,7 +251,7 @@ impl Repair {
             return self.pass_page(&view, pass).await;
         }
         let now = unix_ms();
-        let (due, queued) = cluster.store.repair_queue(None, QUEUE_PAGE, now).await?;
+        let QueuePage { due, queued, next_due } = cluster.store.repair_queue(QUEUE_PAGE, now).await?;
         self.publish(queued);
         if !due.is_empty() {
             self.queue_page(&view, due).await?;
@@ -260,7 +260,6 @@ impl Repair {
         if queued == 0 {
             cluster.leave_if_drained().await;
         }
-        let next_due = if queued > 0 { cluster.store.repair_next_due().await? } else { None };
         let next_view = cluster.next_placement_change();
         Ok(Worked::Idle(match (next_due, next_view) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -28,7 +28,7 @@ use crate::runtime;
 use list::list_names;
 use records::decode;
 pub use records::{NameRecordV3 as NameRecord, StampV1 as Stamp};
-pub use repair_queue::Queued;
+pub use repair_queue::{QueuePage, Queued};
 pub use schema::SCHEMA_VERSION;
 use tables::have_chunks_in;
 pub(crate) use tables::{

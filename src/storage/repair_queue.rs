@@ -25,6 +25,14 @@ pub struct Queued {
     pub tries: u32,
 }
 
+/// One look at the queue: see [`Store::repair_queue`].
+#[derive(Debug, Default)]
+pub struct QueuePage {
+    pub due: Vec<Queued>,
+    pub queued: u64,
+    pub next_due: Option<u64>,
+}
+
 /// What the writer does to the queue in one operation.
 #[derive(Debug, Default)]
 pub(crate) struct QueueChange {
@@ -77,59 +85,31 @@ impl Store {
         .await
     }
 
-    /// Up to `limit` queued chunks due at `now_ms` (all of them with `u64::MAX`), in id order
-    /// after `after`, and how many are queued in all.
-    pub async fn repair_queue(
-        &self,
-        after: Option<ChunkId>,
-        limit: usize,
-        now_ms: u64,
-    ) -> Result<(Vec<Queued>, u64)> {
+    /// Up to `limit` queued chunks due at `now_ms`, in id order, how many are queued in all,
+    /// and the earliest due time of those not due yet (complete when none is due, as the walk
+    /// then read the whole queue: it holds only chunks found missing, few in a healthy cluster).
+    pub async fn repair_queue(&self, limit: usize, now_ms: u64) -> Result<QueuePage> {
         self.read(move |db| {
             let txn = db.begin_read()?;
             let queue = match txn.open_table(REPAIR_QUEUE) {
                 Ok(q) => q,
-                Err(TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), 0)),
+                Err(TableError::TableDoesNotExist(_)) => return Ok(QueuePage::default()),
                 Err(e) => return Err(e.into()),
             };
-            let total = queue.len()?;
-            let start = after.map_or([0; 32], |a| *a.as_bytes());
-            let mut out = Vec::new();
-            for item in queue.range(start..)? {
+            let mut page = QueuePage { queued: queue.len()?, ..QueuePage::default() };
+            for item in queue.iter()? {
                 let (k, v) = item?;
-                let id = ChunkId::from_bytes(k.value());
-                if Some(id) == after {
-                    continue;
-                }
                 let (due_ms, tries) = v.value();
                 if due_ms <= now_ms {
-                    out.push(Queued { id, due_ms, tries });
-                    if out.len() >= limit {
+                    page.due.push(Queued { id: ChunkId::from_bytes(k.value()), due_ms, tries });
+                    if page.due.len() >= limit {
                         break;
                     }
+                } else {
+                    page.next_due = Some(page.next_due.map_or(due_ms, |n| n.min(due_ms)));
                 }
             }
-            Ok((out, total))
-        })
-        .await
-    }
-
-    /// The earliest due time in the queue, if any (a walk of the queue: it holds only chunks
-    /// found missing, few in a healthy cluster).
-    pub async fn repair_next_due(&self) -> Result<Option<u64>> {
-        self.read(|db| {
-            let txn = db.begin_read()?;
-            let queue = match txn.open_table(REPAIR_QUEUE) {
-                Ok(q) => q,
-                Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
-            let mut next: Option<u64> = None;
-            for item in queue.iter()? {
-                let due = item?.1.value().0;
-                next = Some(next.map_or(due, |n| n.min(due)));
-            }
-            Ok(next)
+            Ok(page)
         })
         .await
     }
